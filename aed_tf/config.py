@@ -1,0 +1,325 @@
+"""The one configuration object of aed-tf.
+
+Every parameter is declared once, here, as a field of a section dataclass. The same field is
+a CLI flag (``--n-mels 64``), a papermill/notebook parameter (``n_mels = 64``) and a key of the
+``config.json`` written next to every run. Field names are unique across sections, so the flat
+view (``Config.to_flat`` / ``Config.from_flat``) is unambiguous.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+CalmPolicy = Literal["neutral", "separate", "drop"]
+SplitProtocol = Literal["speaker-independent", "shared-si", "random"]
+
+
+def param(default: Any, help: str) -> Any:
+    """A config field with its help text (shown by ``aed-tf <cmd> --help``)."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed in configs; use a tuple")
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the recordings are, how labels are mapped and how clips are split."""
+
+    data_roots: tuple[str, ...] = param(
+        (),
+        "corpus folders or CSV manifests (path,emotion[,speaker]); empty: data/ if it exists, "
+        "else ../shared/datasets",
+    )
+    prepared_dir: str = param("prepared", "where `prepare` writes the manifest, summary and splits")
+    cache_dir: str = param("", "decoded-audio cache; empty: $AED_TF_CACHE or ~/.cache/aed_tf")
+    calm: CalmPolicy = param(
+        "neutral", "RAVDESS calm: merge into neutral, keep as its own class, or drop the clips"
+    )
+    protocol: SplitProtocol = param(
+        "speaker-independent",
+        "split protocol: speaker-independent (grouped by speaker, seeded), shared-si (fixed "
+        "held-out speakers of ../shared/datasets) or random (speaker-dependent, for comparison "
+        "with published numbers only)",
+    )
+    seed: int = param(0, "seed for the split, shuffling, augmentation and initialisation")
+    val_fraction: float = param(0.15, "share of speakers (clips for `random`) for validation")
+    test_fraction: float = param(0.15, "share of speakers (clips for `random`) for test")
+    folds: int = param(5, "number of speaker-independent folds written by `prepare`")
+    drop_unknown_speakers: bool = param(
+        False, "drop clips whose speaker is unknown instead of refusing to split them"
+    )
+    max_clip_seconds: float = param(
+        60.0, "longer files are rejected by `prepare` (use `predict --timeline` on long audio)"
+    )
+    workers: int = param(0, "parallel decoding workers; 0: one per CPU core")
+
+    def __post_init__(self) -> None:
+        _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")
+        _check(0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "in (0, 1)")
+        _check(
+            self.val_fraction + self.test_fraction < 1,
+            "val_fraction + test_fraction",
+            self.val_fraction + self.test_fraction,
+            "below 1",
+        )
+        _check(self.folds >= 2, "folds", self.folds, ">= 2")
+        _check(self.max_clip_seconds > 0, "max_clip_seconds", self.max_clip_seconds, "> 0")
+        _check(self.workers >= 0, "workers", self.workers, ">= 0")
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    """The log-mel front end. Saved with every model: serving must compute the same features."""
+
+    sample_rate: int = param(16000, "sample rate every clip is decoded to (Hz)")
+    clip_seconds: float = param(3.0, "clip length fed to the model; longer is cropped, shorter padded")
+    window_ms: float = param(25.0, "STFT window length (ms)")
+    hop_ms: float = param(10.0, "STFT hop (ms)")
+    n_fft: int = param(512, "FFT size (samples); at least the window length")
+    n_mels: int = param(128, "mel bands")
+    fmin: float = param(20.0, "lowest mel band edge (Hz)")
+    fmax: float = param(8000.0, "highest mel band edge (Hz); at most sample_rate / 2")
+
+    def __post_init__(self) -> None:
+        _check(self.sample_rate >= 8000, "sample_rate", self.sample_rate, ">= 8000")
+        _check(self.clip_seconds > 0, "clip_seconds", self.clip_seconds, "> 0")
+        _check(self.hop_ms > 0, "hop_ms", self.hop_ms, "> 0")
+        _check(
+            self.n_fft >= self.window_length,
+            "n_fft",
+            self.n_fft,
+            f">= the window length ({self.window_length} samples)",
+        )
+        _check(self.n_mels >= 8, "n_mels", self.n_mels, ">= 8")
+        _check(0 <= self.fmin < self.fmax, "fmin", self.fmin, f"in [0, fmax={self.fmax})")
+        _check(
+            self.fmax <= self.sample_rate / 2,
+            "fmax",
+            self.fmax,
+            f"<= sample_rate / 2 = {self.sample_rate / 2}",
+        )
+        _check(
+            self.clip_samples >= self.window_length,
+            "clip_seconds",
+            self.clip_seconds,
+            "at least one STFT window long",
+        )
+
+    @property
+    def window_length(self) -> int:
+        return int(round(self.sample_rate * self.window_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_seconds))
+
+    @property
+    def num_frames(self) -> int:
+        return 1 + (self.clip_samples - self.window_length) // self.hop_length
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; evaluation and serving never augment."""
+
+    augment: bool = param(True, "augment training clips")
+    gain_db: float = param(6.0, "random gain drawn uniformly from [-gain_db, +gain_db] dB")
+    noise_probability: float = param(0.5, "probability of adding white noise to a clip")
+    snr_db_min: float = param(10.0, "lowest signal-to-noise ratio of the added noise (dB)")
+    snr_db_max: float = param(40.0, "highest signal-to-noise ratio of the added noise (dB)")
+    time_shift_ms: float = param(200.0, "random time shift of up to ± this many ms, zero-filled")
+    freq_masks: int = param(2, "SpecAugment frequency masks per clip")
+    freq_mask_width: int = param(16, "maximum width of a frequency mask (mel bands)")
+    time_masks: int = param(2, "SpecAugment time masks per clip")
+    time_mask_width: int = param(30, "maximum width of a time mask (frames)")
+    mixup_alpha: float = param(0.0, "mixup Beta(alpha, alpha) parameter; 0 turns mixup off")
+
+    def __post_init__(self) -> None:
+        _check(self.gain_db >= 0, "gain_db", self.gain_db, ">= 0")
+        _check(
+            0 <= self.noise_probability <= 1, "noise_probability", self.noise_probability, "in [0, 1]"
+        )
+        _check(
+            self.snr_db_min <= self.snr_db_max, "snr_db_min", self.snr_db_min, "<= snr_db_max"
+        )
+        _check(self.time_shift_ms >= 0, "time_shift_ms", self.time_shift_ms, ">= 0")
+        for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        _check(self.mixup_alpha >= 0, "mixup_alpha", self.mixup_alpha, ">= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The model and how it is trained."""
+
+    backbone: str = param("efficientnetb0", "backbone name from the registry (aed_tf.backbones)")
+    image_size: int = param(0, "square input size of the backbone; 0: the backbone's default")
+    batch_size: int = param(32, "clips per batch")
+
+    def __post_init__(self) -> None:
+        _check(self.image_size >= 0, "image_size", self.image_size, ">= 0")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    """All parameters of an experiment, grouped in sections with globally unique field names."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- the flat view: notebook parameters and CLI flags -------------------------------------
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for section in cls.sections().values() for f in dataclasses.fields(section)]
+
+    def to_flat(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(getattr(self, s), f.name)
+            for s, section in self.sections().items()
+            for f in dataclasses.fields(section)
+        }
+
+    @classmethod
+    def from_flat(cls, **values: Any) -> Config:
+        return cls().replace(**values)
+
+    def replace(self, **values: Any) -> Config:
+        """A copy with some flat fields changed; unknown names are an error with a suggestion."""
+        owner = {name: s for s, sec in self.sections().items() for name in _names(sec)}
+        unknown = [name for name in values if name not in owner]
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, owner, n=1)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(f"unknown config parameter(s): {', '.join(hints)}")
+        changed = {}
+        for s, section in self.sections().items():
+            mine = {k: _coerce(section, k, v) for k, v in values.items() if owner[k] == s}
+            if mine:
+                changed[s] = dataclasses.replace(getattr(self, s), **mine)
+        return dataclasses.replace(self, **changed)
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {
+            s: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, s)).items()}
+            for s in self.sections()
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Reads ``to_dict`` output (nested) or a flat mapping."""
+        flat: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in cls.sections() and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        return cls.from_flat(**flat)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        data = json.loads(Path(path).read_text())
+        return cls.from_dict(data.get("config", data))
+
+    # -- CLI -----------------------------------------------------------------------------------
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
+        """Adds one flag per field of the given sections (all by default)."""
+        for s, section in cls.sections().items():
+            if sections is not None and s not in sections:
+                continue
+            group = parser.add_argument_group(f"{s} parameters")
+            hints = typing.get_type_hints(section)
+            for f in dataclasses.fields(section):
+                _add_flag(group, f, hints[f.name])
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, base: Config | None = None) -> Config:
+        """Flags the user gave override ``base`` (defaults when None)."""
+        names = set(cls.field_names())
+        given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        return (base or cls()).replace(**given)
+
+
+def _names(section: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(section)]
+
+
+def _check(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"config parameter {name} = {value!r}: must be {expected}")
+
+
+def _coerce(section: type, name: str, value: Any) -> Any:
+    """Values from JSON, papermill or the CLI arrive as lists, ints for floats, and so on."""
+    hint = typing.get_type_hints(section)[name]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, (str, Path)):
+            value = (value,)
+        return tuple(str(v) for v in value)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ValueError(f"config parameter {name} = {value!r}: must be one of {choices}")
+        return value
+    if hint is bool:
+        if isinstance(value, str):
+            if value.lower() in ("true", "1", "yes"):
+                return True
+            if value.lower() in ("false", "0", "no"):
+                return False
+        if not isinstance(value, bool):
+            raise ValueError(f"config parameter {name} = {value!r}: must be true or false")
+        return value
+    if hint in (int, float, str):
+        try:
+            cast = hint(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"config parameter {name} = {value!r}: must be {hint.__name__}") from None
+        if hint is int and isinstance(value, float) and value != cast:
+            raise ValueError(f"config parameter {name} = {value!r}: must be an integer")
+        return cast
+    return value
+
+
+def _add_flag(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    help_text = f"{f.metadata.get('help', '')} (default: {f.default!r})"
+    origin = typing.get_origin(hint)
+    # default=None everywhere: from_args tells flags the user gave from ones left alone.
+    if hint is bool:
+        group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif origin is tuple:
+        group.add_argument(flag, dest=f.name, nargs="+", default=None, help=help_text)
+    elif origin is Literal:
+        group.add_argument(flag, dest=f.name, choices=typing.get_args(hint), default=None, help=help_text)
+    else:
+        group.add_argument(flag, dest=f.name, type=hint, default=None, help=help_text)

@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("AED_TF_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+RAVDESS_DIR = SHARED_DATASETS / "RAVDESS" / "audio_speech_actors_01-24"
+TESS_DIR = SHARED_DATASETS / "TESS" / "TESS_Toronto_emotional_speech_set_data"
+ORIGINALS_DIR = SHARED_DATASETS / "originals"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The real recordings. CI always has them beside the clone, so their absence is a failure."""
+    if not (RAVDESS_DIR.is_dir() and TESS_DIR.is_dir()):
+        pytest.fail(
+            f"real data not found at {SHARED_DATASETS}; put the shared datasets beside the "
+            "repository or set AED_TF_SHARED_DATASETS"
+        )
+    return SHARED_DATASETS
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """A private decoded-audio cache, so tests never share state with a user's cache."""
+    return tmp_path / "cache"

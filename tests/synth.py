@@ -1,0 +1,32 @@
+"""Audio that tests make for themselves: tones in any format, rate and channel count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def tone(seconds: float = 1.0, sample_rate: int = 16000, freq: float = 220.0, channels: int = 1,
+         amplitude: float = 0.3, seed: int = 0) -> np.ndarray:
+    """A harmonic tone with a little noise, shaped (frames,) or (frames, channels)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    wave = sum(np.sin(2 * np.pi * freq * k * t) / k for k in (1, 2, 3))
+    wave = amplitude * wave / np.max(np.abs(wave)) + 0.001 * rng.standard_normal(t.size)
+    wave = wave.astype(np.float32)
+    if channels == 1:
+        return wave
+    return np.stack([wave * (0.5 + 0.5 * c / channels) for c in range(channels)], axis=1)
+
+
+def write_audio(path: Path, seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1,
+                subtype: str | None = None, format: str | None = None, freq: float = 220.0,
+                seed: int = 0) -> Path:
+    """Writes a tone to `path` (format from the extension unless given) and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(seconds, sample_rate, freq, channels, seed=seed), sample_rate,
+             subtype=subtype, format=format)
+    return path
