@@ -250,21 +250,32 @@ class Config:
     # -- CLI -----------------------------------------------------------------------------------
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None) -> None:
-        """Adds one flag per field of the given sections (all by default)."""
+    def add_arguments(
+        cls,
+        parser: argparse.ArgumentParser,
+        sections: tuple[str, ...] | None = None,
+        positional: str | None = None,
+        aliases: dict[str, str] | None = None,
+    ) -> None:
+        """Adds one flag per field of the given sections (all by default).
+
+        ``positional`` names a tuple field taken as positional arguments instead of a flag;
+        ``aliases`` maps field names to an extra flag (``{"prepared_dir": "--out"}``).
+        """
+        aliases = aliases or {}
         for s, section in cls.sections().items():
             if sections is not None and s not in sections:
                 continue
             group = parser.add_argument_group(f"{s} parameters")
             hints = typing.get_type_hints(section)
             for f in dataclasses.fields(section):
-                _add_flag(group, f, hints[f.name])
+                _add_flag(group, f, hints[f.name], f.name == positional, aliases.get(f.name))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, base: Config | None = None) -> Config:
         """Flags the user gave override ``base`` (defaults when None)."""
         names = set(cls.field_names())
-        given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        given = {k: v for k, v in vars(args).items() if k in names and v not in (None, [])}
         return (base or cls()).replace(**given)
 
 
@@ -310,16 +321,20 @@ def _coerce(section: type, name: str, value: Any) -> Any:
     return value
 
 
-def _add_flag(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any) -> None:
-    flag = "--" + f.name.replace("_", "-")
+def _add_flag(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any,
+              positional: bool = False, alias: str | None = None) -> None:
     help_text = f"{f.metadata.get('help', '')} (default: {f.default!r})"
     origin = typing.get_origin(hint)
+    if positional:
+        group.add_argument(f.name, nargs="*", default=None, metavar=f.name.upper(), help=help_text)
+        return
+    flags = ["--" + f.name.replace("_", "-")] + ([alias] if alias else [])
     # default=None everywhere: from_args tells flags the user gave from ones left alone.
     if hint is bool:
-        group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif origin is tuple:
-        group.add_argument(flag, dest=f.name, nargs="+", default=None, help=help_text)
+        group.add_argument(*flags, dest=f.name, nargs="+", default=None, help=help_text)
     elif origin is Literal:
-        group.add_argument(flag, dest=f.name, choices=typing.get_args(hint), default=None, help=help_text)
+        group.add_argument(*flags, dest=f.name, choices=typing.get_args(hint), default=None, help=help_text)
     else:
-        group.add_argument(flag, dest=f.name, type=hint, default=None, help=help_text)
+        group.add_argument(*flags, dest=f.name, type=hint, default=None, help=help_text)

@@ -1,0 +1,105 @@
+"""The `aed-tf` command. Every experiment parameter is a flag generated from `aed_tf.config.Config`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from aed_tf.config import Config
+
+# Errors a user can act on: printed as one message, no traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        config = Config.from_args(args)
+        return args.run(config, args) or 0
+    except _user_errors() as error:
+        print(f"aed-tf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aed-tf", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    prepare = commands.add_parser(
+        "prepare", help="scan corpora, decode once (cached), write manifest, summary and splits",
+        description="Scans ROOTs (corpus folders in their own layouts, or CSV manifests), decodes "
+        "every clip once into the audio cache and writes manifest.csv, rejected.csv, summary.json "
+        "and the splits to --out.",
+    )
+    Config.add_arguments(prepare, ("data",), positional="data_roots", aliases={"prepared_dir": "--out"})
+    prepare.set_defaults(run=_prepare)
+
+    bench = commands.add_parser("bench", help="benchmarks; results go to reports/benchmarks/")
+    bench_kinds = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    pipeline = bench_kinds.add_parser(
+        "pipeline", help="clips/s of the tf.data training pipeline against the per-file librosa route"
+    )
+    Config.add_arguments(pipeline)
+    pipeline.add_argument("--output", default="reports/benchmarks/pipeline.json", help="result file")
+    pipeline.add_argument("--seconds", type=float, default=20.0, help="time spent in the pipeline")
+    pipeline.set_defaults(run=_bench_pipeline)
+    return parser
+
+
+def _prepare(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.prepare import format_summary, prepare
+
+    prepared = prepare(config)
+    print(format_summary(prepared.summary))
+    print(f"\nmanifest: {prepared.manifest_path}")
+    if prepared.split_path:
+        print(f"split:    {prepared.split_path}")
+    return 0
+
+
+def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.bench import bench_pipeline
+    from aed_tf.labels import apply_calm_policy, class_names
+    from aed_tf.prepare import load_waveforms, prepare
+
+    manifest = apply_calm_policy(prepare(config).manifest, config.data.calm)
+    names = class_names(config.data.calm)
+    waveforms = load_waveforms(manifest, config)
+    result = bench_pipeline(
+        waveforms, [names.index(e) for e in manifest["emotion"]], [Path(p) for p in manifest["path"]],
+        config, image_size=config.train.image_size or 224, min_seconds=args.seconds,
+    )
+    result["command"] = "aed-tf " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "aed-tf bench pipeline"
+    _write_json(Path(args.output), result)
+    print(json.dumps(result, indent=2))
+    print(f"results: {args.output}")
+    print(
+        f"pipeline {result['pipeline_clips_per_second']:.0f} clips/s (target >= 1000), librosa route "
+        f"{result['librosa_clips_per_second']:.1f} clips/s; ratio {result['ratio']:.1f}x (target >= 20x)"
+    )
+    return 0
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Our own error types, imported lazily so `aed-tf --help` stays fast."""
+    from aed_tf.audio import AudioError
+    from aed_tf.corpora import MissingDataError
+
+    return _USER_ERRORS + (AudioError, MissingDataError)
