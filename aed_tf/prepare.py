@@ -93,6 +93,7 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
     splits.write_csv_atomic(manifest, manifest_path(out))
     splits.write_csv_atomic(rejected_df, out / "rejected.csv")
     summary = summarize(manifest, rejected_df, roots, time.perf_counter() - started)
+    summary["decoded"] = cache.decodes  # 0 on a second run: everything came from the cache
     _write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
 
     split_file = folds_file = None
@@ -180,7 +181,8 @@ def split_summary(manifest: pd.DataFrame, split: pd.DataFrame, protocol: str) ->
 def format_summary(summary: dict) -> str:
     """The summary as a person reads it at the end of `aed-tf prepare`."""
     lines = [f"{summary['clips']} clips, {summary['hours']:.2f} h, {summary['speakers']} speakers "
-             f"from {', '.join(summary['roots'])} ({summary['seconds']:.0f} s)"]
+             f"from {', '.join(summary['roots'])} ({summary['seconds']:.0f} s, "
+             f"{summary.get('decoded', 0)} files decoded, the rest from the cache)"]
     table = pd.DataFrame(summary["clips_per_corpus_emotion"]).T.fillna(0).astype(int)
     if len(table):
         table["total"] = table.sum(axis=1)
@@ -206,8 +208,7 @@ def format_summary(summary: dict) -> str:
         lines.append(f"    ... and {len(unreadable) - 50} more in rejected.csv")
     if "split" in summary:
         split = summary["split"]
-        kind = "speaker-independent" if split["speaker_independent"] else "SPEAKER-DEPENDENT"
-        lines += ["", f"split {split['protocol']} ({kind}): {split['description']}"]
+        lines += ["", f"split {split['protocol']}: {split['description']}"]
         for name in splits.PARTITIONS:
             part = split["partitions"].get(name, {"clips": 0, "speakers": []})
             lines.append(f"  {name:5s} {part['clips']:5d} clips, {len(part['speakers'])} speakers")
