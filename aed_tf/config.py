@@ -161,15 +161,60 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The model and how it is trained."""
+    """The model and how it is trained. Defaults follow the reference card: batch 32, 5 epochs,
+    learning rate 1e-3, AdamW with cosine decay, weight decay 0, no gradient clipping."""
 
     backbone: str = param("efficientnetb0", "backbone name from the registry (aed_tf.backbones)")
+    weights: str = param(
+        "imagenet",
+        "backbone weights: imagenet (downloaded, or from the Keras cache), none (from scratch) or "
+        "the path of a Keras .h5 weights file",
+    )
     image_size: int = param(0, "square input size of the backbone; 0: the backbone's default")
-    batch_size: int = param(32, "clips per batch")
+    batch_size: int = param(32, "clips per batch (across all replicas)")
+    epochs: int = param(5, "fine-tuning epochs (from scratch: all epochs)")
+    warmup_epochs: int = param(
+        1, "epochs training the head alone on a frozen pretrained backbone; skipped from scratch"
+    )
+    learning_rate: float = param(1e-3, "peak learning rate (head warm-up and from-scratch runs)")
+    fine_tune_learning_rate: float = param(1e-4, "peak learning rate once the backbone is unfrozen")
+    unfreeze: float = param(
+        1.0, "share of the backbone's layers, from the top, unfrozen for fine-tuning (1.0: all)"
+    )
+    lr_warmup_fraction: float = param(0.05, "share of each phase's steps with a linear LR warm-up")
+    weight_decay: float = param(0.0, "AdamW decoupled weight decay")
+    clip_norm: float = param(0.0, "global gradient-norm clipping; 0 turns it off")
+    label_smoothing: float = param(0.1, "label smoothing of the cross-entropy")
+    dropout: float = param(0.3, "dropout before the classifier")
+    balance: Literal["class_weights", "none"] = param(
+        "class_weights", "counter class imbalance with inverse-frequency class weights, or not"
+    )
+    patience: int = param(0, "early stopping after this many epochs without a better val UAR; 0: off")
+    mixed_precision: Literal["auto", "on", "off"] = param(
+        "auto", "float16 compute with a float32 head: auto turns it on when a GPU is present"
+    )
+    xla: bool = param(False, "compile the training step with XLA")
+    output_dir: str = param("saved_models", "runs are written to <output_dir>/<run_id>/")
+    run_id: str = param("", "name of the run folder; empty: <date>-<backbone>-<protocol>-seed<seed>")
+    resume: bool = param(False, "continue the run in <output_dir>/<run_id> from its last epoch")
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 0, "image_size", self.image_size, ">= 0")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _check(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, ">= 0")
+        for name in ("learning_rate", "fine_tune_learning_rate"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "> 0")
+        _check(0 < self.unfreeze <= 1, "unfreeze", self.unfreeze, "in (0, 1]")
+        _check(0 <= self.lr_warmup_fraction < 1, "lr_warmup_fraction", self.lr_warmup_fraction, "in [0, 1)")
+        for name in ("weight_decay", "clip_norm", "patience"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
+        _check(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.weights.lower() in ("", "none", "scratch")
 
 
 @dataclass(frozen=True)

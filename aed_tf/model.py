@@ -1,0 +1,109 @@
+"""The emotion classifier and the serving model built around it.
+
+classifier: image [B, S, S, 3] in [0, 255] -> backbone preprocess -> backbone (global average
+pooling) -> dropout -> float32 softmax over the classes.
+
+serving model: raw waveform [B, N] at the front end's sample rate -> centred crop or pad to the
+clip length -> ``LogMelFrontEnd`` (the training pipeline's code) -> classifier -> temperature
+-scaled probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from aed_tf.backbones import BackbonePreprocess, build_backbone, resolve_image_size
+from aed_tf.config import FrontEndConfig, TrainConfig
+from aed_tf.features import LogMelFrontEnd
+
+BACKBONE_LAYER = "backbone"
+
+
+def build_classifier(train: TrainConfig, num_classes: int) -> keras.Model:
+    """The trainable classifier of spectrogram images."""
+    image_size = resolve_image_size(train.backbone, train.image_size)
+    images = keras.Input((image_size, image_size, 3), name="image")
+    x = BackbonePreprocess(train.backbone)(images)
+    backbone = build_backbone(train.backbone, image_size, None if train.from_scratch else train.weights)
+    backbone.name = BACKBONE_LAYER
+    # A pretrained backbone keeps BatchNorm in inference mode, also once unfrozen, so that
+    # fine-tuning on small batches does not wreck the ImageNet statistics (the Keras transfer
+    # learning guide). From scratch, BatchNorm must learn its statistics.
+    x = backbone(x) if train.from_scratch else backbone(x, training=False)
+    x = keras.layers.Dropout(train.dropout, name="dropout")(x)
+    # float32 even under mixed precision: a float16 softmax loses small probabilities.
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                       name="emotion")(x)
+    return keras.Model(images, probabilities, name=f"aed_{train.backbone}")
+
+
+def set_backbone_trainable(classifier: keras.Model, share: float) -> None:
+    """Freezes the backbone (share 0) or unfreezes the top ``share`` of its layers."""
+    backbone = classifier.get_layer(BACKBONE_LAYER)
+    if share <= 0:
+        backbone.trainable = False
+        return
+    backbone.trainable = True
+    layers = backbone.layers
+    first_trainable = int(round(len(layers) * (1.0 - share)))
+    for layer in layers[:first_trainable]:
+        layer.trainable = False
+
+
+@keras.saving.register_keras_serializable(package="aed_tf")
+class CentreCropOrPad(keras.layers.Layer):
+    """[B, N] -> [B, length]: the centred window of longer clips, shorter ones centred in zeros,
+    as the evaluation pipeline does."""
+
+    def __init__(self, length: int, **kwargs: Any):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.length = int(length)
+
+    def call(self, waves):
+        n = tf.shape(waves)[1]
+        excess = tf.abs(n - self.length) // 2
+        shortfall = tf.maximum(self.length - n, 0)
+        before = tf.where(shortfall > 0, excess, 0)
+        start = tf.where(shortfall > 0, 0, excess)
+        padded = tf.pad(waves, [[0, 0], [before, shortfall - before]])
+        return padded[:, start : start + self.length]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.length)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "length": self.length}
+
+
+@keras.saving.register_keras_serializable(package="aed_tf")
+class TemperatureScaling(keras.layers.Layer):
+    """softmax(logits / T) computed from probabilities: p^(1/T), renormalised."""
+
+    def __init__(self, temperature: float = 1.0, **kwargs: Any):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature = {temperature}: must be > 0")
+        self.temperature = float(temperature)
+
+    def call(self, probabilities):
+        log_p = tf.math.log(tf.maximum(tf.cast(probabilities, tf.float32), 1e-12))
+        return tf.nn.softmax(log_p / self.temperature, axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def build_serving_model(classifier: keras.Model, frontend: FrontEndConfig,
+                        temperature: float = 1.0) -> keras.Model:
+    """Waveform [B, N] at ``frontend.sample_rate`` -> class probabilities [B, C]."""
+    image_size = classifier.input_shape[1]
+    waves = keras.Input((None,), name="waveform", dtype="float32")
+    clips = CentreCropOrPad(frontend.clip_samples, name="clip")(waves)
+    images = LogMelFrontEnd(frontend, image_size, name="log_mel")(clips)
+    probabilities = TemperatureScaling(temperature, name="temperature")(classifier(images))
+    return keras.Model(waves, probabilities, name="aed_serving")

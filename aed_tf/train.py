@@ -1,0 +1,351 @@
+"""Training: from a Config to a saved, reproducible run in ``<output_dir>/<run_id>/``.
+
+Phases: with pretrained weights, the head is warmed up on a frozen backbone, then the top
+``unfreeze`` share of the backbone is fine-tuned at a lower learning rate; from scratch, one
+phase trains everything. Each phase uses AdamW with a linear warm-up and cosine decay. The
+model kept is the one with the best validation UAR (balanced accuracy), not the lowest loss.
+
+A run folder holds ``classifier.keras`` (images -> probabilities), ``serving.keras`` (raw 16 kHz
+waveform -> probabilities, the front end inside), ``config.json``, ``history.csv``, ``split.csv``
+and ``metrics.json``. Every file is written to a temporary name and renamed, and an epoch
+checkpoint (model and optimizer state) lets ``resume`` continue a killed run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from aed_tf import __version__
+from aed_tf.backbones import resolve_image_size
+from aed_tf.config import Config
+from aed_tf.labels import apply_calm_policy, class_names
+from aed_tf.metrics import classification_metrics
+from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
+from aed_tf.pipeline import eval_dataset, train_dataset
+from aed_tf.prepare import load_waveforms, prepare
+from aed_tf.splits import PROTOCOLS, load_split
+
+CLASSIFIER_FILE = "classifier.keras"
+SERVING_FILE = "serving.keras"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+SPLIT_FILE = "split.csv"
+_CHECKPOINT = "checkpoint.keras"  # the last finished epoch, with optimizer state
+_BEST_WEIGHTS = "best.weights.h5"
+_STATE = "state.json"
+
+
+@dataclass
+class Partition:
+    """The clips of one partition, decoded, with integer labels."""
+
+    manifest: pd.DataFrame
+    waveforms: list[np.ndarray]
+    labels: np.ndarray
+
+
+@dataclass
+class TrainingData:
+    classes: tuple[str, ...]
+    split: pd.DataFrame
+    partitions: dict[str, Partition]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    val_metrics: dict[str, float]
+    history: pd.DataFrame
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    backbone_share: float  # 0: frozen backbone
+
+
+def run_directory(config: Config) -> Path:
+    train, data = config.train, config.data
+    run_id = train.run_id or (
+        f"{dt.datetime.now():%Y%m%d-%H%M%S}-{train.backbone}-{data.protocol}-seed{data.seed}"
+    )
+    return Path(train.output_dir) / run_id
+
+
+def load_training_data(config: Config, progress: bool = True) -> TrainingData:
+    """The prepared manifest (prepare is idempotent and cached), the split and decoded clips."""
+    prepared = prepare(config, progress=progress)
+    classes = class_names(config.data.calm)
+    manifest = apply_calm_policy(prepared.manifest, config.data.calm)
+    split = load_split(prepared.split_path, prepared.manifest)
+    split = split[split["clip_id"].isin(manifest["clip_id"])]
+    joined = manifest.merge(split[["clip_id", "partition"]], on="clip_id")
+    waveforms = load_waveforms(joined, config, progress=progress)
+    partitions = {}
+    for name in ("train", "val", "test"):
+        rows = np.flatnonzero(joined["partition"].to_numpy() == name)
+        if name != "test" and not len(rows):
+            raise ValueError(f"the {name} partition of {prepared.split_path} is empty")
+        part = joined.iloc[rows].reset_index(drop=True)
+        partitions[name] = Partition(
+            part, [waveforms[i] for i in rows],
+            np.array([classes.index(e) for e in part["emotion"]], dtype=np.int32),
+        )
+    return TrainingData(classes, split, partitions)
+
+
+def phases(config: Config) -> list[Phase]:
+    train = config.train
+    if train.from_scratch:
+        return [Phase("scratch", train.epochs, train.learning_rate, 1.0)]
+    warmup = [Phase("head", train.warmup_epochs, train.learning_rate, 0.0)] if train.warmup_epochs else []
+    return warmup + [Phase("finetune", train.epochs, train.fine_tune_learning_rate, train.unfreeze)]
+
+
+def train(config: Config, progress: bool = True) -> TrainResult:
+    """Trains, selects the epoch with the best validation UAR and writes the run folder."""
+    started = time.perf_counter()
+    strategy = distribution_strategy()  # first: a multi-worker strategy must precede any TF op
+    run_dir = run_directory(config)
+    if not _is_chief(strategy):
+        # Other workers of a cluster train the same model; only the chief's files are kept.
+        run_dir = Path(tempfile.mkdtemp(prefix="aed-tf-worker-")) / run_dir.name
+    state = _start_or_resume(run_dir, config)
+    _configure_runtime(config)
+    data = load_training_data(config, progress=progress)
+    image_size = resolve_image_size(config.train.backbone, config.train.image_size)
+    num_classes = len(data.classes)
+    train_part, val_part = data.partitions["train"], data.partitions["val"]
+    train_ds = train_dataset(train_part.waveforms, train_part.labels, num_classes, config,
+                             image_size, seed=config.data.seed)
+    val_ds = eval_dataset(val_part.waveforms, val_part.labels, num_classes, config, image_size)
+    steps_per_epoch = len(train_part.labels) // config.train.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_part.labels)} training clips give no full batch of "
+                         f"{config.train.batch_size}: lower --batch-size")
+
+    with strategy.scope():
+        model = build_classifier(config.train, num_classes)
+    _write_run_files(run_dir, config, data, image_size, status="training")
+    class_weight = _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
+
+    for phase in phases(config):
+        if phase.name in state["completed_phases"]:
+            continue
+        resuming = state["phase"] == phase.name and (run_dir / _CHECKPOINT).is_file()
+        with strategy.scope():
+            if resuming:  # the checkpoint has the optimizer's state and step count
+                model = keras.models.load_model(run_dir / _CHECKPOINT)
+            elif (run_dir / _CHECKPOINT).is_file():  # the previous phase's last epoch
+                model.load_weights(run_dir / _CHECKPOINT)
+            set_backbone_trainable(model, phase.backbone_share)
+            if not resuming:
+                _compile(model, config, phase, steps_per_epoch)
+        initial_epoch = state["epoch"] if resuming else 0
+        state.update(phase=phase.name, epoch=initial_epoch)
+        model.fit(
+            train_ds, epochs=phase.epochs, initial_epoch=initial_epoch, class_weight=class_weight,
+            shuffle=False,  # the dataset reshuffles itself, seeded, every epoch
+            verbose=1 if progress else 0,
+            callbacks=[EpochCheckpoint(run_dir, state, phase.name, val_ds, val_part.labels,
+                                       config.train.batch_size)]
+            + ([keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
+               if config.train.patience else []),
+        )
+        state["completed_phases"].append(phase.name)
+        _write_json(run_dir / _STATE, state)
+
+    model.load_weights(run_dir / _BEST_WEIGHTS)
+    val_metrics = classification_metrics(val_part.labels, model.predict(val_ds, verbose=0))
+    _atomic(run_dir / CLASSIFIER_FILE, model.save)
+    _atomic(run_dir / SERVING_FILE, build_serving_model(model, config.frontend).save)
+    seconds = time.perf_counter() - started + state.get("seconds_before_resume", 0.0)
+    _write_json(run_dir / METRICS_FILE, {"val": val_metrics, "best_epoch": state["best"],
+                                         "train_seconds": round(seconds, 1)})
+    _write_run_files(run_dir, config, data, image_size, status="finished")
+    for leftover in (_CHECKPOINT, _STATE):
+        (run_dir / leftover).unlink(missing_ok=True)
+    return TrainResult(run_dir, val_metrics, pd.read_csv(run_dir / HISTORY_FILE), seconds)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """At each epoch end: validation UAR into the logs, the best weights, history.csv, and a
+    checkpoint with optimizer state to resume from, each written atomically."""
+
+    def __init__(self, run_dir: Path, state: dict, phase: str, val_ds: tf.data.Dataset,
+                 val_labels: np.ndarray, batch_size: int):
+        super().__init__()
+        self.run_dir, self.state, self.phase = run_dir, state, phase
+        self.val_ds, self.val_labels, self.batch_size = val_ds, val_labels, batch_size
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        seconds = time.perf_counter() - self._started
+        val = classification_metrics(self.val_labels, self.model.predict(self.val_ds, verbose=0))
+        for name, value in val.items():
+            logs[f"val_{name}"] = value
+        row = {"phase": self.phase, "epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+               "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+               "seconds": round(seconds, 2)}
+        history = self.state.setdefault("history", [])
+        history.append(row)
+        if val["uar"] > self.state["best"].get("val_uar", -1.0):
+            self.state["best"] = {"phase": self.phase, "epoch": epoch + 1, "val_uar": val["uar"]}
+            _atomic(self.run_dir / _BEST_WEIGHTS, self.model.save_weights)
+        _atomic(self.run_dir / _CHECKPOINT, self.model.save)
+        _atomic_text(self.run_dir / HISTORY_FILE, pd.DataFrame(history).to_csv(index=False))
+        self.state["epoch"] = epoch + 1
+        _write_json(self.run_dir / _STATE, self.state)
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirrored when TF_CONFIG describes a cluster, Mirrored across several GPUs, else
+    the default strategy."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _configure_runtime(config: Config) -> None:
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    mode = config.train.mixed_precision
+    mixed = mode == "on" or (mode == "auto" and has_gpu)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.utils.set_random_seed(config.data.seed)
+    if not has_gpu:  # CPU runs are bit-reproducible; on GPUs this would cost too much speed
+        tf.config.experimental.enable_op_determinism()
+
+
+def _compile(model: keras.Model, config: Config, phase: Phase, steps_per_epoch: int) -> None:
+    train = config.train
+    total = max(1, phase.epochs * steps_per_epoch)
+    warmup = int(total * train.lr_warmup_fraction)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else phase.learning_rate,
+        decay_steps=max(1, total - warmup), warmup_target=phase.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=train.weight_decay,
+        global_clipnorm=train.clip_norm or None,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=train.xla,
+    )
+
+
+def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=num_classes)
+    return {c: float(len(labels) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+
+
+def _start_or_resume(run_dir: Path, config: Config) -> dict:
+    """A new run refuses an existing folder; a resumed one needs the same parameters."""
+    fresh = {"phase": None, "epoch": 0, "completed_phases": [], "best": {}, "history": []}
+    if not config.train.resume:
+        if run_dir.exists():
+            raise FileExistsError(f"{run_dir} already exists: pass --resume to continue that run, "
+                                  "or choose another --run-id")
+        run_dir.mkdir(parents=True)
+        return fresh
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir}: no run to resume (config.json missing)")
+    saved = Config.load(run_dir / CONFIG_FILE).replace(resume=True)
+    if saved != config:
+        changed = {k: (v, config.to_flat()[k]) for k, v in saved.to_flat().items() if config.to_flat()[k] != v}
+        raise ValueError(f"{run_dir} was trained with other parameters; changed: {changed}")
+    if not (run_dir / _STATE).is_file():
+        raise ValueError(f"{run_dir} has finished; nothing to resume")
+    return {**fresh, **json.loads((run_dir / _STATE).read_text())}
+
+
+def _write_run_files(run_dir: Path, config: Config, data: TrainingData, image_size: int, status: str) -> None:
+    protocol = PROTOCOLS[config.data.protocol]
+    split = data.split.copy()
+    _atomic_text(run_dir / SPLIT_FILE, split.to_csv(index=False))
+    counts = {name: int(len(p.labels)) for name, p in data.partitions.items()}
+    _write_json(run_dir / CONFIG_FILE, {
+        "config": config.replace(resume=False).to_dict(),
+        "status": status,
+        "classes": list(data.classes),
+        "image_size": image_size,
+        "frontend": config.to_dict()["frontend"],
+        "seed": config.data.seed,
+        "weights": "from scratch (weights=None)" if config.train.from_scratch else config.train.weights,
+        "split": {"protocol": protocol.name, "speaker_independent": protocol.speaker_independent,
+                  "description": protocol.description, "clips": counts},
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "hardware": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                     "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]},
+        "written": dt.datetime.now().isoformat(timespec="seconds"),
+    })
+
+
+def _versions() -> dict[str, str]:
+    import librosa
+    import sklearn
+
+    return {"aed_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "librosa": librosa.__version__, "scikit-learn": sklearn.__version__,
+            "python": platform.python_version()}
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The chief writes the run: the 'chief' task, or worker 0 of a cluster without one."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in (
+        resolver.cluster_spec().as_dict())
+
+
+def _atomic(path: Path, write) -> None:
+    """Writes through ``write(temporary path)`` and renames, so a kill never leaves half a file."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    _atomic(path, lambda p: Path(p).write_text(text))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _atomic_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
