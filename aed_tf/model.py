@@ -49,8 +49,9 @@ def set_backbone_trainable(classifier: keras.Model, share: float) -> None:
     backbone.trainable = True
     layers = backbone.layers
     first_trainable = int(round(len(layers) * (1.0 - share)))
-    for layer in layers[:first_trainable]:
-        layer.trainable = False
+    # Every layer is set, so that an earlier, smaller share leaves nothing frozen behind.
+    for index, layer in enumerate(layers):
+        layer.trainable = index >= first_trainable
 
 
 @keras.saving.register_keras_serializable(package="aed_tf")

@@ -1,0 +1,135 @@
+import h5py
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.saving import legacy_h5_format
+from keras.src.utils import file_utils
+
+from aed_tf.backbones import (
+    BACKBONES, WeightsUnavailableError, build_backbone, keras_cache_file, resolve_image_size,
+)
+from aed_tf.config import Config, FrontEndConfig
+from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
+
+SMALL = "mobilenetv3small"
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_builds_trains_saves_and_reloads(name, tmp_path):
+    size = BACKBONES[name].min_size
+    train = Config().replace(backbone=name, weights="none", image_size=size).train
+    model = build_classifier(train, num_classes=7)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    images = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype("float32")
+    labels = np.eye(7, dtype="float32")[[0, 1, 2, 3]]
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(images, labels)
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-5)
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.shape == (4, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_image_size_defaults_and_minimum():
+    assert resolve_image_size("resnet50") == 224
+    assert resolve_image_size("inceptionv3") == 299
+    assert resolve_image_size("inceptionv3", 96) == 96
+    with pytest.raises(ValueError, match="inceptionv3 needs at least 75"):
+        resolve_image_size("inceptionv3", 64)
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'.*resnet50"):
+        resolve_image_size("vgg")
+
+
+def _reference_backbone(seed: int = 1) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return build_backbone(SMALL, 32, weights=None)
+
+
+def test_weights_from_a_local_file(tmp_path):
+    reference = _reference_backbone()
+    path = tmp_path / "mine.weights.h5"
+    reference.save_weights(path)
+    loaded = build_backbone(SMALL, 32, weights=str(path))
+    for a, b in zip(reference.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_imagenet_weights_from_the_keras_cache_need_no_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "get_file", _no_network)
+    reference = _reference_backbone()
+    cached = keras_cache_file(BACKBONES[SMALL])
+    cached.parent.mkdir(parents=True)
+    with h5py.File(cached, "w") as f:  # the legacy .h5 format of Keras's own downloads
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    loaded = build_backbone(SMALL, 32, weights="imagenet")
+    for a, b in zip(reference.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_failed_download_says_which_file_goes_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "get_file", _no_network)
+    with pytest.raises(WeightsUnavailableError) as error:
+        build_backbone("resnet50", 64, weights="imagenet")
+    message = str(error.value)
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert str(tmp_path / "keras" / "models") in message
+    assert "--weights none" in message and "Temporary failure in name resolution" in message
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.h5 does not exist"):
+        build_backbone(SMALL, 32, weights=str(tmp_path / "nothing.h5"))
+
+
+def test_unfreezing_the_top_share_of_the_backbone():
+    model = build_classifier(Config().replace(backbone=SMALL, weights="none", image_size=32).train, 7)
+    backbone = model.get_layer("backbone")
+    set_backbone_trainable(model, 0.0)
+    assert not backbone.trainable and len(model.trainable_weights) == 2  # the head alone
+    set_backbone_trainable(model, 0.25)
+    flags = [layer.trainable for layer in backbone.layers]
+    first = flags.index(True)
+    assert all(flags[first:]) and not any(flags[:first])
+    assert abs((len(flags) - first) / len(flags) - 0.25) < 0.02
+    set_backbone_trainable(model, 1.0)
+    assert all(layer.trainable for layer in backbone.layers)
+
+
+def test_serving_model_equals_the_classifier_on_the_front_end_image(tmp_path):
+    from aed_tf.features import waveform_to_image
+
+    frontend = FrontEndConfig(clip_seconds=1.0, n_mels=32)
+    model = build_classifier(Config().replace(backbone=SMALL, weights="none", image_size=32).train, 7)
+    serving = build_serving_model(model, frontend)
+    rng = np.random.default_rng(0)
+    long_clip = (0.1 * rng.standard_normal((1, 20000))).astype("float32")
+    centre = long_clip[:, 2000:18000]  # the centred 1 s window
+    expected = model.predict(waveform_to_image(centre, frontend, 32), verbose=0)
+    np.testing.assert_allclose(serving.predict(long_clip, verbose=0), expected, atol=1e-5)
+
+    serving.save(tmp_path / "serving.keras")
+    reloaded = keras.models.load_model(tmp_path / "serving.keras")
+    np.testing.assert_allclose(reloaded.predict(long_clip, verbose=0), expected, atol=1e-5)
+
+
+def test_temperature_softens_without_changing_the_ranking():
+    from aed_tf.model import TemperatureScaling
+
+    probabilities = np.array([[0.7, 0.2, 0.1]], dtype="float32")
+    softened = TemperatureScaling(2.0)(probabilities).numpy()
+    expected = np.sqrt(probabilities) / np.sqrt(probabilities).sum()
+    np.testing.assert_allclose(softened, expected, rtol=1e-5)
+    assert TemperatureScaling(1.0)(probabilities).numpy() == pytest.approx(probabilities, rel=1e-5)
+
+
+def _no_network(*args, **kwargs):
+    raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                    "[Errno -3] Temporary failure in name resolution")
