@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.csv"
 _CHECKPOINT = "checkpoint.keras"  # the last finished epoch, with optimizer state
-_BEST_WEIGHTS = "best.weights.h5"
+_BEST_WEIGHTS = "best-weights.npz"  # model arrays only, not the optimizer's
 _STATE = "state.json"
 
 
@@ -123,11 +122,8 @@ def phases(config: Config) -> list[Phase]:
 def train(config: Config, progress: bool = True) -> TrainResult:
     """Trains, selects the epoch with the best validation UAR and writes the run folder."""
     started = time.perf_counter()
-    strategy = distribution_strategy()  # first: a multi-worker strategy must precede any TF op
+    strategy = distribution_strategy()
     run_dir = run_directory(config)
-    if not _is_chief(strategy):
-        # Other workers of a cluster train the same model; only the chief's files are kept.
-        run_dir = Path(tempfile.mkdtemp(prefix="aed-tf-worker-")) / run_dir.name
     state = _start_or_resume(run_dir, config)
     _configure_runtime(config)
     data = load_training_data(config, progress=progress)
@@ -147,15 +143,16 @@ def train(config: Config, progress: bool = True) -> TrainResult:
     _write_run_files(run_dir, config, data, image_size, status="training")
     class_weight = _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
 
+    model_is_current = True  # does `model` hold the weights of the last finished epoch?
     for phase in phases(config):
         if phase.name in state["completed_phases"]:
+            model_is_current = False
             continue
         resuming = state["phase"] == phase.name and (run_dir / _CHECKPOINT).is_file()
         with strategy.scope():
-            if resuming:  # the checkpoint has the optimizer's state and step count
+            if resuming or not model_is_current:
+                # The last finished epoch; resuming, also the optimizer's state and step count.
                 model = keras.models.load_model(run_dir / _CHECKPOINT)
-            elif (run_dir / _CHECKPOINT).is_file():  # the previous phase's last epoch
-                model.load_weights(run_dir / _CHECKPOINT)
             set_backbone_trainable(model, phase.backbone_share)
             if not resuming:
                 _compile(model, config, phase, steps_per_epoch)
@@ -165,25 +162,30 @@ def train(config: Config, progress: bool = True) -> TrainResult:
             train_ds, epochs=phase.epochs, initial_epoch=initial_epoch, class_weight=class_weight,
             shuffle=False,  # the dataset reshuffles itself, seeded, every epoch
             verbose=1 if progress else 0,
-            callbacks=[EpochCheckpoint(run_dir, state, phase.name, val_ds, val_part.labels,
-                                       config.train.batch_size)]
+            callbacks=[EpochCheckpoint(run_dir, state, phase.name, val_ds, val_part.labels)]
             + ([keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
                if config.train.patience else []),
         )
+        model_is_current = True
         state["completed_phases"].append(phase.name)
         _write_json(run_dir / _STATE, state)
 
-    model.load_weights(run_dir / _BEST_WEIGHTS)
+    with np.load(run_dir / _BEST_WEIGHTS) as best:
+        model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
     val_metrics = classification_metrics(val_part.labels, model.predict(val_ds, verbose=0))
     _atomic(run_dir / CLASSIFIER_FILE, model.save)
     _atomic(run_dir / SERVING_FILE, build_serving_model(model, config.frontend).save)
-    seconds = time.perf_counter() - started + state.get("seconds_before_resume", 0.0)
-    _write_json(run_dir / METRICS_FILE, {"val": val_metrics, "best_epoch": state["best"],
-                                         "train_seconds": round(seconds, 1)})
+    seconds = time.perf_counter() - started
+    history = pd.read_csv(run_dir / HISTORY_FILE)
+    _write_json(run_dir / METRICS_FILE, {
+        "val": val_metrics, "best_epoch": state["best"],
+        "epoch_seconds": round(float(history["seconds"].sum()), 1),  # all epochs, resumed or not
+        "train_images_per_second": round(len(train_part.labels) * len(history) / float(history["seconds"].sum()), 1),
+    })
     _write_run_files(run_dir, config, data, image_size, status="finished")
-    for leftover in (_CHECKPOINT, _STATE):
+    for leftover in (_CHECKPOINT, _STATE, _BEST_WEIGHTS):
         (run_dir / leftover).unlink(missing_ok=True)
-    return TrainResult(run_dir, val_metrics, pd.read_csv(run_dir / HISTORY_FILE), seconds)
+    return TrainResult(run_dir, val_metrics, history, seconds)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -191,10 +193,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     checkpoint with optimizer state to resume from, each written atomically."""
 
     def __init__(self, run_dir: Path, state: dict, phase: str, val_ds: tf.data.Dataset,
-                 val_labels: np.ndarray, batch_size: int):
+                 val_labels: np.ndarray):
         super().__init__()
         self.run_dir, self.state, self.phase = run_dir, state, phase
-        self.val_ds, self.val_labels, self.batch_size = val_ds, val_labels, batch_size
+        self.val_ds, self.val_labels = val_ds, val_labels
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
@@ -212,18 +214,27 @@ class EpochCheckpoint(keras.callbacks.Callback):
         history.append(row)
         if val["uar"] > self.state["best"].get("val_uar", -1.0):
             self.state["best"] = {"phase": self.phase, "epoch": epoch + 1, "val_uar": val["uar"]}
-            _atomic(self.run_dir / _BEST_WEIGHTS, self.model.save_weights)
+            _atomic(self.run_dir / _BEST_WEIGHTS, lambda tmp: _save_arrays(tmp, self.model.get_weights()))
         _atomic(self.run_dir / _CHECKPOINT, self.model.save)
         _atomic_text(self.run_dir / HISTORY_FILE, pd.DataFrame(history).to_csv(index=False))
         self.state["epoch"] = epoch + 1
         _write_json(self.run_dir / _STATE, self.state)
 
 
+class MultiWorkerUnsupportedError(RuntimeError):
+    """Training across machines is not available yet."""
+
+
 def distribution_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirrored when TF_CONFIG describes a cluster, Mirrored across several GPUs, else
-    the default strategy."""
+    """Mirrored across the GPUs of one machine, else the default strategy."""
     if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # Keras 3's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585): it
+        # all-reduces eagerly while building, and again when reducing per-replica metrics.
+        raise MultiWorkerUnsupportedError(
+            "TF_CONFIG is set, but multi-worker training is not supported yet: Keras 3's "
+            "Model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). "
+            "Unset TF_CONFIG to train on this machine's GPUs (MirroredStrategy)."
+        )
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -272,7 +283,6 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
         if run_dir.exists():
             raise FileExistsError(f"{run_dir} already exists: pass --resume to continue that run, "
                                   "or choose another --run-id")
-        run_dir.mkdir(parents=True)
         return fresh
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir}: no run to resume (config.json missing)")
@@ -287,8 +297,8 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
 
 def _write_run_files(run_dir: Path, config: Config, data: TrainingData, image_size: int, status: str) -> None:
     protocol = PROTOCOLS[config.data.protocol]
-    split = data.split.copy()
-    _atomic_text(run_dir / SPLIT_FILE, split.to_csv(index=False))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(run_dir / SPLIT_FILE, data.split.to_csv(index=False))
     counts = {name: int(len(p.labels)) for name, p in data.partitions.items()}
     _write_json(run_dir / CONFIG_FILE, {
         "config": config.replace(resume=False).to_dict(),
@@ -326,20 +336,16 @@ def _git_commit() -> str:
         return ""
 
 
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """The chief writes the run: the 'chief' task, or worker 0 of a cluster without one."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type in (None, "chief"):
-        return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in (
-        resolver.cluster_spec().as_dict())
-
-
 def _atomic(path: Path, write) -> None:
     """Writes through ``write(temporary path)`` and renames, so a kill never leaves half a file."""
     tmp = path.with_name(f".tmp-{path.name}")
     write(str(tmp))
     os.replace(tmp, path)
+
+
+def _save_arrays(path: str, arrays: list[np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object, so that numpy does not append ".npz"
+        np.savez(f, *arrays)
 
 
 def _atomic_text(path: Path, text: str) -> None:

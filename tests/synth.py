@@ -30,3 +30,18 @@ def write_audio(path: Path, seconds: float = 1.0, sample_rate: int = 16000, chan
     sf.write(path, tone(seconds, sample_rate, freq, channels, seed=seed), sample_rate,
              subtype=subtype, format=format)
     return path
+
+
+RAVDESS_EMOTION_CODES = ("01", "03", "04", "05")  # neutral, happy, sad, angry
+
+
+def make_ravdess_tree(root: Path, actors=range(1, 7), codes=RAVDESS_EMOTION_CODES, takes: int = 2,
+                      seconds: float = 0.5) -> Path:
+    """RAVDESS-named clips whose pitch depends on the emotion, so that a model can learn them."""
+    for actor in actors:
+        for i, code in enumerate(codes):
+            for take in range(1, takes + 1):
+                name = f"03-01-{code}-01-01-{take:02d}-{actor:02d}.wav"
+                write_audio(root / f"Actor_{actor:02d}" / name, seconds=seconds,
+                            freq=120 * (i + 1) + 5 * actor + 3 * take, seed=actor * 100 + i * 10 + take)
+    return root

@@ -1,0 +1,151 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from aed_tf.config import Config
+from aed_tf.labels import CLASSES
+from aed_tf.pipeline import eval_dataset
+from aed_tf.train import (
+    CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE,
+    load_training_data, phases, train,
+)
+from tests.synth import make_ravdess_tree
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_ravdess_tree(tmp_path_factory.mktemp("data"))
+
+
+def tiny_config(tmp_path: Path, data_root: Path, **changes) -> Config:
+    """A from-scratch run small enough for a 2-core CI machine."""
+    return Config().replace(**{
+        "data_roots": [str(data_root)], "prepared_dir": str(tmp_path / "prepared"),
+        "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "runs"),
+        "backbone": "mobilenetv3small", "weights": "none", "image_size": 32, "batch_size": 8,
+        "epochs": 2, "clip_seconds": 0.5, "n_mels": 32, "time_mask_width": 5, "freq_mask_width": 4,
+        "val_fraction": 0.2, "test_fraction": 0.2, "run_id": "run", **changes,
+    })
+
+
+def test_training_writes_a_complete_reproducible_run(tmp_path, data_root):
+    config = tiny_config(tmp_path, data_root)
+    result = train(config, progress=False)
+    run = result.run_dir
+    assert run == tmp_path / "runs" / "run"
+    for name in (CLASSIFIER_FILE, SERVING_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SPLIT_FILE):
+        assert (run / name).is_file(), name
+    assert not list(run.glob(".tmp-*")) and not (run / "checkpoint.keras").exists()
+
+    saved = json.loads((run / CONFIG_FILE).read_text())
+    assert Config.load(run / CONFIG_FILE) == config
+    assert saved["classes"] == list(CLASSES) and saved["status"] == "finished"
+    assert saved["split"]["protocol"] == "speaker-independent" and saved["split"]["speaker_independent"]
+    assert saved["weights"].startswith("from scratch")
+    assert saved["frontend"]["n_mels"] == 32 and saved["seed"] == 0 and saved["image_size"] == 32
+    assert {"tensorflow", "keras", "aed_tf"} <= set(saved["versions"])
+
+    history = pd.read_csv(run / HISTORY_FILE)
+    assert list(history["phase"]) == ["scratch", "scratch"] and list(history["epoch"]) == [1, 2]
+    assert {"loss", "accuracy", "val_uar", "val_macro_f1", "learning_rate"} <= set(history.columns)
+    metrics = json.loads((run / METRICS_FILE).read_text())
+    assert metrics["val"] == pytest.approx(result.val_metrics)
+    assert metrics["val"]["uar"] == pytest.approx(history["val_uar"].max())  # the best epoch is kept
+
+    # The serving model (waveform in) gives the classifier's output on the evaluation pipeline.
+    data = load_training_data(config, progress=False)
+    val = data.partitions["val"]
+    classifier = keras.models.load_model(run / CLASSIFIER_FILE)
+    serving = keras.models.load_model(run / SERVING_FILE)
+    images = eval_dataset(val.waveforms, val.labels, len(CLASSES), config, 32)
+    expected = classifier.predict(images, verbose=0)
+    got = np.concatenate([serving.predict(w[None], verbose=0) for w in val.waveforms])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    # Same seed and data on the CPU: the same validation metrics, epoch by epoch.
+    again = train(config.replace(run_id="again"), progress=False)
+    columns = ["loss", "val_uar", "val_loss"]
+    pd.testing.assert_frame_equal(again.history[columns], history[columns])
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, data_root):
+    (tmp_path / "runs" / "run").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(tmp_path, data_root), progress=False)
+
+
+def test_pretrained_weights_warm_up_the_head_then_fine_tune(tmp_path, data_root):
+    from aed_tf.backbones import build_backbone
+
+    weights = tmp_path / "pretrained.weights.h5"
+    build_backbone("mobilenetv3small", 32, weights=None).save_weights(weights)
+    config = tiny_config(tmp_path, data_root, weights=str(weights), warmup_epochs=1, epochs=1,
+                         lr_warmup_fraction=0.0)
+    assert [p.name for p in phases(config)] == ["head", "finetune"]
+    history = train(config, progress=False).history
+    assert list(history["phase"]) == ["head", "finetune"]
+    saved = json.loads((tmp_path / "runs" / "run" / CONFIG_FILE).read_text())
+    assert saved["weights"] == str(weights)
+
+
+def test_phases_per_config_branch():
+    config = Config()
+    assert [(p.name, p.backbone_share) for p in phases(config)] == [("head", 0.0), ("finetune", 1.0)]
+    assert [p.name for p in phases(config.replace(warmup_epochs=0))] == ["finetune"]
+    scratch = phases(config.replace(weights="none", epochs=3))
+    assert [(p.name, p.epochs, p.learning_rate) for p in scratch] == [("scratch", 3, 1e-3)]
+
+
+def test_resume_continues_a_killed_run(tmp_path, data_root):
+    config = tiny_config(tmp_path, data_root, epochs=6)
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in config.to_flat().items()
+            if v != Config().to_flat()[k] and k != "data_roots"]
+    command = [sys.executable, "-m", "aed_tf", "train", "--data-roots", str(data_root), *args]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = tmp_path / "runs" / "run" / "state.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.stderr.read().decode()[-3000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < 6
+
+    result = train(config.replace(resume=True), progress=False)
+    history = result.history
+    assert list(history["epoch"]) == list(range(1, 7))
+    assert json.loads((result.run_dir / CONFIG_FILE).read_text())["status"] == "finished"
+    # The learning-rate schedule went on from where it was, rather than starting again.
+    assert history["learning_rate"].iloc[killed_at] < history["learning_rate"].iloc[0]
+
+
+def test_resume_refuses_changed_parameters(tmp_path, data_root):
+    config = tiny_config(tmp_path, data_root, epochs=1)
+    train(config, progress=False)
+    with pytest.raises(ValueError, match="finished|other parameters"):
+        train(config.replace(resume=True), progress=False)
+    with pytest.raises(ValueError, match="other parameters.*batch_size"):
+        train(config.replace(resume=True, batch_size=4), progress=False)
+
+
+def test_a_cluster_config_gets_a_clear_error_not_a_crash(monkeypatch):
+    from aed_tf.train import MultiWorkerUnsupportedError, distribution_strategy
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(MultiWorkerUnsupportedError, match="keras-team/keras#20585"):
+        distribution_strategy()
