@@ -25,13 +25,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 from tqdm.auto import tqdm
+from aed_tf.errors import InputError, UserError
 
 # Names the cache folder. Bump it whenever decoding changes the samples a file gives (mixdown,
 # resampler, dtype): entries of the old decoder then live in another folder and are never read.
 CACHE_VERSION = "audio-v1"
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """A file that cannot be used; str() is '<path>: <reason>'."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -74,23 +75,23 @@ def to_mono_float32(samples: np.ndarray, source_rate: int, target_rate: int) -> 
     `target_rate`. Integer samples are scaled to [-1, 1); bad input raises ValueError."""
     samples = np.asarray(samples)
     if samples.ndim not in (1, 2) or samples.size == 0:
-        raise ValueError(f"samples of shape {samples.shape}: expected (frames,) or (frames, channels)")
+        raise InputError(f"samples of shape {samples.shape}: expected (frames,) or (frames, channels)")
     if samples.ndim == 2 and samples.shape[1] > samples.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"samples of shape {samples.shape} look like (channels, frames); pass (frames, channels)"
         )
     if source_rate <= 0 or target_rate <= 0:
-        raise ValueError(f"sample rates must be positive, got {source_rate} -> {target_rate}")
+        raise InputError(f"sample rates must be positive, got {source_rate} -> {target_rate}")
     if np.issubdtype(samples.dtype, np.signedinteger):
         scaled = samples / -float(np.iinfo(samples.dtype).min)
     elif np.issubdtype(samples.dtype, np.floating):
         scaled = samples
     else:
-        raise ValueError(f"samples of dtype {samples.dtype}: expected floats or signed integers")
+        raise InputError(f"samples of dtype {samples.dtype}: expected floats or signed integers")
     frames = np.asarray(scaled, dtype=np.float32).reshape(len(samples), -1)
     problem = _nonfinite(frames)
     if problem:
-        raise ValueError(f"samples contain {problem}")
+        raise InputError(f"samples contain {problem}")
     return _mono_at_rate(frames, source_rate, target_rate)
 
 

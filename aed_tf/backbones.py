@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras
+from aed_tf.errors import InputError, UserError
 
 IMAGENET = "imagenet"
 
@@ -63,7 +64,7 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """The ImageNet weights could not be downloaded or found."""
 
 
@@ -71,7 +72,7 @@ def get_backbone(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}") from None
+        raise InputError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}") from None
 
 
 def resolve_image_size(name: str, image_size: int = 0) -> int:
@@ -80,7 +81,7 @@ def resolve_image_size(name: str, image_size: int = 0) -> int:
     if image_size == 0:
         return backbone.default_size
     if image_size < backbone.min_size:
-        raise ValueError(f"image_size = {image_size}: {name} needs at least {backbone.min_size}")
+        raise InputError(f"image_size = {image_size}: {name} needs at least {backbone.min_size}")
     return image_size
 
 

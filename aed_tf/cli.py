@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 from aed_tf.config import Config
+from aed_tf.errors import UserError
 
-# Errors a user can act on: printed as one message, no traceback.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+# Problems a user can act on: printed as one message, without a traceback.
+_USER_ERRORS = (UserError, FileExistsError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = Config.from_args(args)
         return args.run(config, args) or 0
-    except _user_errors() as error:
+    except _USER_ERRORS as error:
         print(f"aed-tf {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -113,12 +114,3 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Our own error types, imported lazily so `aed-tf --help` stays fast."""
-    from aed_tf.audio import AudioError
-    from aed_tf.backbones import WeightsUnavailableError
-    from aed_tf.corpora import MissingDataError
-
-    return _USER_ERRORS + (AudioError, MissingDataError, WeightsUnavailableError, FileExistsError)

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from aed_tf.errors import InputError
 
 CalmPolicy = Literal["neutral", "separate", "drop"]
 SplitProtocol = Literal["speaker-independent", "shared-si", "random"]
@@ -257,7 +258,7 @@ class Config:
             for name in unknown:
                 close = difflib.get_close_matches(name, owner, n=1)
                 hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"unknown config parameter(s): {', '.join(hints)}")
+            raise InputError(f"unknown config parameter(s): {', '.join(hints)}")
         changed = {}
         for s, section in self.sections().items():
             mine = {k: _coerce(section, k, v) for k, v in values.items() if owner[k] == s}
@@ -330,7 +331,7 @@ def _names(section: type) -> list[str]:
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ValueError(f"config parameter {name} = {value!r}: must be {expected}")
+        raise InputError(f"config parameter {name} = {value!r}: must be {expected}")
 
 
 def _coerce(section: type, name: str, value: Any) -> Any:
@@ -344,7 +345,7 @@ def _coerce(section: type, name: str, value: Any) -> Any:
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            raise ValueError(f"config parameter {name} = {value!r}: must be one of {choices}")
+            raise InputError(f"config parameter {name} = {value!r}: must be one of {choices}")
         return value
     if hint is bool:
         if isinstance(value, str):
@@ -353,15 +354,15 @@ def _coerce(section: type, name: str, value: Any) -> Any:
             if value.lower() in ("false", "0", "no"):
                 return False
         if not isinstance(value, bool):
-            raise ValueError(f"config parameter {name} = {value!r}: must be true or false")
+            raise InputError(f"config parameter {name} = {value!r}: must be true or false")
         return value
     if hint in (int, float, str):
         try:
             cast = hint(value)
         except (TypeError, ValueError):
-            raise ValueError(f"config parameter {name} = {value!r}: must be {hint.__name__}") from None
+            raise InputError(f"config parameter {name} = {value!r}: must be {hint.__name__}") from None
         if hint is int and isinstance(value, float) and value != cast:
-            raise ValueError(f"config parameter {name} = {value!r}: must be an integer")
+            raise InputError(f"config parameter {name} = {value!r}: must be an integer")
         return cast
     return value
 

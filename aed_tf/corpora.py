@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aed_tf.labels import CALM, MANIFEST_EMOTIONS
+from aed_tf.errors import InputError, UserError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -50,7 +51,7 @@ class Corpus:
     source: str
 
 
-class MissingDataError(Exception):
+class MissingDataError(UserError):
     """No data root was given or found, or a given one does not exist."""
 
 
@@ -146,7 +147,7 @@ def _read_crema_d_genders(csv_path: Path) -> dict[str, str]:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     if rows and not {"ActorID", "Sex"} <= rows[0].keys():
-        raise ValueError(f"{csv_path}: expected columns ActorID and Sex, found {list(rows[0])}")
+        raise InputError(f"{csv_path}: expected columns ActorID and Sex, found {list(rows[0])}")
     sexes = {"male": "male", "female": "female"}
     return {row["ActorID"].strip(): sexes.get(row["Sex"].strip().lower(), "") for row in rows}
 
@@ -330,7 +331,7 @@ def read_csv_manifest(csv_path: Path) -> tuple[list[LabelledFile], list[SkippedF
     header = [name.strip().lower() for name in rows[0]] if rows else []
     missing = [name for name in ("path", "emotion") if name not in header]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{csv_path}: the header must name the columns path,emotion[,speaker]; "
             f"missing {', '.join(missing)}"
         )
@@ -404,7 +405,7 @@ def scan(roots: Sequence[str | Path]) -> tuple[list[LabelledFile], list[SkippedF
         elif not root.exists():
             raise MissingDataError(f"data root {root} does not exist")
         else:
-            raise ValueError(f"data root {root}: must be a folder or a .csv manifest")
+            raise InputError(f"data root {root}: must be a folder or a .csv manifest")
 
     kept: dict[str, LabelledFile] = {}
     for labelled in found:

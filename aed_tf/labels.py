@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+from aed_tf.errors import InputError
 
 # The canonical classes, in the order of every model's output.
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -17,7 +18,7 @@ def class_names(calm: str = "neutral") -> tuple[str, ...]:
         return CLASSES + (CALM,)
     if calm in ("neutral", "drop"):
         return CLASSES
-    raise ValueError(f"calm policy {calm!r}: must be one of neutral, separate, drop")
+    raise InputError(f"calm policy {calm!r}: must be one of neutral, separate, drop")
 
 
 def apply_calm_policy(manifest: pd.DataFrame, calm: str = "neutral") -> pd.DataFrame:

@@ -28,6 +28,7 @@ from aed_tf.audio import AudioCache, AudioError, DecodedAudio, decode_many, is_s
 from aed_tf.config import Config
 from aed_tf.corpora import LabelledFile, resolve_data_roots, scan
 from aed_tf.labels import MANIFEST_EMOTIONS
+from aed_tf.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def load_manifest(prepared_dir: str | Path) -> pd.DataFrame:
     manifest = pd.read_csv(path, dtype=_STRING_COLUMNS, keep_default_na=False)
     missing = set(MANIFEST_COLUMNS) - set(manifest.columns)
     if missing:
-        raise ValueError(f"{path}: not an aed-tf manifest (missing columns {sorted(missing)})")
+        raise InputError(f"{path}: not an aed-tf manifest (missing columns {sorted(missing)})")
     return manifest
 
 

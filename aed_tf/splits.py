@@ -22,6 +22,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
+from aed_tf.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ _SPLIT_COLUMNS = ("clip_id", "partition", "protocol")
 _EXAMPLES = 5  # items shown in an error message before "and N more"
 
 
-class LeakageError(ValueError):
+class LeakageError(InputError):
     """A split or fold assignment that would let test clips leak into training."""
 
 
-class UnknownSpeakerError(ValueError):
+class UnknownSpeakerError(InputError):
     """Clips without a speaker cannot be placed in a speaker-independent split."""
 
 
@@ -97,14 +98,14 @@ def _shared_si(
     keys = speaker_key(manifest)
     foreign = sorted(set(keys) - set(_SHARED_SI_PARTITION))
     if foreign:
-        raise ValueError(
+        raise InputError(
             f"the {SHARED_SI} protocol is defined for RAVDESS actors 01-20 and TESS OAF/YAF only; "
             f"the manifest also has speakers {_listing(foreign)}: use another protocol "
             "(e.g. speaker-independent) for other data"
         )
     missing = sorted(set(_SHARED_SI_PARTITION) - set(keys))
     if missing:
-        raise ValueError(
+        raise InputError(
             f"the {SHARED_SI} protocol needs clips of every one of its speakers; "
             f"missing: {_listing(missing)}"
         )
@@ -166,9 +167,9 @@ def make_split(
     in speaker-independent protocols, or are left out with ``drop_unknown_speakers``.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown split protocol {protocol!r}: choose one of {list(PROTOCOLS)}")
+        raise InputError(f"unknown split protocol {protocol!r}: choose one of {list(PROTOCOLS)}")
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
+        raise InputError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction}: each must be in "
             "(0, 1) and their sum below 1"
         )
@@ -196,7 +197,7 @@ def make_folds(
     groups = _linked_groups(speaker_key(clips), clips["audio_hash"])
     n_groups = len(np.unique(groups))
     if not 2 <= k <= n_groups:
-        raise ValueError(
+        raise InputError(
             f"{k} folds need 2 <= k <= the number of speakers ({n_groups}, counting speakers "
             "that share exact duplicates as one)"
         )
@@ -222,7 +223,7 @@ def check_no_leakage(
     _check_manifest(manifest)
     missing = [c for c in ("clip_id", "partition") if c not in split.columns]
     if missing:
-        raise ValueError(f"a split needs the columns clip_id and partition; missing: {missing}")
+        raise InputError(f"a split needs the columns clip_id and partition; missing: {missing}")
     problems = []
     bad_names = sorted(set(split["partition"].astype(str)) - set(PARTITIONS))
     if bad_names:
@@ -235,7 +236,7 @@ def check_no_leakage(
 def split_path(prepared_dir: str | Path, protocol: str, seed: int) -> Path:
     """Where ``prepare`` keeps a split, e.g. ``prepared/splits/speaker-independent-seed0.csv``."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown split protocol {protocol!r}: choose one of {list(PROTOCOLS)}")
+        raise InputError(f"unknown split protocol {protocol!r}: choose one of {list(PROTOCOLS)}")
     return Path(prepared_dir) / "splits" / f"{protocol}-seed{seed}.csv"
 
 
@@ -265,13 +266,13 @@ def load_split(path: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
     try:
         split = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a split CSV ({err})") from None
+        raise InputError(f"{path}: not a split CSV ({err})") from None
     missing = [c for c in _SPLIT_COLUMNS if c not in split.columns]
     if missing:
-        raise ValueError(f"{path}: not a split CSV, columns {missing} are missing")
+        raise InputError(f"{path}: not a split CSV, columns {missing} are missing")
     protocols = sorted(set(split["protocol"]))
     if len(protocols) != 1 or protocols[0] not in PROTOCOLS:
-        raise ValueError(
+        raise InputError(
             f"{path}: the protocol column must hold one of {list(PROTOCOLS)}, found {protocols}"
         )
     try:
@@ -287,10 +288,10 @@ def load_split(path: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
 def _check_manifest(manifest: pd.DataFrame) -> None:
     missing = [c for c in _MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
-        raise ValueError(f"the manifest lacks the columns {missing} that splitting needs")
+        raise InputError(f"the manifest lacks the columns {missing} that splitting needs")
     repeated = manifest["clip_id"][manifest["clip_id"].duplicated()]
     if len(repeated):
-        raise ValueError(f"the manifest repeats clip ids: {_listing(sorted(set(repeated)))}")
+        raise InputError(f"the manifest repeats clip ids: {_listing(sorted(set(repeated)))}")
 
 
 def _unknown_speaker(manifest: pd.DataFrame) -> pd.Series:
@@ -373,7 +374,7 @@ def _grouped_split(
     round((1 - test_fraction) / val_fraction) folds of the rest: fractions are shares of groups."""
     n_groups = len(np.unique(groups))
     if n_groups < 3:
-        raise ValueError(
+        raise InputError(
             f"too few {unit} to split: {n_groups}; train, val and test need one each, and {unit} "
             "linked by exact duplicates count as one"
         )

@@ -37,6 +37,7 @@ from aed_tf.model import build_classifier, build_serving_model, set_backbone_tra
 from aed_tf.pipeline import eval_dataset, train_dataset
 from aed_tf.prepare import load_waveforms, prepare
 from aed_tf.splits import PROTOCOLS, load_split
+from aed_tf.errors import InputError, UserError
 
 CLASSIFIER_FILE = "classifier.keras"
 SERVING_FILE = "serving.keras"
@@ -102,7 +103,7 @@ def load_training_data(config: Config, progress: bool = True) -> TrainingData:
     for name in ("train", "val", "test"):
         rows = np.flatnonzero(joined["partition"].to_numpy() == name)
         if name != "test" and not len(rows):
-            raise ValueError(f"the {name} partition of {prepared.split_path} is empty")
+            raise InputError(f"the {name} partition of {prepared.split_path} is empty")
         part = joined.iloc[rows].reset_index(drop=True)
         partitions[name] = Partition(
             part, [waveforms[i] for i in rows],
@@ -135,7 +136,7 @@ def train(config: Config, progress: bool = True) -> TrainResult:
     val_ds = eval_dataset(val_part.waveforms, val_part.labels, num_classes, config, image_size)
     steps_per_epoch = len(train_part.labels) // config.train.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_part.labels)} training clips give no full batch of "
+        raise InputError(f"{len(train_part.labels)} training clips give no full batch of "
                          f"{config.train.batch_size}: lower --batch-size")
 
     with strategy.scope():
@@ -221,7 +222,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         _write_json(self.run_dir / _STATE, self.state)
 
 
-class MultiWorkerUnsupportedError(RuntimeError):
+class MultiWorkerUnsupportedError(UserError, RuntimeError):
     """Training across machines is not available yet."""
 
 
@@ -289,9 +290,9 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
     saved = Config.load(run_dir / CONFIG_FILE).replace(resume=True)
     if saved != config:
         changed = {k: (v, config.to_flat()[k]) for k, v in saved.to_flat().items() if config.to_flat()[k] != v}
-        raise ValueError(f"{run_dir} was trained with other parameters; changed: {changed}")
+        raise InputError(f"{run_dir} was trained with other parameters; changed: {changed}")
     if not (run_dir / _STATE).is_file():
-        raise ValueError(f"{run_dir} has finished; nothing to resume")
+        raise InputError(f"{run_dir} has finished; nothing to resume")
     return {**fresh, **json.loads((run_dir / _STATE).read_text())}
 
 
