@@ -1,34 +1,54 @@
 """tf.data input pipelines from decoded waveforms in memory to batches of spectrogram images.
 
-Training: shuffle -> per clip, random crop or zero pad to the clip length -> batch -> per batch
-(vectorised): random gain, white noise, time shift -> log-mel -> per-clip normalisation ->
-SpecAugment -> image -> optional mixup. Evaluation: centred crop or symmetric pad -> batch ->
-image. Every step is a TensorFlow op, so no Python runs per batch. Random ops are stateless and
-fed seeds from `tf.data.Dataset.random`, so a seed fixes every epoch of a run and epochs differ.
+Training computes each clip's mel power once, when the dataset is made (`clip_mel_powers`), and
+works in the power domain from then on, a batch at a time: shuffle -> a random frame-aligned crop,
+placement and time shift of each clip (`crop_frames`) -> random gain -> white noise -> log ->
+per-clip normalisation -> SpecAugment -> image -> optional mixup. Evaluation is the serving path:
+centred crop or symmetric pad of the waveform -> batch -> `waveform_to_image`. Every step is a
+TensorFlow op, so no Python runs per batch. Random ops are stateless and fed seeds from
+`tf.data.Dataset.random`, so a seed fixes every epoch of a run and epochs differ.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from aed_tf.config import AugmentConfig, Config, FrontEndConfig
-from aed_tf.features import log_mel, normalize_per_clip, to_image, waveform_to_image
+from aed_tf.features import (
+    log_power,
+    mel_power,
+    normalize_per_clip,
+    to_image,
+    waveform_to_image,
+    white_noise_mel_power,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
+# A training set's mel power is computed in pieces of this many frames, this many at a time.
+PRECOMPUTE_PIECE_FRAMES = 256
+PRECOMPUTE_PIECES = 32
+# The white-noise bank: its length beyond one clip window in frames (the number of distinct
+# crops), and the fixed seed it is drawn from.
+NOISE_BANK_OFFSETS = 4096
+NOISE_BANK_SEED = 0
 
 
 def waveform_dataset(waveforms: Sequence[np.ndarray], labels: Sequence[int]) -> tf.data.Dataset:
     """Variable-length mono clips held as one ragged tensor -> (waveform [None], label) elements."""
-    return tf.data.Dataset.from_tensor_slices(_clip_tensors(waveforms, labels))
+    arrays = _mono_arrays(waveforms, labels)
+    ragged = tf.RaggedTensor.from_row_lengths(
+        np.concatenate(arrays), [wave.size for wave in arrays], validate=False
+    )
+    return tf.data.Dataset.from_tensor_slices((ragged, tf.constant(labels, tf.int32)))
 
 
-def _clip_tensors(
-    waveforms: Sequence[np.ndarray], labels: Sequence[int]
-) -> tuple[tf.RaggedTensor, tf.Tensor]:
-    """The clips as one ragged [clips, None] float32 tensor, and the labels as int32."""
+def _mono_arrays(waveforms: Sequence[np.ndarray], labels: Sequence[int]) -> list[np.ndarray]:
+    """The clips as float32 arrays, checked to be mono, non-empty and one per label."""
     if len(waveforms) != len(labels):
         raise ValueError(f"{len(waveforms)} waveforms but {len(labels)} labels")
     if len(waveforms) == 0:
@@ -39,10 +59,9 @@ def _clip_tensors(
             raise ValueError(
                 f"waveform {index} has shape {wave.shape}: expected mono, shaped (samples,)"
             )
-    ragged = tf.RaggedTensor.from_row_lengths(
-        np.concatenate(arrays), [wave.size for wave in arrays], validate=False
-    )
-    return ragged, tf.constant(labels, tf.int32)
+        if wave.size == 0:
+            raise ValueError(f"waveform {index} is empty")
+    return arrays
 
 
 def train_dataset(
@@ -55,8 +74,10 @@ def train_dataset(
 ) -> tf.data.Dataset:
     """One shuffled, augmented epoch per iteration: (images [B, S, S, 3], one-hot labels [B, C]).
 
-    With `config.augment.augment` off, clips are still shuffled and randomly cropped. The last
-    partial batch is dropped. The same seed gives the same sequence of epochs.
+    Each clip's mel power is computed here, once (a few seconds for thousands of clips); epochs
+    crop and augment it. With `config.augment.augment` off, clips are still shuffled and randomly
+    cropped, on whole hops. The last partial batch is dropped. The same seed gives the same
+    sequence of epochs.
     """
     _check_labels(labels, num_classes)
     batch_size = config.train.batch_size
@@ -65,35 +86,32 @@ def train_dataset(
             f"{len(waveforms)} training clips make no full batch of {batch_size} (batch_size)"
         )
     frontend, augment = config.frontend, config.augment
-    # Shuffling indices rather than waveform_dataset's clips keeps the shuffle buffer from
-    # holding a second copy of every waveform and refilling it at each epoch's start.
-    clips, clip_labels = _clip_tensors(waveforms, labels)
-    # Independent seed streams for the clips and the batches, both fixed by `seed`.
-    clip_seed = batch_seed = None
+    arrays = _mono_arrays(waveforms, labels)
+    powers = clip_mel_powers(arrays, frontend)
+    clip_lengths = tf.constant([wave.size for wave in arrays], tf.int64)
+    clip_labels = tf.constant(labels, tf.int32)
+    noise_bank = tf.constant(white_noise_bank(frontend))
+    max_shift = round(augment.time_shift_ms / frontend.hop_ms) if augment.augment else 0  # hops
+    # Independent seed streams for the clip order and the batches, both fixed by `seed`.
+    order_seed = batch_seed = None
     if seed is not None:
-        clip_seed, batch_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+        order_seed, batch_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
 
-    def fit_clip(index: tf.Tensor, op_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        wave, label = clips[index], clip_labels[index]
-        excess = tf.abs(tf.shape(wave)[0] - frontend.clip_samples)
-        offset = tf.random.stateless_uniform([], op_seed, 0, excess + 1, dtype=tf.int32)
-        return fit_to_length(wave, frontend.clip_samples, offset), label
-
-    def featurize(
-        batch: tuple[tf.Tensor, tf.Tensor], op_seed: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        waves, classes = batch
-        one_hot = tf.one_hot(classes, num_classes)
+    def featurize(clips: tf.Tensor, op_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        crop_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(op_seed, 2))
+        starts = random_start_frames(
+            tf.gather(clip_lengths, clips), frontend, max_shift, crop_seed
+        )
+        power = crop_frames(powers, clips, starts, frontend)
+        one_hot = tf.one_hot(tf.gather(clip_labels, clips), num_classes)
         if not augment.augment:
-            return waveform_to_image(waves, frontend, image_size), one_hot
-        return augmented_images(waves, one_hot, frontend, augment, image_size, op_seed)
+            return to_image(normalize_per_clip(log_power(power)), image_size), one_hot
+        return augmented_images(power, one_hot, noise_bank, augment, image_size, augment_seed)
 
-    order = tf.data.Dataset.range(len(waveforms)).shuffle(
-        len(waveforms), seed=clip_seed, reshuffle_each_iteration=True
+    order = tf.data.Dataset.range(len(arrays)).shuffle(
+        len(arrays), seed=order_seed, reshuffle_each_iteration=True
     )
-    fitted = tf.data.Dataset.zip(order, _seeds(clip_seed))
-    fitted = fitted.map(fit_clip, num_parallel_calls=AUTOTUNE, deterministic=True)
-    batches = fitted.batch(batch_size, drop_remainder=True)
+    batches = order.batch(batch_size, drop_remainder=True)
     batches = tf.data.Dataset.zip(batches, _seeds(batch_seed))
     batches = batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=True)
     return batches.prefetch(AUTOTUNE)
@@ -136,89 +154,175 @@ def fit_to_length(wave: tf.Tensor, length: int, offset: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(padded[start : start + length], [length])
 
 
+def clip_mel_powers(waveforms: Sequence[np.ndarray], frontend: FrontEndConfig) -> tf.RaggedTensor:
+    """[clips, None, n_mels]: the mel power of every STFT frame that overlaps each clip, on a frame
+    grid of whole hops from the clip's first sample (see `crop_frames`).
+
+    The clips are laid end to end as one recording, each after the silence of its leading frames
+    and zero-padded to whole hops, so the recording's frames are, in order, every clip's frames (a
+    clip's last frame ends in the silence before the next clip). The recording runs through
+    `mel_power` in equal batches of equal pieces: XLA compiles one shape, nothing is computed twice.
+    """
+    hop, lead = frontend.hop_length, _lead_frames(frontend)
+    lengths = np.array([wave.size for wave in waveforms])
+    frames = lead + -(-lengths // hop)  # the frames that start before each clip's end
+    starts = (np.cumsum(frames) - frames + lead) * hop
+    total_frames = int(frames.sum())
+    batches = -(-total_frames // (PRECOMPUTE_PIECE_FRAMES * PRECOMPUTE_PIECES))
+    pieces = batches * PRECOMPUTE_PIECES
+    step = PRECOMPUTE_PIECE_FRAMES * hop
+    piece_samples = (PRECOMPUTE_PIECE_FRAMES - 1) * hop + frontend.window_length
+    recording = np.zeros(pieces * step + piece_samples, np.float32)  # room for clips and pieces
+    for start, wave in zip(starts, waveforms):
+        recording[start : start + wave.size] = wave
+    # Views, not copies: piece p is recording[p * step : p * step + piece_samples].
+    piece_views = np.lib.stride_tricks.sliding_window_view(recording, piece_samples)[::step]
+    powers = [
+        mel_power(piece_views[first : first + PRECOMPUTE_PIECES], frontend)
+        for first in range(0, pieces, PRECOMPUTE_PIECES)
+    ]
+    values = tf.reshape(tf.concat(powers, axis=0), [-1, frontend.n_mels])[:total_frames]
+    return tf.RaggedTensor.from_row_lengths(values, frames, validate=False)
+
+
+def _lead_frames(frontend: FrontEndConfig) -> int:
+    """Frames of a clip's grid that start before its first sample and still overlap it."""
+    return math.ceil(frontend.window_length / frontend.hop_length) - 1
+
+
+def crop_frames(
+    powers: tf.RaggedTensor, clips: tf.Tensor, starts: tf.Tensor, frontend: FrontEndConfig
+) -> tf.Tensor:
+    """[B, num_frames, n_mels]: the mel power of each clip's window of `clip_seconds`.
+
+    The window of row b begins `starts[b]` hops after the first sample of clip `clips[b]` of
+    `powers` (from `clip_mel_powers`); negative starts begin before it. Frames that do not overlap
+    the clip are zero power, as zero-filled audio gives: this is `mel_power` of the zero-padded
+    clip's samples [starts[b] * hop, starts[b] * hop + clip_samples).
+    """
+    row_starts = tf.gather(powers.row_starts(), clips)[:, tf.newaxis]
+    row_lengths = tf.gather(powers.row_lengths(), clips)[:, tf.newaxis]
+    first = tf.cast(starts, tf.int64)[:, tf.newaxis] + _lead_frames(frontend)
+    frames = first + tf.range(frontend.num_frames, dtype=tf.int64)  # into the clip's rows
+    stored = (frames >= 0) & (frames < row_lengths)
+    rows = row_starts + tf.clip_by_value(frames, 0, row_lengths - 1)
+    return tf.where(stored[..., tf.newaxis], tf.gather(powers.flat_values, rows), 0.0)
+
+
+def random_start_frames(
+    lengths: tf.Tensor, frontend: FrontEndConfig, max_shift: int, seed: tf.Tensor
+) -> tf.Tensor:
+    """[B] int64 window starts for `crop_frames`, for clips of `lengths` samples.
+
+    A longer clip is cropped and a shorter one placed at random, on whole hops, so that the window
+    lies inside the clip or the clip inside the window; then the clip moves by a shift drawn from
+    U{-max_shift..max_shift} hops (positive: later).
+    """
+    place_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    lengths = tf.cast(lengths, tf.int64)
+    excess = tf.abs(lengths - frontend.clip_samples) // frontend.hop_length
+    draw = tf.random.stateless_uniform(tf.shape(lengths), place_seed)
+    offsets = tf.minimum(tf.cast(draw * tf.cast(excess + 1, tf.float32), tf.int64), excess)
+    placements = tf.where(lengths >= frontend.clip_samples, offsets, -offsets)
+    shifts = tf.random.stateless_uniform(
+        tf.shape(lengths), shift_seed, -max_shift, max_shift + 1, dtype=tf.int64
+    )
+    return placements - shifts
+
+
 def augmented_images(
-    waves: tf.Tensor,
+    power: tf.Tensor,
     one_hot: tf.Tensor,
-    frontend: FrontEndConfig,
+    noise_bank: tf.Tensor,
     augment: AugmentConfig,
     image_size: int,
     seed: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The augmented training images of a batch of equal-length clips, and their (mixed) labels."""
-    gain_seed, noise_seed, shift_seed, mask_seed, mixup_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 5)
+    """The augmented training images of a batch of cropped [B, frames, n_mels] mel powers, and
+    their (mixed) labels."""
+    features_seed, mixup_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    images = to_image(_augmented_features(power, noise_bank, augment, features_seed), image_size)
+    if augment.mixup_alpha > 0:
+        images, one_hot = mixup(images, one_hot, augment.mixup_alpha, mixup_seed)
+    return images, one_hot
+
+
+# XLA fuses these steps' passes over the batch: ~8% more clips/s through the whole pipeline.
+@tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
+def _augmented_features(
+    power: tf.Tensor, noise_bank: tf.Tensor, augment: AugmentConfig, seed: tf.Tensor
+) -> tf.Tensor:
+    """Random gain, white noise, log, per-clip normalisation and SpecAugment."""
+    gain_seed, noise_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    power = random_gain(power, augment.gain_db, gain_seed)
+    power = add_white_noise(
+        power,
+        noise_bank,
+        augment.noise_probability,
+        augment.snr_db_min,
+        augment.snr_db_max,
+        noise_seed,
     )
-    waves = random_gain(waves, augment.gain_db, gain_seed)
-    waves = add_white_noise(
-        waves, augment.noise_probability, augment.snr_db_min, augment.snr_db_max, noise_seed
-    )
-    max_shift = int(round(augment.time_shift_ms * frontend.sample_rate / 1000))
-    waves = random_time_shift(waves, max_shift, shift_seed)
-    features = normalize_per_clip(log_mel(waves, frontend))
-    features = spec_augment(
-        features,
+    return spec_augment(
+        normalize_per_clip(log_power(power)),
         augment.freq_masks,
         augment.freq_mask_width,
         augment.time_masks,
         augment.time_mask_width,
         mask_seed,
     )
-    images = to_image(features, image_size)
-    if augment.mixup_alpha > 0:
-        images, one_hot = mixup(images, one_hot, augment.mixup_alpha, mixup_seed)
-    return images, one_hot
 
 
-def random_gain(waves: tf.Tensor, max_db: float, seed: tf.Tensor) -> tf.Tensor:
-    """Scales each clip by a gain drawn uniformly from [-max_db, +max_db] dB."""
-    gain_db = tf.random.stateless_uniform([tf.shape(waves)[0], 1], seed, -max_db, max_db)
-    return waves * tf.pow(10.0, gain_db / 20.0)
+def random_gain(power: tf.Tensor, max_db: float, seed: tf.Tensor) -> tf.Tensor:
+    """Scales each clip's [frames, n_mels] power by a gain drawn uniformly from
+    [-max_db, +max_db] dB."""
+    gain_db = tf.random.stateless_uniform([tf.shape(power)[0], 1, 1], seed, -max_db, max_db)
+    return power * tf.pow(10.0, gain_db / 10.0)
+
+
+@functools.lru_cache(maxsize=None)
+def white_noise_bank(frontend: FrontEndConfig) -> np.ndarray:
+    """[NOISE_BANK_OFFSETS + num_frames, n_mels]: `mel_power` of Gaussian white noise, scaled to
+    an expected mel power of 1 per frame (summed over bands). `add_white_noise` adds crops of it.
+
+    Real noise through the front end has the right spread in every band and the right correlation
+    between bands and overlapping frames; drawing that spread afresh (a Gamma draw per frame and
+    band) would cost more than the rest of the pipeline. The bank is drawn once, from a fixed seed.
+    """
+    frames = NOISE_BANK_OFFSETS + frontend.num_frames
+    samples = (frames - 1) * frontend.hop_length + frontend.window_length
+    noise = np.random.default_rng(NOISE_BANK_SEED).standard_normal((1, samples), np.float32)
+    bank = mel_power(noise, frontend).numpy()[0] / white_noise_mel_power(frontend).sum()
+    bank.setflags(write=False)  # shared by every caller through the cache
+    return bank
 
 
 def add_white_noise(
-    waves: tf.Tensor, probability: float, snr_db_min: float, snr_db_max: float, seed: tf.Tensor
+    power: tf.Tensor,
+    noise_bank: tf.Tensor,
+    probability: float,
+    snr_db_min: float,
+    snr_db_max: float,
+    seed: tf.Tensor,
 ) -> tf.Tensor:
-    """Adds white noise to each clip with `probability`, at an SNR drawn uniformly from
-    [snr_db_min, snr_db_max] dB relative to the clip's own power (silent clips stay silent).
+    """Adds white noise to each clip's [frames, n_mels] mel power with `probability`, at an SNR
+    drawn uniformly from [snr_db_min, snr_db_max] dB; silent clips stay silent.
 
-    Drawing the noise is the costliest step of the augmentation, so it is drawn only for the
-    clips that get it, and uniformly distributed: as white as Gaussian noise (independent
-    samples, flat spectrum) at a third of the cost.
+    The SNR is that of mel power, the band the features see: the noise's expected power per frame
+    is the clip's mean power per frame times 10^(-SNR / 10), and its shape over frames and bands is
+    a random crop of `noise_bank` (from `white_noise_bank`). That is the mel power of the clip plus
+    white noise but for the cross term 2 Re(S N*) of each bin, which averages to zero.
     """
-    pick_seed, snr_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    batch = tf.shape(waves)[0]
-    noisy_rows = tf.where(tf.random.stateless_uniform([batch], pick_seed) < probability)
-    noisy_waves = tf.gather_nd(waves, noisy_rows)
-    snr_db = tf.random.stateless_uniform(
-        [tf.shape(noisy_rows)[0], 1], snr_seed, snr_db_min, snr_db_max
-    )
-    signal_power = tf.reduce_mean(tf.math.square(noisy_waves), axis=1, keepdims=True)
-    noise_power = signal_power * tf.pow(10.0, -snr_db / 10.0)
-    # Uniform on [-a, a] has power a**2 / 3.
-    noise = tf.math.sqrt(3.0 * noise_power) * tf.random.stateless_uniform(
-        tf.shape(noisy_waves), noise_seed, -1.0, 1.0
-    )
-    return tf.tensor_scatter_nd_add(waves, noisy_rows, noise)
-
-
-def random_time_shift(waves: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
-    """Shifts each clip by a whole number of samples drawn from [-max_shift, max_shift] (positive:
-    later), filling with zeros; the length is kept."""
-    batch, length = tf.shape(waves)[0], tf.shape(waves)[1]
-    shift = tf.random.stateless_uniform([batch], seed, -max_shift, max_shift + 1, dtype=tf.int32)
-    # A batched window read with zero fill: a [1, length] glimpse whose left edge is at -shift
-    # (un-normalised, un-centred offsets are the window's corner, as the op's documented
-    # example shows). It copies rows; tf.gather with one index per sample costs ~10x more.
-    corners = tf.stack([tf.zeros([batch]), -tf.cast(shift, tf.float32)], axis=1)
-    shifted = tf.image.extract_glimpse(
-        waves[:, tf.newaxis, :, tf.newaxis],
-        size=tf.stack([1, length]),
-        offsets=corners,
-        centered=False,
-        normalized=False,
-        noise="zero",
-    )
-    return tf.reshape(shifted, tf.shape(waves))
+    pick_seed, snr_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    batch, frames = tf.shape(power)[0], tf.shape(power)[1]
+    noisy = tf.random.stateless_uniform([batch], pick_seed) < probability
+    snr_db = tf.random.stateless_uniform([batch], snr_seed, snr_db_min, snr_db_max)
+    signal_power = tf.reduce_mean(tf.reduce_sum(power, axis=2), axis=1)
+    noise_power = tf.where(noisy, signal_power * tf.pow(10.0, -snr_db / 10.0), 0.0)
+    room = tf.cast(tf.shape(noise_bank)[0] - frames + 1, tf.float32)
+    starts = tf.cast(tf.random.stateless_uniform([batch, 1], crop_seed) * room, tf.int32)
+    noise = tf.gather(noise_bank, starts + tf.range(frames))
+    return power + noise_power[:, tf.newaxis, tf.newaxis] * noise
 
 
 def spec_augment(

@@ -16,9 +16,11 @@ from aed_tf.features import (
     LogMelFrontEnd,
     log_mel,
     mel_matrix,
+    mel_power,
     normalize_per_clip,
     to_image,
     waveform_to_image,
+    white_noise_mel_power,
 )
 from aed_tf.pipeline import eval_dataset
 from tests.conftest import RAVDESS_DIR
@@ -99,8 +101,21 @@ def test_log_mel_is_the_log_of_the_mel_power_spectrum() -> None:
     stft = tf.signal.stft(
         waves, frontend.window_length, frontend.hop_length, frontend.n_fft
     ).numpy()
-    expected = np.log(np.abs(stft) ** 2 @ mel_matrix(frontend) + 1e-6)
-    np.testing.assert_allclose(log_mel(waves, frontend), expected, atol=1e-3)
+    expected = np.abs(stft) ** 2 @ mel_matrix(frontend)
+    np.testing.assert_allclose(mel_power(waves, frontend), expected, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(log_mel(waves, frontend), np.log(expected + 1e-6), atol=1e-3)
+
+
+def test_white_noise_mel_power_is_the_mean_mel_power_of_white_noise() -> None:
+    frontend, variance = FrontEndConfig(), 0.09
+    noise = np.random.default_rng(0).normal(0, np.sqrt(variance), (8, 20 * 16000))
+    measured = mel_power(noise.astype(np.float32), frontend).numpy().mean(axis=(0, 1))
+    expected = variance * white_noise_mel_power(frontend)
+    assert expected.shape == (frontend.n_mels,)
+    filled = mel_matrix(frontend).any(axis=0)  # 128 HTK bands over 257 FFT bins leave some empty
+    np.testing.assert_array_equal(expected[~filled], 0)
+    np.testing.assert_allclose(measured[filled], expected[filled], rtol=0.05)
+    assert white_noise_mel_power(frontend) is white_noise_mel_power(FrontEndConfig())
 
 
 def test_mel_matrix_is_cached_and_read_only() -> None:
@@ -118,6 +133,8 @@ def test_log_mel_rejects_bad_shapes() -> None:
         log_mel(np.zeros(16000, np.float32), frontend)
     with pytest.raises(ValueError, match="shorter than one STFT window"):
         log_mel(np.zeros((1, frontend.window_length - 1), np.float32), frontend)
+    with pytest.raises(ValueError, match="mel_power expects waveforms shaped"):
+        mel_power(np.zeros((2, 3, 16000), np.float32), frontend)
 
 
 def test_normalize_per_clip() -> None:

@@ -12,17 +12,20 @@ import tensorflow as tf
 
 from aed_tf.bench import bench_pipeline
 from aed_tf.config import Config
-from aed_tf.features import waveform_to_image
+from aed_tf.features import mel_power, waveform_to_image, white_noise_mel_power
 from aed_tf.pipeline import (
     add_white_noise,
+    clip_mel_powers,
+    crop_frames,
     eval_dataset,
     fit_to_length,
     mixup,
     random_gain,
-    random_time_shift,
+    random_start_frames,
     spec_augment,
     train_dataset,
     waveform_dataset,
+    white_noise_bank,
 )
 from tests.conftest import RAVDESS_DIR, TESS_DIR
 from tests.synth import tone
@@ -62,6 +65,8 @@ def test_waveform_dataset_rejects_bad_input() -> None:
         waveform_dataset([np.zeros(10), np.zeros((10, 2))], [0, 1])
     with pytest.raises(ValueError, match="empty"):
         waveform_dataset([], [])
+    with pytest.raises(ValueError, match="waveform 1 is empty"):
+        train_dataset([np.ones(2000), np.zeros(0)] * 2, [0, 1, 2, 3], NUM_CLASSES, CONFIG, SIZE)
     with pytest.raises(ValueError, match=r"class indices in \[0, 7\)"):
         train_dataset(clips([2000] * 4), [0, 1, 2, 7], NUM_CLASSES, CONFIG, SIZE)
     with pytest.raises(ValueError, match="no full batch of 4"):
@@ -83,21 +88,85 @@ def test_fit_to_length_crops_or_pads_at_every_offset(length: int) -> None:
         np.testing.assert_array_equal(fitted, expected)
 
 
-def test_train_crops_a_window_of_each_clip() -> None:
-    """Without augmentation a training image is the image of one window (or padding) of its clip."""
+def window_of(wave: np.ndarray, start: int, length: int) -> np.ndarray:
+    """wave[start : start + length] of the clip extended with zeros on both sides."""
+    window = np.zeros(length, np.float32)
+    first, end = max(start, 0), min(start + length, wave.size)
+    if first < end:
+        window[first - start : end - start] = wave[first:end]
+    return window
+
+
+def test_clip_mel_powers_are_the_mel_power_of_each_zero_padded_clip() -> None:
+    # Enough audio for several pieces and more than one mel_power call.
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 12000, 150)
+    waves = [rng.uniform(-1, 1) * rng.standard_normal(n).astype(np.float32) for n in lengths]
+    powers = clip_mel_powers(waves, FRONTEND)
+    hop, window = FRONTEND.hop_length, FRONTEND.window_length
+    lead = -(-window // hop) - 1  # frames that start before the clip and reach into it
+    np.testing.assert_array_equal(powers.row_lengths(), lead + -(-lengths // hop))
+    padded = np.stack([window_of(wave, -lead * hop, lengths.max() + 2 * window) for wave in waves])
+    expected = mel_power(padded, FRONTEND).numpy()
+    for clip, got in enumerate(powers.numpy()):
+        np.testing.assert_allclose(got, expected[clip, : len(got)], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("length", [1, 150, 1000, 2000, 2345])
+def test_crop_frames_is_the_mel_power_of_the_window_with_zeros_outside_the_clip(
+    length: int,
+) -> None:
+    n, hop, window = FRONTEND.clip_samples, FRONTEND.hop_length, FRONTEND.window_length
+    wave = np.random.default_rng(length).uniform(0.1, 1.0, length).astype(np.float32)
+    loud = 10 * clips([3000])[0]
+    powers = clip_mel_powers([loud, wave, loud], FRONTEND)  # neighbours must not leak in
+    starts = np.arange(-(n // hop) - 3, length // hop + 4)
+    cropped = crop_frames(powers, tf.ones(len(starts), tf.int64), starts, FRONTEND).numpy()
+    windows = np.stack([window_of(wave, start * hop, n) for start in starts])
+    expected = mel_power(windows, FRONTEND).numpy()
+    np.testing.assert_allclose(cropped, expected, rtol=1e-4, atol=1e-7)
+    frame_starts = (starts[:, None] + np.arange(FRONTEND.num_frames)) * hop
+    overlaps_clip = (frame_starts < length) & (frame_starts + window > 0)
+    assert np.all(cropped[~overlaps_clip] == 0)  # silence outside the clip, exactly
+    # The periodic Hann window's first coefficient is 0: a frame hears the clip from its second.
+    hears_clip = (frame_starts < length - 1) & (frame_starts + window > 0)
+    assert np.all(cropped[hears_clip].max(axis=-1) > 0)
+
+
+def test_random_start_frames_crop_or_place_each_clip_on_whole_hops() -> None:
+    n, hop = FRONTEND.clip_samples, FRONTEND.hop_length
+    lengths = np.repeat([n + 5 * hop + 17, n - 3 * hop - 5, n, 10], 300)
+    starts = random_start_frames(lengths, FRONTEND, 0, SEED).numpy().reshape(4, 300)
+    # The window lies inside a longer clip, a shorter clip inside the window: every such start.
+    assert set(starts[0]) == set(range(0, 6))
+    assert set(starts[1]) == set(range(-3, 1))
+    assert set(starts[2]) == {0}
+    assert set(starts[3]) == set(range(-((n - 10) // hop), 1))
+    shifted = random_start_frames(lengths, FRONTEND, 4, SEED).numpy().reshape(4, 300)
+    assert set(shifted[2]) == set(range(-4, 5))  # a shift of up to 4 hops either way
+    assert (shifted[0].min(), shifted[0].max()) == (-4, 5 + 4)
+    assert (shifted[1].min(), shifted[1].max()) == (-3 - 4, 4)
+
+
+def test_train_without_augmentation_is_the_front_end_on_a_window_of_each_clip() -> None:
+    """With augment off, a training image is `waveform_to_image` of its clip cropped or padded
+    at some whole number of hops: the precomputed mel power is the serving front end."""
     config = CONFIG.replace(augment=False, batch_size=1)
-    n = FRONTEND.clip_samples
-    waves = clips([n - 7, n, n + 7])
-    for _ in range(2):  # two epochs
-        for images, one_hot in train_dataset(waves, [0, 1, 2], NUM_CLASSES, config, SIZE, seed=1):
-            wave = waves[int(np.argmax(one_hot[0]))]
-            candidates = [
-                fit_to_length(tf.constant(wave), n, tf.constant(offset))
-                for offset in range(abs(len(wave) - n) + 1)
-            ]
+    n, hop = FRONTEND.clip_samples, FRONTEND.hop_length
+    waves = clips([n - 5 * hop // 2, n, n + 7 * hop // 2])
+    dataset = train_dataset(waves, [0, 1, 2], NUM_CLASSES, config, SIZE, seed=1)
+    seen = set()
+    for _ in range(4):  # epochs
+        for images, one_hot in dataset:
+            clip = int(np.argmax(one_hot[0]))
+            wave = waves[clip]
+            offsets = range(0, abs(len(wave) - n) + 1, hop)
+            candidates = [fit_to_length(tf.constant(wave), n, offset) for offset in offsets]
             expected = waveform_to_image(tf.stack(candidates), FRONTEND, SIZE).numpy()
             distances = np.abs(expected - images.numpy()).max(axis=(1, 2, 3))
             assert distances.min() < 1e-3
+            seen.add((clip, int(np.argmin(distances))))
+    assert len(seen) > 3  # more than one crop of the clips that have a choice
 
 
 # -- the datasets -----------------------------------------------------------------------------
@@ -194,56 +263,69 @@ def test_train_order_is_seeded_and_reshuffled_every_epoch() -> None:
 # -- each augmentation ------------------------------------------------------------------------
 
 
-def test_random_gain_stays_within_bounds() -> None:
-    waves = tf.constant(np.random.default_rng(0).uniform(0.1, 1.0, (16, 400)), tf.float32)
-    gained = random_gain(waves, 6.0, SEED).numpy()
-    ratio_db = 20 * np.log10(gained / waves.numpy())
-    np.testing.assert_allclose(ratio_db - ratio_db[:, :1], 0, atol=1e-3)  # one gain per clip
+def test_random_gain_scales_the_power_of_each_clip() -> None:
+    waves = np.stack(clips([FRONTEND.clip_samples] * 16))
+    power = mel_power(waves, FRONTEND)
+    gained = random_gain(power, 6.0, SEED).numpy()
+    ratio_db = 10 * np.log10(gained / power.numpy())
+    np.testing.assert_allclose(ratio_db - ratio_db[:, :1, :1], 0, atol=1e-3)  # one gain per clip
     assert np.all(np.abs(ratio_db) <= 6.0 + 1e-4)
-    assert ratio_db[:, 0].max() - ratio_db[:, 0].min() > 3  # gains differ between clips
-    np.testing.assert_array_equal(random_gain(waves, 0.0, SEED), waves)
+    assert ratio_db[:, 0, 0].max() - ratio_db[:, 0, 0].min() > 3  # gains differ between clips
+    # The same as scaling the waveforms by the gain.
+    scaled = waves * 10 ** (ratio_db[:, :1, 0] / 20)
+    np.testing.assert_allclose(gained, mel_power(scaled, FRONTEND), rtol=1e-3, atol=1e-7)
+    np.testing.assert_array_equal(random_gain(power, 0.0, SEED), power)
+
+
+def test_white_noise_bank_is_white_noise_of_unit_power_per_frame() -> None:
+    bank = white_noise_bank(FRONTEND)
+    assert bank is white_noise_bank(CONFIG.replace(seed=5).frontend)  # one per front end
+    assert bank.shape == (4096 + FRONTEND.num_frames, FRONTEND.n_mels)
+    with pytest.raises(ValueError):
+        bank[0, 0] = 1.0
+    expected = white_noise_mel_power(FRONTEND) / white_noise_mel_power(FRONTEND).sum()
+    np.testing.assert_allclose(bank.sum(axis=1).mean(), 1.0, rtol=0.02)
+    np.testing.assert_allclose(bank.mean(axis=0), expected, rtol=0.1, atol=1e-4)
 
 
 def test_white_noise_snr_is_within_range() -> None:
-    waves = tf.constant(np.stack(clips([16000] * 8) + [np.zeros(16000, np.float32)]))
-    noisy = add_white_noise(waves, 1.0, 10.0, 20.0, SEED).numpy()
-    noise = noisy - waves.numpy()
-    signal_power = np.mean(waves.numpy()[:8] ** 2, axis=1)
-    snr_db = 10 * np.log10(signal_power / np.mean(noise[:8] ** 2, axis=1))
-    assert np.all((snr_db > 10 - 0.2) & (snr_db < 20 + 0.2))
-    assert snr_db.max() - snr_db.min() > 1  # SNRs differ between clips
-    np.testing.assert_array_equal(noisy[8], 0)  # silence has no power to set an SNR against
-    spectrum = np.abs(np.fft.rfft(noise[:8], axis=1)) ** 2
-    halves = spectrum[:, 1:4000].mean(), spectrum[:, 4000:8000].mean()
-    assert 0.9 < halves[0] / halves[1] < 1.1  # white: flat spectrum
-    np.testing.assert_array_equal(add_white_noise(waves, 0.0, 10.0, 20.0, SEED), waves)
+    waves = np.stack(clips([FRONTEND.clip_samples] * 64) + [np.zeros(FRONTEND.clip_samples)])
+    power = mel_power(waves, FRONTEND)
+    bank = tf.constant(white_noise_bank(FRONTEND))
+    noisy = add_white_noise(power, bank, 1.0, 10.0, 20.0, SEED).numpy()
+    noise = noisy - power.numpy()
+    assert np.all(noise[:64] >= 0)
+    snr_db = 10 * np.log10(power.numpy()[:64].sum(axis=(1, 2)) / noise[:64].sum(axis=(1, 2)))
+    assert np.all((snr_db > 10 - 1) & (snr_db < 20 + 1))  # the realised noise power fluctuates
+    assert abs(np.mean(snr_db) - 15) < 0.5 and np.std(snr_db) > 2  # uniform over [10, 20]
+    np.testing.assert_array_equal(noisy[64], 0)  # silence has no power to set an SNR against
+    np.testing.assert_array_equal(add_white_noise(power, bank, 0.0, 10.0, 20.0, SEED), power)
+
+
+def test_white_noise_matches_adding_white_noise_to_the_waveform() -> None:
+    """Band by band, the power-domain noise looks like `mel_power` of the clip plus white noise
+    at the same SNR: the same mean log power and the same spread over frames."""
+    snr_db, rng = 10.0, np.random.default_rng(1)
+    waves = np.stack(clips([FRONTEND.clip_samples] * 64))
+    power = mel_power(waves, FRONTEND).numpy()
+    bank = tf.constant(white_noise_bank(FRONTEND))
+    ours = np.log(add_white_noise(power, bank, 1.0, snr_db, snr_db, SEED).numpy() + 1e-6)
+    # White noise of variance s2 has s2 * white_noise_mel_power(frontend) per frame and band.
+    frame_power = power.sum(axis=2).mean(axis=1, keepdims=True)
+    variance = frame_power / white_noise_mel_power(FRONTEND).sum() * 10 ** (-snr_db / 10)
+    noisy_waves = waves + np.sqrt(variance) * rng.standard_normal(waves.shape)
+    real = np.log(mel_power(noisy_waves.astype(np.float32), FRONTEND).numpy() + 1e-6)
+    bands = white_noise_mel_power(FRONTEND) > 0  # a band that holds no FFT bin stays empty
+    for statistic in (lambda x: x.mean(axis=(0, 1)), lambda x: x.std(axis=1).mean(axis=0)):
+        np.testing.assert_allclose(statistic(ours)[bands], statistic(real)[bands], atol=0.1)
 
 
 def test_white_noise_probability_picks_some_clips() -> None:
-    waves = tf.constant(np.stack(clips([200] * 64)))
-    noisy = add_white_noise(waves, 0.5, 10.0, 20.0, SEED).numpy()
-    changed = np.any(noisy != waves.numpy(), axis=1)
+    power = mel_power(np.stack(clips([FRONTEND.clip_samples] * 64)), FRONTEND)
+    bank = tf.constant(white_noise_bank(FRONTEND))
+    noisy = add_white_noise(power, bank, 0.5, 10.0, 20.0, SEED).numpy()
+    changed = np.any(noisy != power.numpy(), axis=(1, 2))
     assert 16 < changed.sum() < 48
-
-
-def test_time_shift_moves_each_clip_with_zero_fill() -> None:
-    rng = np.random.default_rng(0)
-    waves = rng.uniform(0.5, 1.0, (16, 101)).astype(np.float32)  # no zeros of its own
-    shifted = random_time_shift(tf.constant(waves), 30, SEED).numpy()
-    shifts = []
-    for wave, out in zip(waves, shifted):
-        leading, trailing = np.argmax(out != 0), np.argmax(out[::-1] != 0)
-        shift = int(leading - trailing)
-        expected = np.zeros_like(wave)
-        if shift >= 0:
-            expected[shift:] = wave[: len(wave) - shift]
-        else:
-            expected[:shift] = wave[-shift:]
-        np.testing.assert_array_equal(out, expected)
-        assert abs(shift) <= 30
-        shifts.append(shift)
-    assert min(shifts) < 0 < max(shifts)
-    np.testing.assert_array_equal(random_time_shift(tf.constant(waves), 0, SEED), waves)
 
 
 def test_spec_augment_masks_whole_bands_and_frames() -> None:
@@ -289,12 +371,20 @@ def test_bench_pipeline_on_real_clips(shared_datasets: Path) -> None:
     result = bench_pipeline(
         waveforms, labels, paths, config, image_size=64, librosa_clips=10, min_seconds=1.0
     )
-    assert result["pipeline_clips_per_second"] > 0 and result["librosa_clips_per_second"] > 0
-    assert result["speedup"] == pytest.approx(
-        result["pipeline_clips_per_second"] / result["librosa_clips_per_second"]
+    pipeline = result["pipeline_clips_per_second"]
+    assert result["ratio"] == pytest.approx(pipeline / result["reference_clips_per_second"])
+    assert result["same_settings_ratio"] == pytest.approx(
+        pipeline / result["same_settings_clips_per_second"]
     )
     assert result["pipeline"]["seconds"] >= 1.0 and result["pipeline"]["clips"] % 8 == 0
-    assert result["librosa"]["clips"] == 10 and result["clips_in_memory"] == len(paths)
+    assert pipeline == result["pipeline"]["clips"] / result["pipeline"]["seconds"]
+    for route in ("reference", "same_settings"):
+        assert result[route]["clips"] == 10
+        assert result[f"{route}_clips_per_second"] == 10 / result[route]["seconds"]
+    assert 0 < result["precompute_seconds"] < 60
+    assert set(result["routes"]) == {"pipeline", "reference", "same_settings"}
+    assert all(isinstance(line, str) and "\n" not in line for line in result["routes"].values())
+    assert result["clips_in_memory"] == len(paths)
     assert result["settings"] == {
         "image_size": 64, "batch_size": 8, "clip_seconds": 3.0, "n_mels": 128, "augment": True,
     }
@@ -312,3 +402,5 @@ def test_bench_pipeline_names_an_unreadable_file(tmp_path: Path) -> None:
         bench_pipeline(waveforms, [0, 1, 2, 3], [broken], CONFIG, SIZE, min_seconds=0.1)
     with pytest.raises(ValueError, match="no paths"):
         bench_pipeline(waveforms, [0, 1, 2, 3], [], CONFIG, SIZE)
+    with pytest.raises(ValueError, match="librosa_clips = 0"):
+        bench_pipeline(waveforms, [0, 1, 2, 3], [broken], CONFIG, SIZE, librosa_clips=0)
