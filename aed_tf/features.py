@@ -150,39 +150,62 @@ def _grey_rgb_grid(features: tf.Tensor) -> tf.Tensor:
     return tf.tile(grid[..., tf.newaxis], [1, 1, 1, 3])
 
 
+def waveform_to_features(waveforms: tf.Tensor, frontend: FrontEndConfig) -> tf.Tensor:
+    """[B, N] waveforms -> [B, frames, n_mels] per-clip normalised log-mel: the model's input."""
+    return normalize_per_clip(log_mel(waveforms, frontend))
+
+
 def waveform_to_image(waveforms: tf.Tensor, frontend: FrontEndConfig, image_size: int) -> tf.Tensor:
-    """[B, N] waveforms -> [B, S, S, 3] images: log-mel, per-clip normalisation, image."""
-    return to_image(normalize_per_clip(log_mel(waveforms, frontend)), image_size)
+    """[B, N] waveforms -> [B, S, S, 3]: the image a backbone sees, for display and tests."""
+    return to_image(waveform_to_features(waveforms, frontend), image_size)
 
 
 @keras.saving.register_keras_serializable(package="aed_tf")
 class LogMelFrontEnd(keras.layers.Layer):
-    """Raw [B, N] waveforms at the front end's sample rate -> [B, S, S, 3] spectrogram images.
+    """Raw [B, N] waveforms at the front end's sample rate -> [B, frames, n_mels] features.
 
-    The serving model's first layer: it runs `waveform_to_image`, the code of the input pipeline,
-    and is saved with the front end's parameters.
+    The serving model's first layer: it runs `waveform_to_features`, the code of the input
+    pipeline, and is saved with the front end's parameters.
     """
 
-    def __init__(self, frontend: FrontEndConfig | dict[str, Any], image_size: int, **kwargs: Any):
+    def __init__(self, frontend: FrontEndConfig | dict[str, Any], **kwargs: Any):
         # float32 even under a mixed-precision policy: the STFT has no float16 kernel.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not isinstance(frontend, FrontEndConfig):
             frontend = FrontEndConfig(**frontend)
         self.frontend = frontend
+
+    def call(self, waveforms: tf.Tensor) -> tf.Tensor:
+        return waveform_to_features(waveforms, self.frontend)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        samples = input_shape[1]
+        frames = None if samples is None else 1 + (samples - self.frontend.window_length) // self.frontend.hop_length
+        return (input_shape[0], frames, self.frontend.n_mels)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "frontend": dataclasses.asdict(self.frontend)}
+
+
+@keras.saving.register_keras_serializable(package="aed_tf")
+class SpectrogramImage(keras.layers.Layer):
+    """[B, frames, n_mels] features -> [B, S, S, 3] images in [0, 255] (`to_image`): the first
+    layer of the classifier, so the resize runs where the model runs (on the GPU when there is
+    one) rather than in the input pipeline."""
+
+    def __init__(self, image_size: int, **kwargs: Any):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
         if image_size < 1:
             raise ValueError(f"image_size = {image_size}: must be >= 1")
         self.image_size = int(image_size)
 
-    def call(self, waveforms: tf.Tensor) -> tf.Tensor:
-        return waveform_to_image(waveforms, self.frontend, self.image_size)
+    def call(self, features: tf.Tensor) -> tf.Tensor:
+        return to_image(features, self.image_size)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return (input_shape[0], self.image_size, self.image_size, 3)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "frontend": dataclasses.asdict(self.frontend),
-            "image_size": self.image_size,
-        }
+        return {**super().get_config(), "image_size": self.image_size}

@@ -1,11 +1,12 @@
 """The emotion classifier and the serving model built around it.
 
-classifier: image [B, S, S, 3] in [0, 255] -> backbone preprocess -> backbone (global average
+classifier: log-mel features [B, frames, n_mels] (what the input pipeline yields) ->
+``SpectrogramImage`` [B, S, S, 3] in [0, 255] -> backbone preprocess -> backbone (global average
 pooling) -> dropout -> float32 softmax over the classes.
 
 serving model: raw waveform [B, N] at the front end's sample rate -> centred crop or pad to the
-clip length -> ``LogMelFrontEnd`` (the training pipeline's code) -> classifier -> temperature
--scaled probabilities.
+clip length -> ``LogMelFrontEnd`` (the input pipeline's code) -> classifier -> temperature-scaled
+probabilities.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import tensorflow as tf
 
 from aed_tf.backbones import BackbonePreprocess, build_backbone, resolve_image_size
 from aed_tf.config import FrontEndConfig, TrainConfig
-from aed_tf.features import LogMelFrontEnd
+from aed_tf.features import LogMelFrontEnd, SpectrogramImage
 
 BACKBONE_LAYER = "backbone"
 
 
-def build_classifier(train: TrainConfig, num_classes: int) -> keras.Model:
-    """The trainable classifier of spectrogram images."""
+def build_classifier(train: TrainConfig, num_classes: int, n_mels: int) -> keras.Model:
+    """The trainable classifier of log-mel features (any number of frames)."""
     image_size = resolve_image_size(train.backbone, train.image_size)
-    images = keras.Input((image_size, image_size, 3), name="image")
+    features = keras.Input((None, n_mels), name="log_mel")
+    images = SpectrogramImage(image_size, name="image")(features)
     x = BackbonePreprocess(train.backbone)(images)
     backbone = build_backbone(train.backbone, image_size, None if train.from_scratch else train.weights)
     backbone.name = BACKBONE_LAYER
@@ -37,7 +39,7 @@ def build_classifier(train: TrainConfig, num_classes: int) -> keras.Model:
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
     probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                        name="emotion")(x)
-    return keras.Model(images, probabilities, name=f"aed_{train.backbone}")
+    return keras.Model(features, probabilities, name=f"aed_{train.backbone}")
 
 
 def set_backbone_trainable(classifier: keras.Model, share: float) -> None:
@@ -102,9 +104,8 @@ class TemperatureScaling(keras.layers.Layer):
 def build_serving_model(classifier: keras.Model, frontend: FrontEndConfig,
                         temperature: float = 1.0) -> keras.Model:
     """Waveform [B, N] at ``frontend.sample_rate`` -> class probabilities [B, C]."""
-    image_size = classifier.input_shape[1]
     waves = keras.Input((None,), name="waveform", dtype="float32")
     clips = CentreCropOrPad(frontend.clip_samples, name="clip")(waves)
-    images = LogMelFrontEnd(frontend, image_size, name="log_mel")(clips)
-    probabilities = TemperatureScaling(temperature, name="temperature")(classifier(images))
+    features = LogMelFrontEnd(frontend, name="log_mel")(clips)
+    probabilities = TemperatureScaling(temperature, name="temperature")(classifier(features))
     return keras.Model(waves, probabilities, name="aed_serving")

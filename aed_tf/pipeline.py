@@ -1,10 +1,11 @@
-"""tf.data input pipelines from decoded waveforms in memory to batches of spectrogram images.
+"""tf.data input pipelines from decoded waveforms in memory to batches of log-mel features.
 
 Training computes each clip's mel power once, when the dataset is made (`clip_mel_powers`), and
 works in the power domain from then on, a batch at a time: shuffle -> a random frame-aligned crop,
 placement and time shift of each clip (`crop_frames`) -> random gain -> white noise -> log ->
-per-clip normalisation -> SpecAugment -> image -> optional mixup. Evaluation is the serving path:
-centred crop or symmetric pad of the waveform -> batch -> `waveform_to_image`. Every step is a
+per-clip normalisation -> SpecAugment -> optional mixup. Evaluation is the serving path:
+centred crop or symmetric pad of the waveform -> batch -> `waveform_to_features`. The model's
+first layer (`SpectrogramImage`) draws the backbone's image from the features. Every step is a
 TensorFlow op, so no Python runs per batch. Random ops are stateless and fed seeds from
 `tf.data.Dataset.random`, so a seed fixes every epoch of a run and epochs differ.
 """
@@ -23,8 +24,7 @@ from aed_tf.features import (
     log_power,
     mel_power,
     normalize_per_clip,
-    to_image,
-    waveform_to_image,
+    waveform_to_features,
     white_noise_mel_power,
 )
 
@@ -69,10 +69,10 @@ def train_dataset(
     labels: Sequence[int],
     num_classes: int,
     config: Config,
-    image_size: int,
     seed: int | None = None,
 ) -> tf.data.Dataset:
-    """One shuffled, augmented epoch per iteration: (images [B, S, S, 3], one-hot labels [B, C]).
+    """One shuffled, augmented epoch per iteration: (features [B, frames, n_mels], one-hot labels
+    [B, C]).
 
     Each clip's mel power is computed here, once (a few seconds for thousands of clips); epochs
     crop and augment it. With `config.augment.augment` off, clips are still shuffled and randomly
@@ -105,8 +105,8 @@ def train_dataset(
         power = crop_frames(powers, clips, starts, frontend)
         one_hot = tf.one_hot(tf.gather(clip_labels, clips), num_classes)
         if not augment.augment:
-            return to_image(normalize_per_clip(log_power(power)), image_size), one_hot
-        return augmented_images(power, one_hot, noise_bank, augment, image_size, augment_seed)
+            return normalize_per_clip(log_power(power)), one_hot
+        return augmented_features(power, one_hot, noise_bank, augment, augment_seed)
 
     order = tf.data.Dataset.range(len(arrays)).shuffle(
         len(arrays), seed=order_seed, reshuffle_each_iteration=True
@@ -122,7 +122,6 @@ def eval_dataset(
     labels: Sequence[int],
     num_classes: int,
     config: Config,
-    image_size: int,
 ) -> tf.data.Dataset:
     """Clips in order, centre-cropped or symmetrically zero-padded, not augmented; the last
     partial batch is kept."""
@@ -134,7 +133,7 @@ def eval_dataset(
         return fit_to_length(wave, frontend.clip_samples, excess // 2), label
 
     def featurize(waves: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return waveform_to_image(waves, frontend, image_size), tf.one_hot(classes, num_classes)
+        return waveform_to_features(waves, frontend), tf.one_hot(classes, num_classes)
 
     clips = waveform_dataset(waveforms, labels)
     clips = clips.map(fit_clip, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -230,21 +229,20 @@ def random_start_frames(
     return placements - shifts
 
 
-def augmented_images(
+def augmented_features(
     power: tf.Tensor,
     one_hot: tf.Tensor,
     noise_bank: tf.Tensor,
     augment: AugmentConfig,
-    image_size: int,
     seed: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The augmented training images of a batch of cropped [B, frames, n_mels] mel powers, and
+    """The augmented training features of a batch of cropped [B, frames, n_mels] mel powers, and
     their (mixed) labels."""
     features_seed, mixup_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    images = to_image(_augmented_features(power, noise_bank, augment, features_seed), image_size)
+    features = _augmented_features(power, noise_bank, augment, features_seed)
     if augment.mixup_alpha > 0:
-        images, one_hot = mixup(images, one_hot, augment.mixup_alpha, mixup_seed)
-    return images, one_hot
+        features, one_hot = mixup(features, one_hot, augment.mixup_alpha, mixup_seed)
+    return features, one_hot
 
 
 # XLA fuses these steps' passes over the batch: ~8% more clips/s through the whole pipeline.
@@ -365,19 +363,19 @@ def _random_spans(
 
 
 def mixup(
-    images: tf.Tensor, one_hot: tf.Tensor, alpha: float, seed: tf.Tensor
+    features: tf.Tensor, one_hot: tf.Tensor, alpha: float, seed: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Mixes each example with one of a shuffled copy of the batch, weights ~ Beta(alpha, alpha)."""
     gamma_seed, order_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    images, one_hot = tf.convert_to_tensor(images), tf.convert_to_tensor(one_hot)
-    batch = tf.shape(images)[0]
+    features, one_hot = tf.convert_to_tensor(features), tf.convert_to_tensor(one_hot)
+    batch = tf.shape(features)[0]
     gammas = tf.random.stateless_gamma([2, batch], gamma_seed, alpha=alpha)
     # Beta(a, a) = G1 / (G1 + G2); both gammas can underflow to 0 for small alpha.
     weight = tf.math.divide_no_nan(gammas[0], gammas[0] + gammas[1])
     partner = tf.argsort(tf.random.stateless_uniform([batch], order_seed))
-    mixed_images = _mix(images, tf.gather(images, partner), weight)
+    mixed_features = _mix(features, tf.gather(features, partner), weight)
     mixed_labels = _mix(one_hot, tf.gather(one_hot, partner), weight)
-    return mixed_images, mixed_labels
+    return mixed_features, mixed_labels
 
 
 def _mix(a: tf.Tensor, b: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:

@@ -132,15 +132,15 @@ def train(config: Config, progress: bool = True) -> TrainResult:
     num_classes = len(data.classes)
     train_part, val_part = data.partitions["train"], data.partitions["val"]
     train_ds = train_dataset(train_part.waveforms, train_part.labels, num_classes, config,
-                             image_size, seed=config.data.seed)
-    val_ds = eval_dataset(val_part.waveforms, val_part.labels, num_classes, config, image_size)
+                             seed=config.data.seed)
+    val_ds = eval_dataset(val_part.waveforms, val_part.labels, num_classes, config)
     steps_per_epoch = len(train_part.labels) // config.train.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"{len(train_part.labels)} training clips give no full batch of "
                          f"{config.train.batch_size}: lower --batch-size")
 
     with strategy.scope():
-        model = build_classifier(config.train, num_classes)
+        model = build_classifier(config.train, num_classes, config.frontend.n_mels)
     _write_run_files(run_dir, config, data, image_size, status="training")
     class_weight = _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
 

@@ -18,9 +18,9 @@ SMALL = "mobilenetv3small"
 def test_every_backbone_builds_trains_saves_and_reloads(name, tmp_path):
     size = BACKBONES[name].min_size
     train = Config().replace(backbone=name, weights="none", image_size=size).train
-    model = build_classifier(train, num_classes=7)
+    model = build_classifier(train, num_classes=7, n_mels=16)
     model.compile(optimizer="adam", loss="categorical_crossentropy")
-    images = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype("float32")
+    images = np.random.default_rng(0).standard_normal((4, 20, 16)).astype("float32")  # features
     labels = np.eye(7, dtype="float32")[[0, 1, 2, 3]]
     before = [w.copy() for w in model.get_weights()]
     loss = model.train_on_batch(images, labels)
@@ -90,7 +90,7 @@ def test_missing_weights_file_is_named(tmp_path):
 
 
 def test_unfreezing_the_top_share_of_the_backbone():
-    model = build_classifier(Config().replace(backbone=SMALL, weights="none", image_size=32).train, 7)
+    model = build_classifier(Config().replace(backbone=SMALL, weights="none", image_size=32).train, 7, 32)
     backbone = model.get_layer("backbone")
     set_backbone_trainable(model, 0.0)
     assert not backbone.trainable and len(model.trainable_weights) == 2  # the head alone
@@ -104,15 +104,15 @@ def test_unfreezing_the_top_share_of_the_backbone():
 
 
 def test_serving_model_equals_the_classifier_on_the_front_end_image(tmp_path):
-    from aed_tf.features import waveform_to_image
+    from aed_tf.features import waveform_to_features
 
     frontend = FrontEndConfig(clip_seconds=1.0, n_mels=32)
-    model = build_classifier(Config().replace(backbone=SMALL, weights="none", image_size=32).train, 7)
+    model = build_classifier(Config().replace(backbone=SMALL, weights="none", image_size=32).train, 7, 32)
     serving = build_serving_model(model, frontend)
     rng = np.random.default_rng(0)
     long_clip = (0.1 * rng.standard_normal((1, 20000))).astype("float32")
     centre = long_clip[:, 2000:18000]  # the centred 1 s window
-    expected = model.predict(waveform_to_image(centre, frontend, 32), verbose=0)
+    expected = model.predict(waveform_to_features(centre, frontend), verbose=0)
     np.testing.assert_allclose(serving.predict(long_clip, verbose=0), expected, atol=1e-5)
 
     serving.save(tmp_path / "serving.keras")

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from aed_tf.bench import bench_pipeline
 from aed_tf.config import Config
-from aed_tf.features import mel_power, waveform_to_image, white_noise_mel_power
+from aed_tf.features import mel_power, waveform_to_features, white_noise_mel_power
 from aed_tf.pipeline import (
     add_white_noise,
     clip_mel_powers,
@@ -33,7 +33,6 @@ from tests.synth import tone
 # Small clips and images keep the tests fast; the code paths are those of the defaults.
 CONFIG = Config().replace(sample_rate=8000, clip_seconds=0.25, fmax=4000.0, n_mels=32, batch_size=4)
 FRONTEND = CONFIG.frontend
-SIZE = 32
 NUM_CLASSES = 7
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -66,11 +65,11 @@ def test_waveform_dataset_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="empty"):
         waveform_dataset([], [])
     with pytest.raises(ValueError, match="waveform 1 is empty"):
-        train_dataset([np.ones(2000), np.zeros(0)] * 2, [0, 1, 2, 3], NUM_CLASSES, CONFIG, SIZE)
+        train_dataset([np.ones(2000), np.zeros(0)] * 2, [0, 1, 2, 3], NUM_CLASSES, CONFIG)
     with pytest.raises(ValueError, match=r"class indices in \[0, 7\)"):
-        train_dataset(clips([2000] * 4), [0, 1, 2, 7], NUM_CLASSES, CONFIG, SIZE)
+        train_dataset(clips([2000] * 4), [0, 1, 2, 7], NUM_CLASSES, CONFIG)
     with pytest.raises(ValueError, match="no full batch of 4"):
-        train_dataset(clips([2000] * 3), [0, 1, 2], NUM_CLASSES, CONFIG, SIZE)
+        train_dataset(clips([2000] * 3), [0, 1, 2], NUM_CLASSES, CONFIG)
 
 
 # -- cropping and padding ---------------------------------------------------------------------
@@ -149,12 +148,12 @@ def test_random_start_frames_crop_or_place_each_clip_on_whole_hops() -> None:
 
 
 def test_train_without_augmentation_is_the_front_end_on_a_window_of_each_clip() -> None:
-    """With augment off, a training image is `waveform_to_image` of its clip cropped or padded
+    """With augment off, a training example is `waveform_to_features` of its clip cropped or padded
     at some whole number of hops: the precomputed mel power is the serving front end."""
     config = CONFIG.replace(augment=False, batch_size=1)
     n, hop = FRONTEND.clip_samples, FRONTEND.hop_length
     waves = clips([n - 5 * hop // 2, n, n + 7 * hop // 2])
-    dataset = train_dataset(waves, [0, 1, 2], NUM_CLASSES, config, SIZE, seed=1)
+    dataset = train_dataset(waves, [0, 1, 2], NUM_CLASSES, config, seed=1)
     seen = set()
     for _ in range(4):  # epochs
         for images, one_hot in dataset:
@@ -162,8 +161,8 @@ def test_train_without_augmentation_is_the_front_end_on_a_window_of_each_clip() 
             wave = waves[clip]
             offsets = range(0, abs(len(wave) - n) + 1, hop)
             candidates = [fit_to_length(tf.constant(wave), n, offset) for offset in offsets]
-            expected = waveform_to_image(tf.stack(candidates), FRONTEND, SIZE).numpy()
-            distances = np.abs(expected - images.numpy()).max(axis=(1, 2, 3))
+            expected = waveform_to_features(tf.stack(candidates), FRONTEND).numpy()
+            distances = np.abs(expected - images.numpy()).max(axis=(1, 2))
             assert distances.min() < 1e-3
             seen.add((clip, int(np.argmin(distances))))
     assert len(seen) > 3  # more than one crop of the clips that have a choice
@@ -175,12 +174,15 @@ def test_train_without_augmentation_is_the_front_end_on_a_window_of_each_clip() 
 def test_train_dataset_shapes_and_values() -> None:
     waves = clips([1000, 2000, 3000, 4000, 5000, 2000, 2000, 2000, 2000, 100])
     labels = [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]
-    batches = list(train_dataset(waves, labels, NUM_CLASSES, CONFIG, SIZE, seed=0))
+    batches = list(train_dataset(waves, labels, NUM_CLASSES, CONFIG, seed=0))
     assert len(batches) == 2  # 10 clips: two full batches of 4, the remainder dropped
     for images, one_hot in batches:
-        assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == tf.float32
-        assert one_hot.shape == (4, NUM_CLASSES) and one_hot.dtype == tf.float32
-        assert 0 <= images.numpy().min() and images.numpy().max() <= 255
+        assert images.shape == (4, FRONTEND.num_frames, FRONTEND.n_mels)
+        assert images.dtype == tf.float32 and one_hot.dtype == tf.float32
+        assert one_hot.shape == (4, NUM_CLASSES)
+        # Normalised per clip; SpecAugment's masks (set to the mean) keep the mean near 0.
+        assert np.isfinite(images.numpy()).all()
+        assert np.abs(images.numpy().mean(axis=(1, 2))).max() < 0.5
         np.testing.assert_array_equal(one_hot.numpy().sum(axis=1), 1)
         assert set(np.unique(one_hot.numpy())) == {0, 1}
 
@@ -190,9 +192,9 @@ def test_train_dataset_with_mixup_gives_soft_labels() -> None:
     config = CONFIG.replace(mixup_alpha=0.4)
     labels = list(range(7)) + [0]
     soft = 0
-    for images, one_hot in train_dataset(waves, labels, NUM_CLASSES, config, SIZE, seed=0):
+    for images, one_hot in train_dataset(waves, labels, NUM_CLASSES, config, seed=0):
         np.testing.assert_allclose(one_hot.numpy().sum(axis=1), 1, atol=1e-6)
-        assert 0 <= images.numpy().min() and images.numpy().max() <= 255
+        assert np.isfinite(images.numpy()).all()
         soft += int(np.sum((one_hot.numpy() > 1e-3) & (one_hot.numpy() < 1 - 1e-3)))
     assert soft > 0
 
@@ -201,10 +203,10 @@ def test_augment_false_disables_every_augmentation() -> None:
     n = FRONTEND.clip_samples  # full-length clips leave nothing to crop
     waves = clips([n] * 8)
     labels = list(range(8))  # a class per clip tells which clip each image shows
-    plain = waveform_to_image(np.stack(waves), FRONTEND, SIZE).numpy()
+    plain = waveform_to_features(np.stack(waves), FRONTEND).numpy()
     for augment in (False, True):
         config = CONFIG.replace(augment=augment)
-        for images, one_hot in train_dataset(waves, labels, 8, config, SIZE, seed=0):
+        for images, one_hot in train_dataset(waves, labels, 8, config, seed=0):
             for image, label in zip(images.numpy(), np.argmax(one_hot.numpy(), axis=1)):
                 assert np.allclose(image, plain[label], atol=1e-3) == (not augment)
 
@@ -213,7 +215,7 @@ def test_eval_dataset_is_ordered_centred_and_deterministic() -> None:
     n = FRONTEND.clip_samples
     waves = clips([n + 101, n - 51, n, 500, n + 2, n, n * 2])
     labels = [6, 5, 4, 3, 2, 1, 0]
-    dataset = eval_dataset(waves, labels, NUM_CLASSES, CONFIG, SIZE)
+    dataset = eval_dataset(waves, labels, NUM_CLASSES, CONFIG)
     batches = list(dataset)
     assert [len(images) for images, _ in batches] == [4, 3]  # the partial batch is kept
     images = np.concatenate([b[0].numpy() for b in batches])
@@ -225,7 +227,7 @@ def test_eval_dataset_is_ordered_centred_and_deterministic() -> None:
             centred = wave[excess // 2 : excess // 2 + n]
         else:
             centred = np.pad(wave, (excess // 2, excess - excess // 2))
-        expected = waveform_to_image(centred[None], FRONTEND, SIZE)[0]
+        expected = waveform_to_features(centred[None], FRONTEND)[0]
         np.testing.assert_allclose(image, expected, atol=1e-3)
     again = np.concatenate([b[0].numpy() for b in dataset])
     np.testing.assert_array_equal(images, again)
@@ -237,7 +239,7 @@ def test_train_augmentation_is_deterministic_for_a_seed() -> None:
     config = CONFIG.replace(mixup_alpha=0.3)
 
     def epochs(seed: int) -> list[np.ndarray]:
-        dataset = train_dataset(waves, [0] * 8, NUM_CLASSES, config, SIZE, seed=seed)
+        dataset = train_dataset(waves, [0] * 8, NUM_CLASSES, config, seed=seed)
         return [next(iter(dataset))[0].numpy() for _ in range(2)]
 
     first, again, other = epochs(7), epochs(7), epochs(8)
@@ -252,7 +254,7 @@ def test_train_order_is_seeded_and_reshuffled_every_epoch() -> None:
     waves = clips([2000] * 7)
 
     def orders(seed: int) -> list[list[int]]:
-        dataset = train_dataset(waves, list(range(7)), NUM_CLASSES, config, SIZE, seed=seed)
+        dataset = train_dataset(waves, list(range(7)), NUM_CLASSES, config, seed=seed)
         return [[int(np.argmax(one_hot)) for _, one_hot in dataset] for _ in range(2)]
 
     first, again, other = orders(1), orders(1), orders(2)
@@ -369,7 +371,7 @@ def test_bench_pipeline_on_real_clips(shared_datasets: Path) -> None:
     labels = [i % NUM_CLASSES for i in range(len(paths))]
     config = Config().replace(batch_size=8)
     result = bench_pipeline(
-        waveforms, labels, paths, config, image_size=64, librosa_clips=10, min_seconds=1.0
+        waveforms, labels, paths, config, librosa_clips=10, min_seconds=1.0
     )
     pipeline = result["pipeline_clips_per_second"]
     assert result["ratio"] == pytest.approx(pipeline / result["reference_clips_per_second"])
@@ -386,7 +388,8 @@ def test_bench_pipeline_on_real_clips(shared_datasets: Path) -> None:
     assert all(isinstance(line, str) and "\n" not in line for line in result["routes"].values())
     assert result["clips_in_memory"] == len(paths)
     assert result["settings"] == {
-        "image_size": 64, "batch_size": 8, "clip_seconds": 3.0, "n_mels": 128, "augment": True,
+        "output": "log-mel features [batch, frames, n_mels]; the model draws the image",
+        "batch_size": 8, "clip_seconds": 3.0, "n_mels": 128, "augment": True,
     }
     assert result["cpu_count"] >= 1 and result["tensorflow_version"] == tf.__version__
     json.dumps(result)
@@ -399,8 +402,8 @@ def test_bench_pipeline_names_an_unreadable_file(tmp_path: Path) -> None:
     broken.write_bytes(b"not audio at all")
     waveforms = clips([2000] * 4)
     with pytest.raises(RuntimeError, match="librosa could not load .*broken.flac"):
-        bench_pipeline(waveforms, [0, 1, 2, 3], [broken], CONFIG, SIZE, min_seconds=0.1)
+        bench_pipeline(waveforms, [0, 1, 2, 3], [broken], CONFIG, min_seconds=0.1)
     with pytest.raises(ValueError, match="no paths"):
-        bench_pipeline(waveforms, [0, 1, 2, 3], [], CONFIG, SIZE)
+        bench_pipeline(waveforms, [0, 1, 2, 3], [], CONFIG)
     with pytest.raises(ValueError, match="librosa_clips = 0"):
-        bench_pipeline(waveforms, [0, 1, 2, 3], [broken], CONFIG, SIZE, librosa_clips=0)
+        bench_pipeline(waveforms, [0, 1, 2, 3], [broken], CONFIG, librosa_clips=0)

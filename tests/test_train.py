@@ -68,10 +68,24 @@ def test_training_writes_a_complete_reproducible_run(tmp_path, data_root):
     val = data.partitions["val"]
     classifier = keras.models.load_model(run / CLASSIFIER_FILE)
     serving = keras.models.load_model(run / SERVING_FILE)
-    images = eval_dataset(val.waveforms, val.labels, len(CLASSES), config, 32)
-    expected = classifier.predict(images, verbose=0)
+    features = eval_dataset(val.waveforms, val.labels, len(CLASSES), config)
+    expected = classifier.predict(features, verbose=0)
     got = np.concatenate([serving.predict(w[None], verbose=0) for w in val.waveforms])
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    # Evaluation reruns the saved classifier over a partition of the run's own split.
+    from aed_tf.evaluate import evaluate
+
+    on_val = evaluate(run, "val")
+    assert on_val.overall == pytest.approx(metrics["val"], abs=1e-6)
+    on_test = evaluate(run, "test")
+    test_clips = data.partitions["test"].manifest
+    assert len(on_test.predictions) == len(test_clips) > 0
+    assert set(on_test.predictions["speaker"]).isdisjoint(set(val.manifest["speaker"]))
+    assert on_test.per_speaker["clips"].sum() == len(test_clips)
+    assert list(on_test.per_corpus["corpus"]) == ["ravdess"]
+    assert on_test.per_corpus["uar"].iloc[0] == pytest.approx(on_test.overall["uar"])
+    assert on_test.protocol == "speaker-independent" and on_test.speaker_independent
 
     # Same seed and data on the CPU: the same validation metrics, epoch by epoch.
     again = train(config.replace(run_id="again"), progress=False)

@@ -1,0 +1,67 @@
+"""Evaluation of a trained run on one partition of its split: predictions and metrics overall,
+per corpus and per speaker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from aed_tf.config import Config
+from aed_tf.errors import InputError
+from aed_tf.metrics import classification_metrics
+from aed_tf.pipeline import eval_dataset
+from aed_tf.train import CLASSIFIER_FILE, CONFIG_FILE, load_training_data
+
+
+@dataclass
+class Evaluation:
+    protocol: str
+    speaker_independent: bool
+    classes: tuple[str, ...]
+    predictions: pd.DataFrame  # one row per clip: manifest columns, label, predicted, p_<class>
+    overall: dict[str, float]
+    per_corpus: pd.DataFrame  # rows: corpus; columns: clips and the metrics
+    per_speaker: pd.DataFrame
+
+
+def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = False) -> Evaluation:
+    """Runs the run's classifier over ``partition`` of the run's own split and data."""
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    config = Config.from_dict(saved["config"])
+    data = load_training_data(config, progress=progress)
+    part = data.partitions[partition]
+    if not len(part.labels):
+        raise InputError(f"{run_dir}: the {partition} partition of its split is empty")
+    classifier = keras.models.load_model(run_dir / CLASSIFIER_FILE)
+    features = eval_dataset(part.waveforms, part.labels, len(data.classes), config)
+    probabilities = classifier.predict(features, verbose=0)
+
+    predictions = part.manifest.copy()
+    predictions["label"] = part.labels
+    predictions["predicted"] = probabilities.argmax(axis=1)
+    for index, name in enumerate(data.classes):
+        predictions[f"p_{name}"] = probabilities[:, index]
+    return Evaluation(
+        protocol=saved["split"]["protocol"],
+        speaker_independent=saved["split"]["speaker_independent"],
+        classes=tuple(data.classes),
+        predictions=predictions,
+        overall=classification_metrics(part.labels, probabilities),
+        per_corpus=_grouped_metrics(predictions, probabilities, ["corpus"]),
+        per_speaker=_grouped_metrics(predictions, probabilities, ["corpus", "speaker"]),
+    )
+
+
+def _grouped_metrics(predictions: pd.DataFrame, probabilities: np.ndarray, by: list[str]) -> pd.DataFrame:
+    rows = []
+    for key, group in predictions.groupby(by):
+        metrics = classification_metrics(group["label"].to_numpy(), probabilities[group.index])
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                     "clips": len(group), **metrics})
+    return pd.DataFrame(rows)
