@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from aed_tf.pipeline import train_dataset
 ROUTES = {
     "pipeline": "train_dataset on waveforms in memory: each clip's mel power once (not counted, "
     "see precompute_seconds), then per epoch crop, shift, gain, noise, log, normalisation, "
-    "SpecAugment, image and mixup as configured",
+    "SpecAugment and mixup as configured, yielding log-mel features (the model draws the image)",
     "reference": "per file, as the reference projects: librosa.load(path) (resampled to 22050 Hz) "
     "-> librosa.feature.melspectrogram with its defaults -> librosa.power_to_db",
     "same_settings": "per file: librosa.load(path, sr=sample_rate) -> "
@@ -34,7 +35,6 @@ def bench_pipeline(
     labels: Sequence[int],
     paths: Sequence[Path],
     config: Config,
-    image_size: int = 224,
     librosa_clips: int = 200,
     min_seconds: float = 10.0,
 ) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def bench_pipeline(
     if min_seconds <= 0:
         raise ValueError(f"min_seconds = {min_seconds}: must be > 0")
     precompute_seconds, pipeline_clips, pipeline_seconds = _time_pipeline(
-        waveforms, labels, config, image_size, min_seconds
+        waveforms, labels, config, min_seconds
     )
     spread = np.linspace(0, len(paths) - 1, min(librosa_clips, len(paths))).round().astype(int)
     chosen = [Path(paths[i]) for i in np.unique(spread)]
@@ -77,7 +77,7 @@ def bench_pipeline(
         "same_settings": {"clips": len(chosen), "seconds": same_settings_seconds},
         "clips_in_memory": len(waveforms),
         "settings": {
-            "image_size": image_size,
+            "output": "log-mel features [batch, frames, n_mels]; the model draws the image",
             "batch_size": config.train.batch_size,
             "clip_seconds": config.frontend.clip_seconds,
             "n_mels": config.frontend.n_mels,
@@ -94,7 +94,6 @@ def _time_pipeline(
     waveforms: Sequence[np.ndarray],
     labels: Sequence[int],
     config: Config,
-    image_size: int,
     min_seconds: float,
 ) -> tuple[float, int, float]:
     """(precompute seconds, clips, seconds): making the dataset, then whole training epochs after
@@ -102,15 +101,15 @@ def _time_pipeline(
     num_classes = len(class_names(config.data.calm))
     start = time.perf_counter()
     dataset = train_dataset(
-        waveforms, labels, num_classes, config, image_size, seed=config.data.seed
+        waveforms, labels, num_classes, config, seed=config.data.seed
     )
     precompute_seconds = time.perf_counter() - start
     batches = iter(dataset)
     next(batches)  # traces the functions and fills the buffers
     clips, start = 0, time.perf_counter()
     while True:
-        for images, _ in batches:
-            clips += int(images.shape[0])
+        for features, _ in batches:
+            clips += int(features.shape[0])
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return precompute_seconds, clips, elapsed
@@ -158,3 +157,101 @@ def _usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+# -- accuracy on held-out speakers -----------------------------------------------------------
+
+# UAR of two baselines measured on the shared-si protocol: the reference projects' method
+# (librosa MFCC/chroma/mel statistics + an MLP; 0.88 on a random split) and eGeMAPS + an SVM.
+SHARED_SI_BASELINES_UAR = {
+    "librosa statistics + MLP (reference projects)": {"overall": 0.33, "ravdess": 0.43, "tess": 0.31},
+    "eGeMAPS + SVM": {"overall": 0.31, "ravdess": 0.47, "tess": 0.28},
+}
+
+
+def bench_train(config: Config, backbones: Sequence[str], progress: bool = True) -> dict[str, Any]:
+    """Trains each backbone from scratch on the shared-si protocol, tests it on the held-out
+    speakers (overall and per corpus), and measures what the input pipeline costs a step."""
+    from aed_tf.evaluate import evaluate
+    from aed_tf.splits import PROTOCOLS, SHARED_SI
+    from aed_tf.train import CONFIG_FILE, METRICS_FILE, train
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results = []
+    for name in backbones:
+        run_config = config.replace(backbone=name, weights="none", protocol=SHARED_SI,
+                                    run_id=f"bench-{stamp}-{name}")
+        started = time.perf_counter()
+        run = train(run_config, progress=progress)
+        wall = time.perf_counter() - started
+        test = evaluate(run.run_dir, "test")
+        saved = json.loads((run.run_dir / CONFIG_FILE).read_text())
+        metrics = json.loads((run.run_dir / METRICS_FILE).read_text())
+        results.append({
+            "backbone": name, "run_dir": str(run.run_dir), "image_size": saved["image_size"],
+            "epochs": len(run.history), "wall_seconds": round(wall, 1),
+            "train_images_per_second": metrics["train_images_per_second"],
+            "val": run.val_metrics, "test": test.overall,
+            "test_per_corpus": test.per_corpus.set_index("corpus").to_dict(orient="index"),
+        })
+    return {
+        "protocol": SHARED_SI, "protocol_description": PROTOCOLS[SHARED_SI].description,
+        "weights": "none: from scratch (ImageNet weights cannot be downloaded on this machine)",
+        "baselines_uar": SHARED_SI_BASELINES_UAR, "results": results,
+        "pipeline_cost": pipeline_cost(config.replace(backbone=backbones[0], protocol=SHARED_SI)),
+        "cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def pipeline_cost(config: Config, steps: int = 30, rounds: int = 2) -> dict[str, float]:
+    """Training images/s of one model fed by the real pipeline and fed one batch already in
+    memory, alternated `rounds` times; the cost is the share of speed the pipeline takes."""
+    from aed_tf.model import build_classifier
+    from aed_tf.train import load_training_data
+
+    data = load_training_data(config, progress=False)
+    part = data.partitions["train"]
+    dataset = train_dataset(part.waveforms, part.labels, len(data.classes), config,
+                            seed=config.data.seed).repeat()
+    in_memory = tf.data.Dataset.from_tensors(next(iter(dataset))).repeat()
+    model = build_classifier(config.replace(weights="none").train, len(data.classes),
+                             config.frontend.n_mels)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    rates: dict[str, list[float]] = {"pipeline": [], "in_memory": []}
+    for source in (dataset, in_memory):  # traces the step for both inputs before timing
+        model.fit(source, steps_per_epoch=3, epochs=1, verbose=0)
+    for _ in range(rounds):
+        for name, source in (("pipeline", dataset), ("in_memory", in_memory)):
+            start = time.perf_counter()
+            model.fit(source, steps_per_epoch=steps, epochs=1, verbose=0)
+            rates[name].append(steps * config.train.batch_size / (time.perf_counter() - start))
+    pipeline, memory = float(np.mean(rates["pipeline"])), float(np.mean(rates["in_memory"]))
+    return {"pipeline_images_per_second": pipeline, "in_memory_images_per_second": memory,
+            "cost": 1.0 - pipeline / memory}
+
+
+def format_train_table(result: dict[str, Any]) -> str:
+    """The markdown table kept beside train.json."""
+    lines = [
+        f"# Accuracy on held-out speakers: protocol `{result['protocol']}`",
+        "", result["protocol_description"], "", f"Weights: {result['weights']}.", "",
+        "| model | test acc | test UAR | test macro-F1 | UAR RAVDESS | UAR TESS | val UAR | images/s (train) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["results"]:
+        corpus = r["test_per_corpus"]
+        lines.append(
+            f"| {r['backbone']} ({r['image_size']} px, {r['epochs']} epochs) | {r['test']['accuracy']:.3f} "
+            f"| {r['test']['uar']:.3f} | {r['test']['macro_f1']:.3f} "
+            f"| {corpus.get('ravdess', {}).get('uar', float('nan')):.3f} "
+            f"| {corpus.get('tess', {}).get('uar', float('nan')):.3f} | {r['val']['uar']:.3f} "
+            f"| {r['train_images_per_second']:.0f} | {r['wall_seconds']:.0f} |"
+        )
+    for name, uar in result["baselines_uar"].items():
+        lines.append(f"| {name} | | {uar['overall']:.2f} | | {uar['ravdess']:.2f} | {uar['tess']:.2f} | | | |")
+    cost = result["pipeline_cost"]
+    lines += ["", f"Input pipeline cost: {cost['cost']:.1%} of training speed "
+              f"({cost['pipeline_images_per_second']:.0f} images/s from the pipeline, "
+              f"{cost['in_memory_images_per_second']:.0f} from a batch in memory)."]
+    return "\n".join(lines) + "\n"

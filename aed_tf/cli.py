@@ -23,7 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the default allocator's page faults cost it 30-60% of its clips/s (measured).
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "aed-tf " + shlex.join(argv)  # recorded with results
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -110,7 +112,7 @@ def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
         waveforms, [names.index(e) for e in manifest["emotion"]], [Path(p) for p in manifest["path"]],
         config, min_seconds=args.seconds,
     )
-    result["command"] = "aed-tf " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "aed-tf bench pipeline"
+    result["command"] = args.command_line
     _write_json(Path(args.output), result)
     print(json.dumps(result, indent=2))
     print(f"results: {args.output}")
@@ -126,7 +128,7 @@ def _bench_train(config: Config, args: argparse.Namespace) -> int:
     from aed_tf.bench import bench_train, format_train_table
 
     result = bench_train(config, args.backbones or list(BACKBONES))
-    result["command"] = "aed-tf " + shlex.join(sys.argv[1:])
+    result["command"] = args.command_line
     output = Path(args.output)
     _write_json(output, result)
     table = format_train_table(result)

@@ -27,3 +27,9 @@ def shared_datasets() -> Path:
 def cache_dir(tmp_path: Path) -> Path:
     """A private decoded-audio cache, so tests never share state with a user's cache."""
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One decoded-audio cache for every test that reads the shared datasets: decoded once."""
+    return tmp_path_factory.mktemp("shared-cache")

@@ -124,10 +124,9 @@ def test_load_waveforms_names_files_that_disappeared(tmp_path):
 
 
 @pytest.mark.shared_data
-def test_prepare_on_the_shared_datasets(shared_datasets, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("shared")
-    config = Config().replace(data_roots=[str(shared_datasets)], prepared_dir=str(tmp / "prepared"),
-                              cache_dir=str(tmp / "cache"))
+def test_prepare_on_the_shared_datasets(shared_datasets, shared_cache, tmp_path):
+    config = Config().replace(data_roots=[str(shared_datasets)], prepared_dir=str(tmp_path / "prepared"),
+                              cache_dir=str(shared_cache))
     prepared = prepare(config, progress=False)
     summary = prepared.summary
     counts = prepared.manifest.groupby("corpus").size().to_dict()
