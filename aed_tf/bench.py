@@ -220,11 +220,11 @@ def pipeline_cost(config: Config, steps: int = 30, rounds: int = 2) -> dict[str,
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     rates: dict[str, list[float]] = {"pipeline": [], "in_memory": []}
     for source in (dataset, in_memory):  # traces the step for both inputs before timing
-        model.fit(source, steps_per_epoch=3, epochs=1, verbose=0)
+        model.fit(source, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
     for _ in range(rounds):
         for name, source in (("pipeline", dataset), ("in_memory", in_memory)):
             start = time.perf_counter()
-            model.fit(source, steps_per_epoch=steps, epochs=1, verbose=0)
+            model.fit(source, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
             rates[name].append(steps * config.train.batch_size / (time.perf_counter() - start))
     pipeline, memory = float(np.mean(rates["pipeline"])), float(np.mean(rates["in_memory"]))
     return {"pipeline_images_per_second": pipeline, "in_memory_images_per_second": memory,
