@@ -103,11 +103,12 @@ def _train(config: Config, args: argparse.Namespace) -> int:
 def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
     from aed_tf.bench import bench_pipeline
     from aed_tf.labels import apply_calm_policy, class_names
-    from aed_tf.prepare import load_waveforms, prepare
+    from aed_tf.prepare import prepare
 
-    manifest = apply_calm_policy(prepare(config).manifest, config.data.calm)
+    prepared = prepare(config)
+    manifest = apply_calm_policy(prepared.manifest, config.data.calm)
     names = class_names(config.data.calm)
-    waveforms = load_waveforms(manifest, config)
+    waveforms = [prepared.waveforms[clip] for clip in manifest["clip_id"]]
     result = bench_pipeline(
         waveforms, [names.index(e) for e in manifest["emotion"]], [Path(p) for p in manifest["path"]],
         config, min_seconds=args.seconds,

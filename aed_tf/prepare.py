@@ -55,6 +55,7 @@ class Prepared:
     manifest_path: Path
     split_path: Path | None
     folds_path: Path | None
+    waveforms: dict[str, np.ndarray]  # clip_id -> decoded samples, already in memory: no second load
 
 
 def manifest_path(prepared_dir: str | Path) -> Path:
@@ -77,7 +78,7 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
         max_seconds=data.max_clip_seconds, progress=progress,
     )
 
-    rows = []
+    rows, waveforms = [], {}
     rejected = [_rejection(s.path, _skip_kind(s.reason), s.reason) for s in skipped]
     for labelled, result in zip(files, decoded):
         if isinstance(result, AudioError):
@@ -86,6 +87,7 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
             rejected.append(_rejection(labelled.path, UNREADABLE, "silent: no sample above -60 dBFS"))
         else:
             rows.append(_manifest_row(labelled, result))
+            waveforms[labelled.clip_id] = result.samples
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     rejected_df = pd.DataFrame(rejected, columns=["path", "kind", "reason"])
 
@@ -110,7 +112,7 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
             folds_file = splits.write_csv_atomic(folds, splits.folds_path(out, data.folds, data.seed))
         summary["split"] = split_summary(manifest, split, data.protocol)
         _write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    return Prepared(manifest, rejected_df, summary, manifest_path(out), split_file, folds_file)
+    return Prepared(manifest, rejected_df, summary, manifest_path(out), split_file, folds_file, waveforms)
 
 
 def load_manifest(prepared_dir: str | Path) -> pd.DataFrame:
@@ -122,18 +124,6 @@ def load_manifest(prepared_dir: str | Path) -> pd.DataFrame:
     if missing:
         raise InputError(f"{path}: not an aed-tf manifest (missing columns {sorted(missing)})")
     return manifest
-
-
-def load_waveforms(manifest: pd.DataFrame, config: Config, progress: bool = True) -> list[np.ndarray]:
-    """The decoded samples of every manifest row, from the cache (decoding only what is missing)."""
-    cache = AudioCache(config.data.cache_dir or None, sample_rate=config.frontend.sample_rate)
-    results = decode_many(list(manifest["path"]), cache, workers=config.data.workers, progress=progress)
-    errors = [r for r in results if isinstance(r, AudioError)]
-    if errors:
-        listed = "\n  ".join(str(e) for e in errors[:10])
-        raise AudioError(Path(errors[0].path), f"{len(errors)} manifest file(s) can no longer be read "
-                         f"(re-run `aed-tf prepare`):\n  {listed}")
-    return [r.samples for r in results]
 
 
 def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, roots: Sequence[Path], seconds: float) -> dict:

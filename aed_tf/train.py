@@ -35,7 +35,7 @@ from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
 from aed_tf.pipeline import eval_dataset, train_dataset
-from aed_tf.prepare import load_waveforms, prepare
+from aed_tf.prepare import prepare
 from aed_tf.splits import PROTOCOLS, load_split
 from aed_tf.errors import InputError, UserError
 
@@ -98,7 +98,7 @@ def load_training_data(config: Config, progress: bool = True) -> TrainingData:
     split = load_split(prepared.split_path, prepared.manifest)
     split = split[split["clip_id"].isin(manifest["clip_id"])]
     joined = manifest.merge(split[["clip_id", "partition"]], on="clip_id")
-    waveforms = load_waveforms(joined, config, progress=progress)
+    waveforms = [prepared.waveforms[clip] for clip in joined["clip_id"]]
     partitions = {}
     for name in ("train", "val", "test"):
         rows = np.flatnonzero(joined["partition"].to_numpy() == name)

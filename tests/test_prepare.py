@@ -8,7 +8,7 @@ import soundfile as sf
 
 from aed_tf import cli
 from aed_tf.config import Config
-from aed_tf.prepare import MANIFEST_COLUMNS, OTHER_COPY, UNREADABLE, load_manifest, load_waveforms, prepare
+from aed_tf.prepare import MANIFEST_COLUMNS, OTHER_COPY, UNREADABLE, load_manifest, prepare
 from aed_tf.splits import UnknownSpeakerError, load_split
 from tests.synth import write_audio
 
@@ -104,23 +104,14 @@ def test_unknown_speakers_refuse_the_split_but_keep_the_manifest(tmp_path):
     assert len(manifest) == 4 and (manifest["speaker"] == "").sum() == 3
 
 
-def test_load_waveforms_comes_from_the_cache(tmp_path):
+def test_prepare_hands_back_the_decoded_clips_of_the_manifest(tmp_path):
     config = config_for(tmp_path, make_dataset(tmp_path / "data"))
     prepared = prepare(config, progress=False)
-    waveforms = load_waveforms(prepared.manifest, config, progress=False)
-    assert len(waveforms) == len(prepared.manifest)
+    assert list(prepared.waveforms) == list(prepared.manifest["clip_id"])
+    waveforms = list(prepared.waveforms.values())
     assert all(w.dtype == np.float32 and w.ndim == 1 for w in waveforms)
     durations = prepared.manifest["duration"].to_numpy()
     assert np.allclose([len(w) / 16000 for w in waveforms], durations, atol=1e-3)
-
-
-def test_load_waveforms_names_files_that_disappeared(tmp_path):
-    config = config_for(tmp_path, make_dataset(tmp_path / "data"))
-    manifest = prepare(config, progress=False).manifest
-    gone = Path(manifest["path"].iloc[0])
-    gone.unlink()
-    with pytest.raises(Exception, match=gone.name):
-        load_waveforms(manifest, config, progress=False)
 
 
 @pytest.mark.shared_data
