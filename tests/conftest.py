@@ -33,3 +33,15 @@ def cache_dir(tmp_path: Path) -> Path:
 def shared_cache(tmp_path_factory) -> Path:
     """One decoded-audio cache for every test that reads the shared datasets: decoded once."""
     return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One finished from-scratch run on a synthetic RAVDESS tree (4 emotions, 6 actors, 0.5 s
+    clips), trained once per session for every test that needs a run directory."""
+    from aed_tf.train import train
+    from tests.synth import make_ravdess_tree, tiny_config
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    data_root = make_ravdess_tree(root / "data")
+    return train(tiny_config(root, data_root, epochs=2), progress=False).run_dir

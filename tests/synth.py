@@ -1,4 +1,5 @@
-"""Audio that tests make for themselves: tones in any format, rate and channel count."""
+"""What tests make for themselves: tones in any format, rate and channel count, corpus trees of
+them, and configs for runs small enough for a 2-core CI machine."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from aed_tf.config import Config
 
 
 def tone(seconds: float = 1.0, sample_rate: int = 16000, freq: float = 220.0, channels: int = 1,
@@ -45,3 +48,14 @@ def make_ravdess_tree(root: Path, actors=range(1, 7), codes=RAVDESS_EMOTION_CODE
                 write_audio(root / f"Actor_{actor:02d}" / name, seconds=seconds,
                             freq=120 * (i + 1) + 5 * actor + 3 * take, seed=actor * 100 + i * 10 + take)
     return root
+
+
+def tiny_config(tmp_path: Path, data_root: Path, **changes) -> Config:
+    """A from-scratch run small enough for a 2-core CI machine."""
+    return Config().replace(**{
+        "data_roots": [str(data_root)], "prepared_dir": str(tmp_path / "prepared"),
+        "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "runs"),
+        "backbone": "mobilenetv3small", "weights": "none", "image_size": 32, "batch_size": 8,
+        "epochs": 2, "clip_seconds": 0.5, "n_mels": 32, "time_mask_width": 5, "freq_mask_width": 4,
+        "val_fraction": 0.2, "test_fraction": 0.2, "run_id": "run", **changes,
+    })

@@ -17,7 +17,7 @@ from aed_tf.train import (
     CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE,
     load_training_data, phases, train,
 )
-from tests.synth import make_ravdess_tree
+from tests.synth import make_ravdess_tree, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,17 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     return make_ravdess_tree(tmp_path_factory.mktemp("data"))
-
-
-def tiny_config(tmp_path: Path, data_root: Path, **changes) -> Config:
-    """A from-scratch run small enough for a 2-core CI machine."""
-    return Config().replace(**{
-        "data_roots": [str(data_root)], "prepared_dir": str(tmp_path / "prepared"),
-        "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "runs"),
-        "backbone": "mobilenetv3small", "weights": "none", "image_size": 32, "batch_size": 8,
-        "epochs": 2, "clip_seconds": 0.5, "n_mels": 32, "time_mask_width": 5, "freq_mask_width": 4,
-        "val_fraction": 0.2, "test_fraction": 0.2, "run_id": "run", **changes,
-    })
 
 
 def test_training_writes_a_complete_reproducible_run(tmp_path, data_root):
