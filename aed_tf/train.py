@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from aed_tf import __version__
 from aed_tf.backbones import resolve_image_size
+from aed_tf.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from aed_tf.config import Config
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import classification_metrics
@@ -173,13 +174,19 @@ def train(config: Config, progress: bool = True) -> TrainResult:
 
     with np.load(run_dir / _BEST_WEIGHTS) as best:
         model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
-    val_metrics = classification_metrics(val_part.labels, model.predict(val_ds, verbose=0))
+    val_probabilities = model.predict(val_ds, verbose=0)
+    val_metrics = classification_metrics(val_part.labels, val_probabilities)
+    temperature = fit_temperature(val_part.labels, val_probabilities)
     _atomic(run_dir / CLASSIFIER_FILE, model.save)
-    _atomic(run_dir / SERVING_FILE, build_serving_model(model, config.frontend).save)
+    _atomic(run_dir / SERVING_FILE, build_serving_model(model, config.frontend, temperature).save)
     seconds = time.perf_counter() - started
     history = pd.read_csv(run_dir / HISTORY_FILE)
     _write_json(run_dir / METRICS_FILE, {
         "val": val_metrics, "best_epoch": state["best"],
+        "temperature": temperature,  # fitted on validation; the serving model applies it
+        "val_ece": expected_calibration_error(val_part.labels, val_probabilities),
+        "val_ece_calibrated": expected_calibration_error(
+            val_part.labels, apply_temperature(val_probabilities, temperature)),
         "epoch_seconds": round(float(history["seconds"].sum()), 1),  # all epochs, resumed or not
         "train_images_per_second": round(len(train_part.labels) * len(history) / float(history["seconds"].sum()), 1),
     })

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aed_tf.calibration import apply_temperature, fit_temperature
 from aed_tf.config import Config
 from aed_tf.labels import CLASSES
 from aed_tf.pipeline import eval_dataset
@@ -51,15 +52,20 @@ def test_training_writes_a_complete_reproducible_run(tmp_path, data_root):
     assert metrics["val"] == pytest.approx(result.val_metrics)
     assert metrics["val"]["uar"] == pytest.approx(history["val_uar"].max())  # the best epoch is kept
 
-    # The serving model (waveform in) gives the classifier's output on the evaluation pipeline.
+    # The serving model (waveform in) gives the classifier's output on the evaluation pipeline,
+    # softened by the temperature fitted on validation.
     data = load_training_data(config, progress=False)
     val = data.partitions["val"]
     classifier = keras.models.load_model(run / CLASSIFIER_FILE)
     serving = keras.models.load_model(run / SERVING_FILE)
     features = eval_dataset(val.waveforms, val.labels, len(CLASSES), config)
     expected = classifier.predict(features, verbose=0)
+    temperature = metrics["temperature"]
+    assert temperature == pytest.approx(fit_temperature(val.labels, expected), rel=1e-3)
+    assert serving.get_layer("temperature").temperature == pytest.approx(temperature)
+    assert metrics["val_ece_calibrated"] <= metrics["val_ece"] + 1e-9
     got = np.concatenate([serving.predict(w[None], verbose=0) for w in val.waveforms])
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got, apply_temperature(expected, temperature), atol=1e-5)
 
     # Evaluation reruns the saved classifier over a partition of the run's own split.
     from aed_tf.evaluate import evaluate
