@@ -103,6 +103,92 @@ def decode(path: str | Path, sample_rate: int = 16000, max_seconds: float | None
         return _decode(path, file, data, sample_rate, _digest(data))
 
 
+# A sample at or above this magnitude is taken to be clipped (full scale is 1.0).
+CLIP_LEVEL = 0.999
+# Bytes read from the start of a WAV to find its data chunk's declared size.
+_WAV_HEADER_BYTES = 1 << 20
+
+
+def clipped_frames(frames: np.ndarray) -> int:
+    """Frames of float (frames, channels) or (frames,) samples in which a channel is at full scale."""
+    at_full_scale = np.abs(frames) >= CLIP_LEVEL
+    return int(at_full_scale.any(axis=1).sum() if at_full_scale.ndim == 2 else at_full_scale.sum())
+
+
+class AudioStream:
+    """A file read in blocks, each returned as mono float32 at `sample_rate`, so that memory stays
+    flat however long the file is.
+
+    The same rules as ``decode`` apply (same mixdown and resampler, soxr HQ, streamed): opening
+    checks the header and raises AudioError for a missing, empty or unreadable file, or a WAV
+    whose data chunk runs past the end of the file; iterating raises it for corrupt data, NaN or
+    infinite samples, no samples at all, or fewer frames than the header declares. Each block is
+    at most `block_seconds` of the file's own audio. After iterating, `frames_read` and
+    `clipped_frames` count the file's frames and those at full scale.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int = 16000, block_seconds: float = 10.0,
+                 max_seconds: float | None = None) -> None:
+        if block_seconds <= 0:
+            raise InputError(f"block_seconds = {block_seconds}: must be > 0")
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        _check_header(self.path, max_seconds)
+        info = sf.info(self.path)
+        self.source_sample_rate: int = info.samplerate
+        self.channels: int = info.channels
+        self.header_frames: int = info.frames
+        self.duration: float = info.frames / info.samplerate  # seconds, as the header says
+        self.block_frames = max(1, int(round(block_seconds * info.samplerate)))
+        self.frames_read = 0
+        self.clipped_frames = 0
+        try:
+            with self.path.open("rb") as file:
+                declared = _wav_declared_frames(file.read(_WAV_HEADER_BYTES))
+        except OSError as error:
+            raise _unreadable(self.path, error) from None
+        # libsndfile quietly shortens a WAV whose data chunk runs past the end of the file: seen
+        # here, from the header alone, before any audio is read.
+        if declared is not None and declared > info.frames:
+            raise AudioError(self.path, f"truncated: header says {declared} frames, only "
+                                        f"{info.frames} are in the file")
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        path, source_rate = self.path, self.source_sample_rate
+        resampler = (soxr.ResampleStream(source_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+                     if source_rate != self.sample_rate else None)
+        self.frames_read = self.clipped_frames = 0
+        try:
+            with sf.SoundFile(path) as audio:
+                while True:
+                    frames = audio.read(self.block_frames, dtype="float32", always_2d=True)
+                    if not len(frames):
+                        break
+                    problem = _nonfinite(frames)
+                    if problem:
+                        raise AudioError(path, f"contains {problem} (in the block from "
+                                               f"{self.frames_read / source_rate:.1f} s)")
+                    self.frames_read += len(frames)
+                    self.clipped_frames += clipped_frames(frames)
+                    mono = frames.mean(axis=1, dtype=np.float32)
+                    block = mono if resampler is None else resampler.resample_chunk(mono, last=False)
+                    if block.size:
+                        yield np.ascontiguousarray(block, dtype=np.float32)
+        except sf.LibsndfileError as error:
+            raise AudioError(path, f"corrupt or truncated audio data ({_libsndfile_reason(error)})") from None
+        except OSError as error:
+            raise _unreadable(path, error) from None
+        if self.frames_read == 0:
+            raise AudioError(path, "no audio samples (0 frames)")
+        if self.frames_read < self.header_frames:
+            raise AudioError(path, f"truncated: header says {self.header_frames} frames, only "
+                                   f"{self.frames_read} could be read")
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if tail.size:
+                yield np.ascontiguousarray(tail, dtype=np.float32)
+
+
 class AudioCache:
     """Decoded clips on disk, one entry per file content and output rate.
 

@@ -255,3 +255,123 @@ def format_train_table(result: dict[str, Any]) -> str:
               f"({cost['pipeline_images_per_second']:.0f} images/s from the pipeline, "
               f"{cost['in_memory_images_per_second']:.0f} from a batch in memory)."]
     return "\n".join(lines) + "\n"
+
+
+# -- predicting on long recordings -----------------------------------------------------------
+
+PREDICT_BENCH_RUN_ID = "bench-predict-mobilenetv3small"
+
+
+def make_long_recording(clips: Sequence[Path], path: Path, seconds: float, sample_rate: int = 48000,
+                        seed: int = 0) -> float:
+    """Writes a FLAC recording of about `seconds` to `path`: real clips in a seeded random order
+    (repeated as needed) with 0.3-2 s of silence between them, resampled to `sample_rate`. It is
+    written clip by clip, so the recording never sits in memory. Returns its duration."""
+    import soundfile as sf
+    import soxr
+
+    rng = np.random.default_rng(seed)
+    written = 0
+    with sf.SoundFile(path, "w", samplerate=sample_rate, channels=1, format="FLAC", subtype="PCM_16") as out:
+        while written < seconds * sample_rate:
+            clip = clips[int(rng.integers(len(clips)))]
+            samples, rate = sf.read(clip, dtype="float32", always_2d=True)
+            samples = samples.mean(axis=1)
+            if rate != sample_rate:
+                samples = soxr.resample(samples, rate, sample_rate)
+            gap = np.zeros(int(rng.uniform(0.3, 2.0) * sample_rate), np.float32)
+            out.write(np.concatenate([samples, gap]))
+            written += len(samples) + len(gap)
+    return written / sample_rate
+
+
+def bench_predict(run_dir: Path, clips: Sequence[Path], hours: Sequence[float] = (0.1, 1.0),
+                  sample_rate: int = 48000, workdir: Path | None = None) -> dict[str, Any]:
+    """× real time and peak memory of `EmotionRecognizer.timeline` on recordings of `hours`
+    made of real `clips` (FLAC at `sample_rate`).
+
+    Each recording is processed in a fresh child process, so that its peak RSS (the child's own
+    ru_maxrss) counts the model, TensorFlow and the processing, and nothing of this process.
+    The child loads the model and warms it up on a short clip first; both are timed apart from
+    the recording. Peak memory that does not grow from the shortest recording to the longest
+    shows that the file is read in blocks.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    results = []
+    with tempfile.TemporaryDirectory(dir=workdir) as temp:
+        for length in hours:
+            recording = Path(temp) / f"recording-{length:g}h.flac"
+            started = time.perf_counter()
+            duration = make_long_recording(clips, recording, length * 3600.0, sample_rate)
+            generated = time.perf_counter() - started
+            child = subprocess.run(
+                [sys.executable, "-c", "import sys; from aed_tf.bench import _predict_child; "
+                 "_predict_child(sys.argv[1], sys.argv[2], sys.argv[3])",
+                 str(run_dir), str(recording), str(clips[0])],
+                capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            )
+            if child.returncode != 0:
+                raise RuntimeError(f"the benchmark's child process failed:\n{child.stderr[-4000:]}")
+            measured = json.loads(child.stdout.strip().splitlines()[-1])
+            results.append({
+                "hours": length, "duration_seconds": duration,
+                "file": {"format": "FLAC PCM_16, mono", "sample_rate": sample_rate,
+                         "megabytes": recording.stat().st_size / 1e6},
+                "generate_seconds": generated, **measured,
+                "times_real_time": duration / measured["timeline_seconds"],
+            })
+            recording.unlink()
+    longest = max(results, key=lambda r: r["duration_seconds"])
+    return {
+        "times_real_time": longest["times_real_time"],
+        "peak_rss_megabytes": longest["peak_rss_megabytes"],
+        "duration_seconds": longest["duration_seconds"],
+        "targets": {"times_real_time": ">= 60 (one hour in under a minute)", "peak_rss_megabytes": "< 2000"},
+        "run_dir": str(run_dir), "results": results,
+        "what_is_timed": "EmotionRecognizer.timeline on the file: block reading (libsndfile), "
+        "resampling (soxr HQ), voice activity detection (webrtcvad), windows through the serving "
+        "model (front end included), smoothing and segments; model loading and a warm-up on one "
+        "short clip are timed apart",
+        "cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _predict_child(run_dir: str, recording: str, warm_up_clip: str) -> None:
+    """In the benchmark's child process: prints one JSON line of timings and peak RSS."""
+    import resource
+
+    from aed_tf.recognizer import EmotionRecognizer
+
+    started = time.perf_counter()
+    recognizer = EmotionRecognizer.load(run_dir)
+    loaded = time.perf_counter()
+    recognizer.predict(warm_up_clip)
+    warmed = time.perf_counter()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    rss_before = _rss_megabytes()
+    result = recognizer.timeline(recording)
+    finished = time.perf_counter()
+    print(json.dumps({
+        "load_seconds": loaded - started, "warm_up_seconds": warmed - loaded,
+        "timeline_seconds": finished - warmed,
+        "peak_rss_megabytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_before_recording_megabytes": peak_before,
+        "rss_before_recording_megabytes": rss_before, "rss_after_recording_megabytes": _rss_megabytes(),
+        "window_seconds": recognizer.window_seconds, "hop_seconds": recognizer.hop_seconds,
+        "windows": len(result.window_centres), "windows_classified": result.prediction.windows,
+        "speech_seconds": result.prediction.speech_seconds, "segments": len(result.segments),
+        "shares": result.shares,
+    }))
+
+
+def _rss_megabytes() -> float | None:
+    """This process's resident memory now (Linux), or None where /proc is not there."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -76,6 +76,41 @@ def build_parser() -> argparse.ArgumentParser:
                              help="backbones to train (default: every registered one)")
     bench_train.add_argument("--output", default="reports/benchmarks/train.json", help="result file")
     bench_train.set_defaults(run=_bench_train)
+
+    bench_predict = bench_kinds.add_parser(
+        "predict", help="x real time and peak memory of predict --timeline on recordings of real clips"
+    )
+    Config.add_arguments(bench_predict)
+    bench_predict.add_argument("--run-dir", help="run to measure (default: the newest finished "
+                               "mobilenetv3small run in --output-dir, trained first if there is none)")
+    bench_predict.add_argument("--hours", type=float, nargs="+", default=[0.1, 1.0],
+                               help="lengths of the recordings; the last is the headline")
+    bench_predict.add_argument("--recording-rate", type=int, default=48000,
+                               help="sample rate of the generated FLAC recordings")
+    bench_predict.add_argument("--output", default="reports/benchmarks/predict.json", help="result file")
+    bench_predict.set_defaults(run=_bench_predict)
+
+    predict = commands.add_parser(
+        "predict", help="the emotion of audio files, or a timeline of long recordings",
+        description="Predicts the emotion of FILE, or of every audio file under DIR (going on past "
+        "files that cannot be used, listed at the end; exit status 1 if there were any). "
+        "--timeline gives segments and each emotion's share of the speech time. Silence gets no label.",
+    )
+    predict.add_argument("path", metavar="FILE|DIR", help="an audio file, or a folder searched at any depth")
+    predict.add_argument("--run-dir", help="trained run (default: the newest finished run in saved_models/)")
+    predict.add_argument("--timeline", action="store_true", help="segments over time instead of one label")
+    predict.add_argument("--format", choices=("json", "csv"), default="json", help="output format")
+    predict.add_argument("--out", help="output file (default: standard output)")
+    predict.add_argument("--plot", help="timeline PNG (implies --timeline); a folder when the input is one")
+    predict.add_argument("--window", type=float, help="window seconds (default: the model's clip length)")
+    predict.add_argument("--hop", type=float, help="seconds between window starts (default: 1, at most the window)")
+    predict.add_argument("--smoothing", type=int, default=3, help="windows averaged (centred); 1: off")
+    predict.add_argument("--no-vad", action="store_true",
+                         help="classify every window that is not near silence (for audio that is not speech)")
+    predict.add_argument("--vad-aggressiveness", type=int, choices=range(4), default=2,
+                         help="WebRTC voice activity detector, 0 (lenient) to 3 (strict)")
+    predict.add_argument("--windows-per-batch", type=int, default=32, help="windows through the model at once")
+    predict.set_defaults(run=_predict)
     return parser
 
 
@@ -138,6 +173,97 @@ def _bench_train(config: Config, args: argparse.Namespace) -> int:
     best = max(result["results"], key=lambda r: r["test"]["uar"])
     print(f"best test UAR {best['test']['uar']:.3f} ({best['backbone']}, protocol {result['protocol']}); "
           f"results: {output}")
+    return 0
+
+
+def _bench_predict(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.bench import PREDICT_BENCH_RUN_ID, bench_predict
+    from aed_tf.prepare import prepare
+    from aed_tf.recognizer import latest_run
+
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    else:
+        try:
+            run_dir = latest_run(config.train.output_dir, backbone="mobilenetv3small")
+        except UserError:  # speed does not depend on accuracy: a quick run will do
+            from aed_tf.train import train
+
+            run_dir = train(config.replace(
+                backbone="mobilenetv3small", weights="none", protocol="shared-si",
+                image_size=config.train.image_size or 96, run_id=PREDICT_BENCH_RUN_ID)).run_dir
+    clips = [Path(p) for p in prepare(config).manifest["path"]]
+    result = bench_predict(run_dir, clips, args.hours, args.recording_rate)
+    result["command"] = args.command_line
+    _write_json(Path(args.output), result)
+    print(json.dumps(result, indent=2))
+    print(f"results: {args.output}")
+    print(f"{result['duration_seconds'] / 3600:.2f} h recording: {result['times_real_time']:.0f}x real time "
+          f"(target >= 60x), peak RSS {result['peak_rss_megabytes']:.0f} MB (target < 2000 MB)")
+    return 0
+
+
+def _predict(config: Config, args: argparse.Namespace) -> int:
+    import warnings
+
+    from aed_tf import recognizer as rec
+
+    source = Path(args.path)
+    if not source.exists():
+        raise UserError(f"{source}: file not found")
+    files = rec.audio_files(source) if source.is_dir() else [source]
+    if not files:
+        raise UserError(f"{source}: no audio files ({', '.join(rec.AUDIO_SUFFIXES)}) in this folder")
+    recognizer = rec.EmotionRecognizer.load(
+        args.run_dir or rec.latest_run(config.train.output_dir), window_seconds=args.window,
+        hop_seconds=args.hop, smoothing=args.smoothing, vad=not args.no_vad,
+        vad_aggressiveness=args.vad_aggressiveness, batch_size=args.windows_per_batch)
+    timeline = args.timeline or bool(args.plot)
+    results: list = []
+    errors: list[UserError] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rec.InputWarning)  # printed below, one line each
+        if not source.is_dir():  # a single file that cannot be used ends here, with its reason
+            results = [recognizer.timeline(source, progress=True) if timeline else recognizer.predict(source)]
+        elif timeline:
+            for path in files:
+                try:
+                    results.append(recognizer.timeline(path))
+                except UserError as error:
+                    errors.append(error)
+        else:
+            for item in recognizer.predict_many(files):
+                (errors if isinstance(item, UserError) else results).append(item)
+    for result in results:
+        prediction = result.prediction if timeline else result
+        for message in prediction.warnings:
+            print(f"aed-tf predict: warning: {prediction.source}: {message}", file=sys.stderr)
+        if not prediction.speech_found:
+            print(f"aed-tf predict: {prediction.source}: no speech found", file=sys.stderr)
+    if args.plot:
+        plot = Path(args.plot)
+        for result in results:
+            name = Path(result.source).relative_to(source).with_suffix(".png") if source.is_dir() else None
+            result.plot(plot / str(name).replace("/", "__") if name else plot)
+    if args.format == "csv":
+        text = (rec.timelines_csv if timeline else rec.predictions_csv)(results, recognizer.classes)
+    else:
+        dicts = [r.to_dict() for r in results]
+        data = dicts[0] if not source.is_dir() else {
+            "results": dicts, "errors": [{"source": str(e.path if hasattr(e, "path") else ""),
+                                          "reason": getattr(e, "reason", str(e))} for e in errors]}
+        text = json.dumps(data, indent=2) + "\n"
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    if errors:
+        print(f"aed-tf predict: {len(errors)} of {len(files)} files could not be used:", file=sys.stderr)
+        for error in errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
     return 0
 
 
