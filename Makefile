@@ -10,14 +10,22 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e '.[test]'
+	$(BIN)/python -c "from aed_tf.runner import ensure_kernel; ensure_kernel()"  # Jupyter kernel "aed-tf"
 	touch $@
 
-# The main job: prepare the data, then measure the input pipeline.
-demo: $(BIN)/.installed
-	$(BIN)/aed-tf prepare
-	$(BIN)/aed-tf bench pipeline
+# Debian's headless Chromium: the tests screenshot the HTML report and drive the web demo with it.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q --no-install-recommends chromium
 
-test: $(BIN)/.installed
+# The main job: explore -> train -> evaluate through papermill (a small backbone from scratch on
+# the shared-si held-out speakers), rendered to reports/<run-id>/*.html and reports/index.html.
+DEMO_PARAMETERS := -p protocol shared-si -p backbone mobilenetv3small -p weights none \
+	-p image_size 96 -p epochs 10
+demo: $(BIN)/.installed
+	$(BIN)/aed-tf run all $(DEMO_PARAMETERS)
+
+test: $(BIN)/.installed $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed

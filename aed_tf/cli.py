@@ -58,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     Config.add_arguments(train)
     train.set_defaults(run=_train)
 
+    run = commands.add_parser(
+        "run", help="run notebooks with papermill; reports go to reports/<run-id>/",
+        description="Executes NOTEBOOK (explore, train, evaluate, a path, or all: explore -> train -> "
+        "evaluate) with papermill into reports/<run-id>/, renders each as HTML with inputs hidden and "
+        "updates reports/index.html. Parameters are the notebooks' (the config fields, as CLI flags "
+        "take them, plus run_dir and partition for evaluate).",
+    )
+    run.add_argument("notebook", metavar="NOTEBOOK", help="explore, train, evaluate, all, or a path")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     dest="parameters", help="a notebook parameter (repeatable)")
+    run.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
+    run.set_defaults(run=_run_notebooks)
+
     bench = commands.add_parser("bench", help="benchmarks; results go to reports/benchmarks/")
     bench_kinds = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     pipeline = bench_kinds.add_parser(
@@ -132,6 +145,17 @@ def _train(config: Config, args: argparse.Namespace) -> int:
     val = result.val_metrics
     print(f"run {result.run_dir}: val UAR {val['uar']:.3f} (accuracy {val['accuracy']:.3f}, "
           f"macro-F1 {val['macro_f1']:.3f}), {config.data.protocol} split, {result.seconds:.0f} s")
+    return 0
+
+
+def _run_notebooks(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.runner import NOTEBOOKS, parse_parameters, run
+
+    names = list(NOTEBOOKS) if args.notebook == "all" else [args.notebook]
+    runs = run(names, parse_parameters(args.parameters), Path(args.reports_dir))
+    for notebook_run in runs:
+        print(f"{notebook_run.name}: {notebook_run.html}")
+    print(f"report: {runs[-1].html}\nall runs: {Path(args.reports_dir) / 'index.html'}")
     return 0
 
 

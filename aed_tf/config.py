@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import difflib
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
 from aed_tf.errors import InputError
 
 CalmPolicy = Literal["neutral", "separate", "drop"]
@@ -248,6 +251,18 @@ class Config:
     @classmethod
     def from_flat(cls, **values: Any) -> Config:
         return cls().replace(**values)
+
+    def run_id(self) -> str:
+        """`train.run_id`, or for a run nobody named `<time>-<backbone>-<protocol>-seed<seed>`."""
+        return self.train.run_id or (
+            f"{dt.datetime.now():%Y%m%d-%H%M%S}-{self.train.backbone}-{self.data.protocol}-seed{self.data.seed}"
+        )
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> Config:
+        """A config from the fields defined in ``namespace``; other names are ignored. A notebook
+        passes ``globals()`` after its parameters cell, so its parameters are its config."""
+        return cls.from_flat(**{name: namespace[name] for name in cls.field_names() if name in namespace})
 
     def replace(self, **values: Any) -> Config:
         """A copy with some flat fields changed; unknown names are an error with a suggestion."""

@@ -15,11 +15,12 @@ from aed_tf.config import Config
 from aed_tf.errors import InputError
 from aed_tf.metrics import classification_metrics
 from aed_tf.pipeline import eval_dataset
-from aed_tf.train import CLASSIFIER_FILE, CONFIG_FILE, load_training_data
+from aed_tf.train import CLASSIFIER_FILE, CONFIG_FILE, TrainingData, load_training_data
 
 
 @dataclass
 class Evaluation:
+    partition: str
     protocol: str
     speaker_independent: bool
     classes: tuple[str, ...]
@@ -29,12 +30,15 @@ class Evaluation:
     per_speaker: pd.DataFrame
 
 
-def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = False) -> Evaluation:
-    """Runs the run's classifier over ``partition`` of the run's own split and data."""
+def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = False,
+             data: TrainingData | None = None) -> Evaluation:
+    """Runs the run's classifier over ``partition`` of ``data``: by default the run's own split
+    and data, loaded here (`load_training_data` of the run's config)."""
     run_dir = Path(run_dir)
     saved = json.loads((run_dir / CONFIG_FILE).read_text())
     config = Config.from_dict(saved["config"])
-    data = load_training_data(config, progress=progress)
+    if data is None:
+        data = load_training_data(config, progress=progress)
     part = data.partitions[partition]
     if not len(part.labels):
         raise InputError(f"{run_dir}: the {partition} partition of its split is empty")
@@ -48,17 +52,20 @@ def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = Fals
     for index, name in enumerate(data.classes):
         predictions[f"p_{name}"] = probabilities[:, index]
     return Evaluation(
+        partition=partition,
         protocol=saved["split"]["protocol"],
         speaker_independent=saved["split"]["speaker_independent"],
         classes=tuple(data.classes),
         predictions=predictions,
         overall=classification_metrics(part.labels, probabilities),
-        per_corpus=_grouped_metrics(predictions, probabilities, ["corpus"]),
-        per_speaker=_grouped_metrics(predictions, probabilities, ["corpus", "speaker"]),
+        per_corpus=grouped_metrics(predictions, probabilities, ["corpus"]),
+        per_speaker=grouped_metrics(predictions, probabilities, ["corpus", "speaker"]),
     )
 
 
-def _grouped_metrics(predictions: pd.DataFrame, probabilities: np.ndarray, by: list[str]) -> pd.DataFrame:
+def grouped_metrics(predictions: pd.DataFrame, probabilities: np.ndarray, by: list[str]) -> pd.DataFrame:
+    """Clips and metrics per group of `predictions` rows (index 0..n-1, aligned with
+    `probabilities`), one row per value of the `by` columns."""
     rows = []
     for key, group in predictions.groupby(by):
         metrics = classification_metrics(group["label"].to_numpy(), probabilities[group.index])

@@ -117,6 +117,14 @@ def train_dataset(
     return batches.prefetch(AUTOTUNE)
 
 
+def augmented_views(waveform: np.ndarray, config: Config, count: int = 4, seed: int = 0) -> np.ndarray:
+    """[count, frames, n_mels]: what training makes of one clip in `count` draws of the
+    training pipeline (crop, shift, gain, noise, masks; mixup only mixes the clip with itself)."""
+    dataset = train_dataset([waveform] * count, [0] * count, 1, config.replace(batch_size=count), seed=seed)
+    features, _ = next(iter(dataset))
+    return features.numpy()
+
+
 def eval_dataset(
     waveforms: Sequence[np.ndarray],
     labels: Sequence[int],

@@ -84,11 +84,7 @@ class Phase:
 
 
 def run_directory(config: Config) -> Path:
-    train, data = config.train, config.data
-    run_id = train.run_id or (
-        f"{dt.datetime.now():%Y%m%d-%H%M%S}-{train.backbone}-{data.protocol}-seed{data.seed}"
-    )
-    return Path(train.output_dir) / run_id
+    return Path(config.train.output_dir) / config.run_id()
 
 
 def load_training_data(config: Config, progress: bool = True) -> TrainingData:
