@@ -142,9 +142,13 @@ def test_log_mel_rejects_bad_shapes() -> None:
 def test_normalize_per_clip() -> None:
     rng = np.random.default_rng(0)
     features = np.stack([rng.normal(loc, scale, (50, 16)) for loc, scale in [(-5, 0.1), (3, 7)]])
+    features += np.linspace(0, 4, 16)  # a spectral tilt, constant over the clip
     normalized = normalize_per_clip(tf.constant(features, tf.float32)).numpy()
-    np.testing.assert_allclose(normalized.mean(axis=(1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(normalized.mean(axis=1), 0, atol=1e-5)  # every band's mean removed
     np.testing.assert_allclose(normalized.std(axis=(1, 2)), 1, atol=1e-3)
+    # What varies within the clip is kept, scaled by one factor per clip.
+    centred = features - features.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(normalized * centred.std(axis=(1, 2), keepdims=True), centred, atol=1e-3)
 
 
 def test_silent_clip_gives_finite_features() -> None:
