@@ -12,11 +12,17 @@ from typing import Any
 
 import librosa
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from aed_tf.config import Config, FrontEndConfig
+from aed_tf.evaluate import Evaluation, evaluate, grouped_metrics
 from aed_tf.labels import class_names
+from aed_tf.metrics import classification_metrics
+from aed_tf.model import build_classifier
 from aed_tf.pipeline import train_dataset
+from aed_tf.splits import PROTOCOLS, SHARED_SI
+from aed_tf.train import CONFIG_FILE, METRICS_FILE, load_training_data, train
 
 ROUTES = {
     "pipeline": "train_dataset on waveforms in memory: each clip's mel power once (not counted, "
@@ -172,12 +178,8 @@ SHARED_SI_BASELINES_UAR = {
 def bench_train(config: Config, backbones: Sequence[str], progress: bool = True) -> dict[str, Any]:
     """Trains each backbone from scratch on the shared-si protocol, tests it on the held-out
     speakers (overall and per corpus), and measures what the input pipeline costs a step."""
-    from aed_tf.evaluate import evaluate
-    from aed_tf.splits import PROTOCOLS, SHARED_SI
-    from aed_tf.train import CONFIG_FILE, METRICS_FILE, train
-
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    results = []
+    results, evaluations = [], []
     for name in backbones:
         run_config = config.replace(backbone=name, weights="none", protocol=SHARED_SI,
                                     run_id=f"bench-{stamp}-{name}")
@@ -185,6 +187,7 @@ def bench_train(config: Config, backbones: Sequence[str], progress: bool = True)
         run = train(run_config, progress=progress)
         wall = time.perf_counter() - started
         test = evaluate(run.run_dir, "test")
+        evaluations.append(test)
         saved = json.loads((run.run_dir / CONFIG_FILE).read_text())
         metrics = json.loads((run.run_dir / METRICS_FILE).read_text())
         results.append({
@@ -193,23 +196,47 @@ def bench_train(config: Config, backbones: Sequence[str], progress: bool = True)
             "train_images_per_second": metrics["train_images_per_second"],
             "val": run.val_metrics, "test": test.overall,
             "test_per_corpus": test.per_corpus.set_index("corpus").to_dict(orient="index"),
+            "test_recall_per_class": recall_per_class(test.predictions, test.classes),
         })
+    ensemble = None
+    if len(evaluations) > 1:
+        ensemble = {"backbones": list(backbones), **ensemble_metrics(evaluations)}
     return {
         "protocol": SHARED_SI, "protocol_description": PROTOCOLS[SHARED_SI].description,
         "weights": "none: from scratch (ImageNet weights cannot be downloaded on this machine)",
-        "baselines_uar": SHARED_SI_BASELINES_UAR, "results": results,
+        "baselines_uar": SHARED_SI_BASELINES_UAR, "results": results, "ensemble": ensemble,
         "pipeline_cost": pipeline_cost(config.replace(backbone=backbones[0], protocol=SHARED_SI)),
         "cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
+def recall_per_class(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, float]:
+    """Where the errors are: the share of each class's clips that are recognised."""
+    hits = predictions["label"] == predictions["predicted"]
+    return {classes[label]: float(hits[predictions["label"] == label].mean())
+            for label in sorted(predictions["label"].unique())}
+
+
+def ensemble_metrics(evaluations: Sequence[Evaluation]) -> dict[str, Any]:
+    """Metrics of the mean of several models' probabilities on the same clips (one of the
+    issue's levers): overall, per corpus and recall per class."""
+    first = evaluations[0]
+    if any(not e.predictions["clip_id"].equals(first.predictions["clip_id"]) for e in evaluations):
+        raise ValueError("an ensemble needs every model's predictions on the same clips, in order")
+    columns = [f"p_{name}" for name in first.classes]
+    mean = np.mean([e.predictions[columns].to_numpy() for e in evaluations], axis=0)
+    predictions = first.predictions.assign(predicted=mean.argmax(axis=1))
+    return {
+        "test": classification_metrics(predictions["label"], mean),
+        "test_per_corpus": grouped_metrics(predictions, mean, ["corpus"]).set_index("corpus").to_dict(orient="index"),
+        "test_recall_per_class": recall_per_class(predictions, first.classes),
+    }
+
+
 def pipeline_cost(config: Config, steps: int = 30, rounds: int = 2) -> dict[str, float]:
     """Training images/s of one model fed by the real pipeline and fed one batch already in
     memory, alternated `rounds` times; the cost is the share of speed the pipeline takes."""
-    from aed_tf.model import build_classifier
-    from aed_tf.train import load_training_data
-
     data = load_training_data(config, progress=False)
     part = data.partitions["train"]
     dataset = train_dataset(part.waveforms, part.labels, len(data.classes), config,
@@ -248,8 +275,24 @@ def format_train_table(result: dict[str, Any]) -> str:
             f"| {corpus.get('tess', {}).get('uar', float('nan')):.3f} | {r['val']['uar']:.3f} "
             f"| {r['train_images_per_second']:.0f} | {r['wall_seconds']:.0f} |"
         )
+    ensemble = result.get("ensemble")
+    if ensemble:
+        corpus = ensemble["test_per_corpus"]
+        lines.append(
+            f"| ensemble: mean probabilities of {', '.join(ensemble['backbones'])} "
+            f"| {ensemble['test']['accuracy']:.3f} | {ensemble['test']['uar']:.3f} "
+            f"| {ensemble['test']['macro_f1']:.3f} "
+            f"| {corpus.get('ravdess', {}).get('uar', float('nan')):.3f} "
+            f"| {corpus.get('tess', {}).get('uar', float('nan')):.3f} | | | |"
+        )
     for name, uar in result["baselines_uar"].items():
         lines.append(f"| {name} | | {uar['overall']:.2f} | | {uar['ravdess']:.2f} | {uar['tess']:.2f} | | | |")
+    classes = list(result["results"][0]["test_recall_per_class"])
+    lines += ["", "Test recall per class (where the errors are):", "",
+              "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for name, row in [(r["backbone"], r["test_recall_per_class"]) for r in result["results"]] + (
+            [("ensemble", ensemble["test_recall_per_class"])] if ensemble else []):
+        lines.append(f"| {name} | " + " | ".join(f"{row.get(c, float('nan')):.2f}" for c in classes) + " |")
     cost = result["pipeline_cost"]
     lines += ["", f"Input pipeline cost: {cost['cost']:.1%} of training speed "
               f"({cost['pipeline_images_per_second']:.0f} images/s from the pipeline, "

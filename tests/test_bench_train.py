@@ -31,3 +31,32 @@ def test_bench_train_reports_held_out_speakers_per_corpus(shared_datasets, share
     table = output.with_suffix(".md").read_text()
     assert "shared-si" in table and "librosa statistics + MLP" in table and "Command: `aed-tf bench train" in table
     assert "best test UAR" in capsys.readouterr().out
+
+
+def test_the_ensemble_averages_the_models_probabilities_on_the_same_clips():
+    import numpy as np
+    import pandas as pd
+
+    from aed_tf.bench import ensemble_metrics, recall_per_class
+    from aed_tf.evaluate import Evaluation
+
+    classes = ("angry", "sad")
+
+    def evaluation(p_angry):
+        frame = pd.DataFrame({"clip_id": ["a", "b", "c", "d"], "corpus": ["ravdess", "ravdess", "tess", "tess"],
+                              "label": [0, 1, 0, 1], "p_angry": p_angry})
+        frame["p_sad"] = 1 - frame["p_angry"]
+        frame["predicted"] = (frame["p_sad"] > frame["p_angry"]).astype(int)
+        return Evaluation("test", "shared-si", True, classes, frame, {}, pd.DataFrame(), pd.DataFrame())
+
+    # Each model gets one clip wrong, narrowly (c, then d): their mean is right on every clip.
+    first, second = evaluation([0.9, 0.45, 0.4, 0.1]), evaluation([0.55, 0.1, 0.9, 0.6])
+    assert recall_per_class(first.predictions, classes) == {"angry": 0.5, "sad": 1.0}
+    result = ensemble_metrics([first, second])
+    assert result["test"]["accuracy"] == 1.0 and result["test"]["uar"] == 1.0
+    assert set(result["test_per_corpus"]) == {"ravdess", "tess"}
+    assert result["test_recall_per_class"] == {"angry": 1.0, "sad": 1.0}
+    shuffled = evaluation([0.9, 0.45, 0.4, 0.1])
+    shuffled.predictions["clip_id"] = ["b", "a", "c", "d"]
+    with pytest.raises(ValueError, match="same clips"):
+        ensemble_metrics([first, shuffled])
