@@ -135,6 +135,8 @@ def metric_bars(table: pd.DataFrame, metric: str, title: str) -> Figure:
 
 
 def use_report_style() -> None:
-    """Inline PNGs at a readable size: the HTML report embeds them."""
+    """Inline PNGs at a readable size (the HTML report embeds them) and tables that show whole
+    values, not ones cut at 50 characters."""
     matplotlib.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "font.size": 9})
+    pd.set_option("display.max_colwidth", None)
     sns.set_theme(style="whitegrid", rc={"figure.dpi": 90})

@@ -41,8 +41,10 @@ def run_card(run: dict[str, Any]) -> pd.DataFrame:
     hardware, versions, wall time."""
     config, split, metrics = run["config"], run["split"], run["metrics"]
     protocol = (f"{split['protocol']}: "
-                + ("SPEAKER-INDEPENDENT (no speaker is in two partitions)" if split["speaker_independent"]
-                   else "SPEAKER-DEPENDENT (the same speakers in train and test)"))
+                + ("speaker-independent, no speaker is in two partitions" if split["speaker_independent"]
+                   else "SPEAKER-DEPENDENT, the same speakers are in train and test"))
+    best = metrics["best_epoch"]
+    best = f"epoch {best['epoch']} of phase {best['phase']} (validation UAR {best['val_uar']:.3f})"
     rows = [
         ("run", Path(run["run_dir"]).name),
         ("backbone", f"{config['train']['backbone']} at {run['image_size']} px"),
@@ -51,7 +53,7 @@ def run_card(run: dict[str, Any]) -> pd.DataFrame:
         ("split", split["description"]),
         ("clips (train / val / test)", " / ".join(str(split["clips"][p]) for p in ("train", "val", "test"))),
         ("classes", ", ".join(run["classes"])),
-        ("best epoch", str(metrics["best_epoch"])),
+        ("best epoch", best),
         ("training wall time", f"{metrics['epoch_seconds']:.0f} s over {len(run['history'])} epochs "
                                f"({metrics['train_images_per_second']:.0f} training images/s)"),
         ("temperature", f"{metrics['temperature']:.3f}" if "temperature" in metrics else "not fitted"),
