@@ -190,20 +190,25 @@ def _strip_remote_scripts(body: str) -> str:
 
 def run(names: Sequence[str], parameters: Mapping[str, Any], reports_dir: Path = Path("reports"),
         progress: bool = True) -> list[NotebookRun]:
-    """Runs `names` in order under one run id (`run_id`, else the trained run's directory name,
+    """Runs `names` in order under one run id (`run_id`, else the evaluated run's directory name,
     else a new one), into `reports_dir/<run_id>/`. Each notebook gets the parameters it declares;
-    the evaluate notebook gets the run directory the train notebook writes."""
+    the evaluate notebook gets the run directory the train notebook writes, or without training
+    `run_dir`, else the newest finished run."""
     parameters = dict(parameters)
     declared = {name: notebook_parameters(notebook_path(name)) for name in names}
     unused = sorted(set(parameters) - set().union(*map(set, declared.values())))
     if unused:
         raise UserError(f"no notebook of {', '.join(names)} has the parameter(s) {', '.join(unused)}")
     config = Config.from_namespace(parameters)
+    trains = any("run_id" in d for d in declared.values())
+    evaluates = any("run_dir" in d for d in declared.values())
+    if evaluates and not trains and "run_dir" not in parameters:
+        from aed_tf.recognizer import latest_run
+
+        parameters["run_dir"] = str(latest_run(config.train.output_dir))
     if "run_dir" in parameters:
         run_id = Path(parameters["run_dir"]).name
     else:
-        if any("run_dir" in d for d in declared.values()) and not any("run_id" in d for d in declared.values()):
-            raise UserError("evaluating needs the run to evaluate: -p run_dir saved_models/RUN_ID")
         run_id = config.run_id()
         parameters["run_dir"] = str(Path(config.train.output_dir) / run_id)
     parameters["run_id"] = run_id

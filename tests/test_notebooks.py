@@ -60,10 +60,11 @@ def test_parameters_take_their_config_field_types_and_yaml_otherwise():
         parse_parameters([("epochs", "many")])
 
 
-def test_the_runner_refuses_parameters_no_notebook_declares(tmp_path):
+def test_the_runner_refuses_parameters_no_notebook_declares(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="epochz"):
         run(list(NOTEBOOKS), {"epochz": 3}, tmp_path)
-    with pytest.raises(UserError, match="run_dir"):
+    monkeypatch.chdir(tmp_path)  # no saved_models/ here: evaluating needs a run to evaluate
+    with pytest.raises(UserError, match="no finished run in saved_models"):
         run(["evaluate"], {}, tmp_path)
 
 
