@@ -13,7 +13,6 @@ Outputs under ``prepared_dir``:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -27,8 +26,9 @@ from aed_tf import splits
 from aed_tf.audio import AudioCache, AudioError, DecodedAudio, decode_many, is_silent
 from aed_tf.config import Config
 from aed_tf.corpora import LabelledFile, resolve_data_roots, scan
-from aed_tf.labels import MANIFEST_EMOTIONS
 from aed_tf.errors import InputError
+from aed_tf.files import write_csv, write_json
+from aed_tf.labels import MANIFEST_EMOTIONS
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,11 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
 
     out = Path(data.prepared_dir)
     out.mkdir(parents=True, exist_ok=True)
-    splits.write_csv_atomic(manifest, manifest_path(out))
-    splits.write_csv_atomic(rejected_df, out / "rejected.csv")
+    write_csv(manifest, manifest_path(out))
+    write_csv(rejected_df, out / "rejected.csv")
     summary = summarize(manifest, rejected_df, roots, time.perf_counter() - started)
     summary["decoded"] = cache.decodes  # 0 on a second run: everything came from the cache
-    _write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
 
     split_file = folds_file = None
     if len(manifest):
@@ -105,13 +105,13 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
             manifest, data.protocol, seed=data.seed, val_fraction=data.val_fraction,
             test_fraction=data.test_fraction, drop_unknown_speakers=data.drop_unknown_speakers,
         )
-        split_file = splits.write_csv_atomic(split, splits.split_path(out, data.protocol, data.seed))
+        split_file = write_csv(split, splits.split_path(out, data.protocol, data.seed))
         if splits.PROTOCOLS[data.protocol].speaker_independent:
             folds = splits.make_folds(manifest, data.folds, seed=data.seed,
                                       drop_unknown_speakers=data.drop_unknown_speakers)
-            folds_file = splits.write_csv_atomic(folds, splits.folds_path(out, data.folds, data.seed))
+            folds_file = write_csv(folds, splits.folds_path(out, data.folds, data.seed))
         summary["split"] = split_summary(manifest, split, data.protocol)
-        _write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+        write_json(out / "summary.json", summary)
     return Prepared(manifest, rejected_df, summary, manifest_path(out), split_file, folds_file, waveforms)
 
 
@@ -221,9 +221,3 @@ def _manifest_row(labelled: LabelledFile, audio: DecodedAudio) -> dict:
         channels=audio.channels, file_hash=audio.file_hash, audio_hash=audio.audio_hash,
     )
     return row
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

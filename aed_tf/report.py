@@ -15,6 +15,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from aed_tf.calibration import apply_temperature, expected_calibration_error
 from aed_tf.evaluate import Evaluation
+from aed_tf.files import write_json
 from aed_tf.train import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
 
 SUMMARY_FILE = "summary.json"
@@ -193,8 +194,6 @@ def probabilities(predictions: pd.DataFrame, classes: Sequence[str]) -> np.ndarr
 def write_summary(report_dir: str | Path, run: dict[str, Any], evaluation: Evaluation,
                   baseline: dict[str, float] | None = None) -> Path:
     """The report's headline figures, for `reports/index.html`."""
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "run_id": Path(run["run_dir"]).name, "run_dir": run["run_dir"],
         "backbone": run["config"]["train"]["backbone"], "weights": run["weights"],
@@ -204,8 +203,4 @@ def write_summary(report_dir: str | Path, run: dict[str, Any], evaluation: Evalu
         "baseline": baseline,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
     }
-    path = report_dir / SUMMARY_FILE
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(Path(report_dir) / SUMMARY_FILE, summary)

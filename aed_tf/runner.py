@@ -21,6 +21,7 @@ import yaml
 
 from aed_tf.config import Config
 from aed_tf.errors import UserError
+from aed_tf.files import write_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -174,11 +175,7 @@ def render_html(notebook: Path) -> Path:
     exporter.require_js_url = ""
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     body = _strip_remote_scripts(body)
-    page = notebook.with_suffix(".html")
-    tmp = page.with_name(f".tmp-{page.name}")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(page)
-    return page
+    return write_text(notebook.with_suffix(".html"), body)
 
 
 def _strip_remote_scripts(body: str) -> str:
@@ -253,12 +250,7 @@ def write_index(reports_dir: Path) -> Path:
         lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
                      + f"<td>{links}</td></tr>")
     lines += ["</table></body></html>"]
-    index = reports_dir / INDEX_FILE
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    tmp = index.with_name(f".tmp-{index.name}")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(index)
-    return index
+    return write_text(reports_dir / INDEX_FILE, "\n".join(lines) + "\n")
 
 
 def work_from_project_root() -> Path:

@@ -11,7 +11,6 @@ one partition, even across speakers, so splitters group speakers that share audi
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -245,23 +244,8 @@ def folds_path(prepared_dir: str | Path, k: int, seed: int) -> Path:
     return Path(prepared_dir) / "splits" / f"folds-k{k}-seed{seed}.csv"
 
 
-def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> Path:
-    """Writes ``df`` without its index so that readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its files are private (mode 0600) and os.replace would keep that.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def load_split(path: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
-    """Reads a split written by ``write_csv_atomic`` and checks it again against ``manifest``."""
+    """Reads a split written by ``prepare`` and checks it again against ``manifest``."""
     path = Path(path)
     try:
         split = pd.read_csv(path, dtype=str, keep_default_na=False)

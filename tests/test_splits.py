@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import stat
 
 import numpy as np
 import pandas as pd
@@ -12,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aed_tf.files import write_csv
 from aed_tf.labels import CLASSES
 from aed_tf.splits import (
     PARTITIONS,
@@ -26,7 +25,6 @@ from aed_tf.splits import (
     make_split,
     speaker_key,
     split_path,
-    write_csv_atomic,
 )
 
 CORPORA = ("ravdess", "tess", "crema-d", "savee")
@@ -416,13 +414,13 @@ def test_write_and_load_round_trip(tmp_path, manifest, protocol):
     # Speakers like RAVDESS's "07" must come back as text, not as the number 7.
     manifest["speaker"] = manifest["speaker"].str.replace("s", "0")
     split = make_split(manifest, protocol, seed=4)
-    path = write_csv_atomic(split, split_path(tmp_path, protocol, 4))
+    path = write_csv(split, split_path(tmp_path, protocol, 4))
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left
     pd.testing.assert_frame_equal(load_split(path, manifest), split)
 
 
 def test_load_refuses_a_tampered_split(tmp_path, manifest, split):
-    path = write_csv_atomic(split, tmp_path / "split.csv")
+    path = write_csv(split, tmp_path / "split.csv")
     lines = path.read_text().splitlines()
     row = 1 + first_clip_of(split, "test")
     lines[row] = lines[row].replace(",test,", ",train,")
@@ -432,32 +430,10 @@ def test_load_refuses_a_tampered_split(tmp_path, manifest, split):
 
 
 def test_load_names_the_file_it_cannot_read(tmp_path, manifest):
-    not_a_split = write_csv_atomic(manifest, tmp_path / "manifest.csv")
+    not_a_split = write_csv(manifest, tmp_path / "manifest.csv")
     with pytest.raises(ValueError, match=f"{not_a_split}: not a split CSV, columns"):
         load_split(not_a_split, manifest)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(ValueError, match=f"{empty}: not a split CSV"):
         load_split(empty, manifest)
-
-
-def test_write_csv_atomic_files_follow_the_umask(tmp_path):
-    old_umask = os.umask(0o022)
-    try:
-        path = write_csv_atomic(pd.DataFrame({"a": [1]}), tmp_path / "table.csv")
-    finally:
-        os.umask(old_umask)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
-
-
-def test_write_csv_atomic_keeps_the_old_file_when_writing_fails(tmp_path):
-    path = write_csv_atomic(pd.DataFrame({"a": [1]}), tmp_path / "out" / "table.csv")
-
-    class Unwritable(pd.DataFrame):
-        def to_csv(self, *args, **kwargs):
-            raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        write_csv_atomic(Unwritable({"a": [2]}), path)
-    assert path.read_text() == "a\n1\n"
-    assert [p.name for p in path.parent.iterdir()] == ["table.csv"]

@@ -1,0 +1,44 @@
+"""Atomic file writes: every file the package writes goes through here, so a reader, or a run
+killed mid-write, never sees half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Calls ``write(temporary path)`` beside ``path``, then renames the result over ``path``.
+
+    The temporary name keeps the file's name at its end (Keras picks the format from the
+    suffix) and the writer's process id (two processes never share one). Not tempfile.mkstemp:
+    its files are private (mode 0600) and the rename would keep that.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when the write failed
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Indented JSON; values JSON does not know (paths, numpy scalars) are written as text."""
+    return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """``df`` without its index."""
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
