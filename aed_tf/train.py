@@ -9,15 +9,20 @@ A run folder holds ``classifier.keras`` (images -> probabilities), ``serving.ker
 waveform -> probabilities, the front end inside), ``config.json``, ``history.csv``, ``split.csv``
 and ``metrics.json``. Every file is written to a temporary name and renamed, and an epoch
 checkpoint (model and optimizer state) lets ``resume`` continue a killed run.
+
+With ``TF_CONFIG`` set, the machines it names train together (`aed_tf.distributed`): the chief
+writes the run folder, the other workers a temporary one that is deleted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import platform
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +33,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from aed_tf import __version__
+from aed_tf import __version__, distributed
 from aed_tf.backbones import resolve_image_size
 from aed_tf.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from aed_tf.config import Config
@@ -38,7 +43,7 @@ from aed_tf.model import build_classifier, build_serving_model, set_backbone_tra
 from aed_tf.pipeline import eval_dataset, train_dataset
 from aed_tf.prepare import prepare
 from aed_tf.splits import PROTOCOLS, load_split
-from aed_tf.errors import InputError, UserError
+from aed_tf.errors import InputError
 
 CLASSIFIER_FILE = "classifier.keras"
 SERVING_FILE = "serving.keras"
@@ -73,6 +78,7 @@ class TrainResult:
     val_metrics: dict[str, float]
     history: pd.DataFrame
     seconds: float
+    model: keras.Model  # the classifier with the kept epoch's weights
 
 
 @dataclass(frozen=True)
@@ -118,10 +124,27 @@ def phases(config: Config) -> list[Phase]:
 
 
 def train(config: Config, progress: bool = True) -> TrainResult:
-    """Trains, selects the epoch with the best validation UAR and writes the run folder."""
-    started = time.perf_counter()
+    """Trains, selects the epoch with the best validation UAR and writes the run folder.
+
+    Under ``TF_CONFIG`` each worker calls this with the same config; only the chief writes the
+    run folder. The others return its path as they name it (with no ``run_id``, from their clock).
+    """
+    if config.train.resume and os.environ.get("TF_CONFIG"):
+        raise distributed.MultiWorkerUnsupportedError(
+            "--resume is not supported across machines (TF_CONFIG is set): only the chief keeps "
+            "the checkpoint. Resume on the chief alone with TF_CONFIG unset, or start a new run."
+        )
     strategy = distribution_strategy()
     run_dir = run_directory(config)
+    if strategy.extended.should_checkpoint:  # the chief, or the only worker
+        return _train(config, strategy, run_dir, progress)
+    with tempfile.TemporaryDirectory(prefix="aed-tf-worker-") as scratch:
+        result = _train(config, strategy, Path(scratch) / run_dir.name, progress)
+    return dataclasses.replace(result, run_dir=run_dir)
+
+
+def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, progress: bool) -> TrainResult:
+    started = time.perf_counter()
     state = _start_or_resume(run_dir, config)
     _configure_runtime(config)
     data = load_training_data(config, progress=progress)
@@ -138,7 +161,7 @@ def train(config: Config, progress: bool = True) -> TrainResult:
 
     with strategy.scope():
         model = build_classifier(config.train, num_classes, config.frontend.n_mels)
-    _write_run_files(run_dir, config, data, image_size, status="training")
+    _write_run_files(run_dir, config, data, image_size, strategy, status="training")
     class_weight = _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
 
     model_is_current = True  # does `model` hold the weights of the last finished epoch?
@@ -156,14 +179,18 @@ def train(config: Config, progress: bool = True) -> TrainResult:
                 _compile(model, config, phase, steps_per_epoch)
         initial_epoch = state["epoch"] if resuming else 0
         state.update(phase=phase.name, epoch=initial_epoch)
-        model.fit(
-            train_ds, epochs=phase.epochs, initial_epoch=initial_epoch, class_weight=class_weight,
-            shuffle=False,  # the dataset reshuffles itself, seeded, every epoch
-            verbose=1 if progress else 0,
-            callbacks=[EpochCheckpoint(run_dir, state, phase.name, val_ds, val_part.labels)]
-            + ([keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
-               if config.train.patience else []),
-        )
+        callbacks = [EpochCheckpoint(run_dir, state, phase.name, val_ds, val_part.labels)] + (
+            [keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
+            if config.train.patience else [])
+        if distributed.is_multi_worker(strategy):
+            distributed.fit(model, train_ds, epochs=phase.epochs, loss=_loss(config, reduction=None),
+                            class_weight=class_weight, callbacks=callbacks, verbose=1 if progress else 0)
+        else:
+            model.fit(
+                train_ds, epochs=phase.epochs, initial_epoch=initial_epoch, class_weight=class_weight,
+                shuffle=False,  # the dataset reshuffles itself, seeded, every epoch
+                verbose=1 if progress else 0, callbacks=callbacks,
+            )
         model_is_current = True
         state["completed_phases"].append(phase.name)
         _write_json(run_dir / _STATE, state)
@@ -186,10 +213,10 @@ def train(config: Config, progress: bool = True) -> TrainResult:
         "epoch_seconds": round(float(history["seconds"].sum()), 1),  # all epochs, resumed or not
         "train_images_per_second": round(len(train_part.labels) * len(history) / float(history["seconds"].sum()), 1),
     })
-    _write_run_files(run_dir, config, data, image_size, status="finished")
+    _write_run_files(run_dir, config, data, image_size, strategy, status="finished")
     for leftover in (_CHECKPOINT, _STATE, _BEST_WEIGHTS):
         (run_dir / leftover).unlink(missing_ok=True)
-    return TrainResult(run_dir, val_metrics, history, seconds)
+    return TrainResult(run_dir, val_metrics, history, seconds, model)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -225,20 +252,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
         _write_json(self.run_dir / _STATE, self.state)
 
 
-class MultiWorkerUnsupportedError(UserError, RuntimeError):
-    """Training across machines is not available yet."""
-
-
 def distribution_strategy() -> tf.distribute.Strategy:
-    """Mirrored across the GPUs of one machine, else the default strategy."""
+    """Across the machines that TF_CONFIG names, else mirrored across the GPUs of this machine,
+    else the default strategy."""
     if os.environ.get("TF_CONFIG"):
-        # Keras 3's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585): it
-        # all-reduces eagerly while building, and again when reducing per-replica metrics.
-        raise MultiWorkerUnsupportedError(
-            "TF_CONFIG is set, but multi-worker training is not supported yet: Keras 3's "
-            "Model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). "
-            "Unset TF_CONFIG to train on this machine's GPUs (MirroredStrategy)."
-        )
+        # Before any other TensorFlow op: the strategy sets up this process's collectives.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -269,10 +288,16 @@ def _compile(model: keras.Model, config: Config, phase: Phase, steps_per_epoch: 
     )
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
+        loss=_loss(config),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=train.xla,
     )
+
+
+def _loss(config: Config, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
+    """Cross-entropy with label smoothing; ``reduction=None``: one value per example."""
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing,
+                                                reduction=reduction)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -299,7 +324,8 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
     return {**fresh, **json.loads((run_dir / _STATE).read_text())}
 
 
-def _write_run_files(run_dir: Path, config: Config, data: TrainingData, image_size: int, status: str) -> None:
+def _write_run_files(run_dir: Path, config: Config, data: TrainingData, image_size: int,
+                     strategy: tf.distribute.Strategy, status: str) -> None:
     protocol = PROTOCOLS[config.data.protocol]
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_text(run_dir / SPLIT_FILE, data.split.to_csv(index=False))
@@ -317,7 +343,8 @@ def _write_run_files(run_dir: Path, config: Config, data: TrainingData, image_si
         "versions": _versions(),
         "git_commit": _git_commit(),
         "hardware": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                     "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]},
+                     "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+                     **distributed.describe(strategy)},
         "written": dt.datetime.now().isoformat(timespec="seconds"),
     })
 

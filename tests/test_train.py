@@ -44,6 +44,7 @@ def test_training_writes_a_complete_reproducible_run(tmp_path, data_root):
     assert saved["weights"].startswith("from scratch")
     assert saved["frontend"]["n_mels"] == 32 and saved["seed"] == 0 and saved["image_size"] == 32
     assert {"tensorflow", "keras", "aed_tf"} <= set(saved["versions"])
+    assert (saved["hardware"]["strategy"], saved["hardware"]["workers"]) == ("default", 1)
 
     history = pd.read_csv(run / HISTORY_FILE)
     assert list(history["phase"]) == ["scratch", "scratch"] and list(history["epoch"]) == [1, 2]
@@ -150,10 +151,12 @@ def test_resume_refuses_changed_parameters(tmp_path, data_root):
         train(config.replace(resume=True, batch_size=4), progress=False)
 
 
-def test_a_cluster_config_gets_a_clear_error_not_a_crash(monkeypatch):
-    from aed_tf.train import MultiWorkerUnsupportedError, distribution_strategy
+def test_resume_across_machines_gets_a_clear_error_not_a_crash(tmp_path, monkeypatch):
+    from aed_tf.distributed import MultiWorkerUnsupportedError
 
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
-    with pytest.raises(MultiWorkerUnsupportedError, match="keras-team/keras#20585"):
-        distribution_strategy()
+    config = tiny_config(tmp_path, tmp_path / "data", resume=True)
+    # Refused before the strategy connects to the cluster.
+    with pytest.raises(MultiWorkerUnsupportedError, match="--resume.*TF_CONFIG unset"):
+        train(config, progress=False)
