@@ -26,7 +26,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -37,13 +36,14 @@ from aed_tf import __version__, distributed
 from aed_tf.backbones import resolve_image_size
 from aed_tf.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from aed_tf.config import Config
+from aed_tf.errors import InputError
+from aed_tf.files import atomic_write, write_csv, write_json
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
 from aed_tf.pipeline import eval_dataset, train_dataset
 from aed_tf.prepare import prepare
 from aed_tf.splits import PROTOCOLS, load_split
-from aed_tf.errors import InputError
 
 CLASSIFIER_FILE = "classifier.keras"
 SERVING_FILE = "serving.keras"
@@ -193,18 +193,18 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
             )
         model_is_current = True
         state["completed_phases"].append(phase.name)
-        _write_json(run_dir / _STATE, state)
+        write_json(run_dir / _STATE, state)
 
     with np.load(run_dir / _BEST_WEIGHTS) as best:
         model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
     val_probabilities = model.predict(val_ds, verbose=0)
     val_metrics = classification_metrics(val_part.labels, val_probabilities)
     temperature = fit_temperature(val_part.labels, val_probabilities)
-    _atomic(run_dir / CLASSIFIER_FILE, model.save)
-    _atomic(run_dir / SERVING_FILE, build_serving_model(model, config.frontend, temperature).save)
+    _save_model(model, run_dir / CLASSIFIER_FILE)
+    _save_model(build_serving_model(model, config.frontend, temperature), run_dir / SERVING_FILE)
     seconds = time.perf_counter() - started
     history = pd.read_csv(run_dir / HISTORY_FILE)
-    _write_json(run_dir / METRICS_FILE, {
+    write_json(run_dir / METRICS_FILE, {
         "val": val_metrics, "best_epoch": state["best"],
         "temperature": temperature,  # fitted on validation; the serving model applies it
         "val_ece": expected_calibration_error(val_part.labels, val_probabilities),
@@ -245,11 +245,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         history.append(row)
         if val["uar"] > self.state["best"].get("val_uar", -1.0):
             self.state["best"] = {"phase": self.phase, "epoch": epoch + 1, "val_uar": val["uar"]}
-            _atomic(self.run_dir / _BEST_WEIGHTS, lambda tmp: _save_arrays(tmp, self.model.get_weights()))
-        _atomic(self.run_dir / _CHECKPOINT, self.model.save)
-        _atomic_text(self.run_dir / HISTORY_FILE, pd.DataFrame(history).to_csv(index=False))
+            _save_arrays(self.run_dir / _BEST_WEIGHTS, self.model.get_weights())
+        _save_model(self.model, self.run_dir / _CHECKPOINT)
+        write_csv(pd.DataFrame(history), self.run_dir / HISTORY_FILE)
         self.state["epoch"] = epoch + 1
-        _write_json(self.run_dir / _STATE, self.state)
+        write_json(self.run_dir / _STATE, self.state)
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -328,9 +328,9 @@ def _write_run_files(run_dir: Path, config: Config, data: TrainingData, image_si
                      strategy: tf.distribute.Strategy, status: str) -> None:
     protocol = PROTOCOLS[config.data.protocol]
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(run_dir / SPLIT_FILE, data.split.to_csv(index=False))
+    write_csv(data.split, run_dir / SPLIT_FILE)
     counts = {name: int(len(p.labels)) for name, p in data.partitions.items()}
-    _write_json(run_dir / CONFIG_FILE, {
+    write_json(run_dir / CONFIG_FILE, {
         "config": config.replace(resume=False).to_dict(),
         "status": status,
         "classes": list(data.classes),
@@ -367,22 +367,14 @@ def _git_commit() -> str:
         return ""
 
 
-def _atomic(path: Path, write) -> None:
-    """Writes through ``write(temporary path)`` and renames, so a kill never leaves half a file."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(str(tmp))
-    os.replace(tmp, path)
+def _save_model(model: keras.Model, path: Path) -> None:
+    atomic_write(path, lambda tmp: model.save(str(tmp)))
 
 
-def _save_arrays(path: str, arrays: list[np.ndarray]) -> None:
-    with open(path, "wb") as f:  # a file object, so that numpy does not append ".npz"
-        np.savez(f, *arrays)
+def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object, so that numpy does not append ".npz"
+            np.savez(f, *arrays)
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: Path(p).write_text(text))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _atomic_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write(path, save)
 
