@@ -124,6 +124,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="WebRTC voice activity detector, 0 (lenient) to 3 (strict)")
     predict.add_argument("--windows-per-batch", type=int, default=32, help="windows through the model at once")
     predict.set_defaults(run=_predict)
+
+    export = commands.add_parser(
+        "export", help="the serving model as a SavedModel, TFLite or ONNX model",
+        description="Exports the serving model of RUN_DIR (float32 waveforms [batch, samples] at 16 kHz "
+        "in, probabilities out, the front end inside) in --format, checks it against the Keras model "
+        "and writes a metadata JSON beside it: classes, sample rate, clip length, the difference measured.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (saved_models/<run_id>)")
+    # aed_tf.export.FORMATS, not imported here: it imports TensorFlow, which --help does not need.
+    export.add_argument("--format", choices=("savedmodel", "tflite", "onnx"), required=True,
+                        help="savedmodel (a folder), tflite or onnx")
+    export.add_argument("--out", help="where to write it (default: RUN_DIR/export/savedmodel, "
+                        "model.tflite or model.onnx); replaced if it exists")
+    export.set_defaults(run=_export)
+
+    serve = commands.add_parser(
+        "serve", help="a web demo: upload or record audio, see the emotion",
+        description="Starts a Gradio app on --host:--port: upload or record audio and see the "
+        "probabilities of every emotion and, for audio longer than one window, the timeline.",
+    )
+    serve.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
+                       help="a finished run (default: the newest finished run in saved_models/)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -288,6 +313,25 @@ def _predict(config: Config, args: argparse.Namespace) -> int:
         for error in errors:
             print(f"  {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _export(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.export import export
+
+    exported = export(args.run_dir, args.format, args.out)
+    check = exported.metadata["check"]
+    print(f"{exported.format}: {exported.path}\nmetadata: {exported.metadata_path}")
+    print(f"largest difference of a probability from the Keras model's: {check['max_abs_difference']:.2g} "
+          f"({check['inputs'].split(' (')[0]})")
+    return 0
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.recognizer import latest_run
+    from aed_tf.serve import serve
+
+    serve(args.run_dir or latest_run(config.train.output_dir), host=args.host, port=args.port)
     return 0
 
 

@@ -8,8 +8,11 @@ a model sees the same features in training and on a user's file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -26,6 +29,34 @@ NORMALIZE_EPSILON = 1e-6
 IMAGE_RANGE = 3.0
 # The mel product runs as this many products, one per group of adjacent bands (see _mel_blocks).
 MEL_BAND_GROUPS = 4
+
+_tracing = threading.local()  # .plain_ops: True inside `plain_ops()`, in this thread
+
+
+def _xla(function: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor]:
+    """`function` compiled by XLA, or traced as the plain TensorFlow ops of the same code inside
+    `plain_ops()`."""
+    compiled = tf.function(function, jit_compile=True, reduce_retracing=True, autograph=False)
+
+    @functools.wraps(function)
+    def call(*args: Any) -> tf.Tensor:
+        return function(*args) if getattr(_tracing, "plain_ops", False) else compiled(*args)
+
+    return call
+
+
+@contextlib.contextmanager
+def plain_ops() -> Iterator[None]:
+    """Within it (in this thread), the front end's XLA-compiled steps trace as ordinary TensorFlow
+    ops: for graphs that leave TensorFlow. tf2onnx cannot convert a call of an XLA-compiled
+    function, and a SavedModel or TFLite model then needs no XLA where it runs. Same code, so the
+    same features up to float rounding (XLA may fuse and reorder)."""
+    before = getattr(_tracing, "plain_ops", False)
+    _tracing.plain_ops = True
+    try:
+        yield
+    finally:
+        _tracing.plain_ops = before
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,7 +115,7 @@ def mel_power(waveforms: tf.Tensor, frontend: FrontEndConfig) -> tf.Tensor:
 
 # XLA fuses the squared magnitude into the mel products, one pass over the STFT: less than half
 # the time of separate ops on a CPU. It compiles once per input shape (~50 ms).
-@tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
+@_xla
 def _stft_to_mel_power(
     stft: tf.Tensor, mel_blocks: tuple[tuple[int, int, np.ndarray], ...]
 ) -> tf.Tensor:
@@ -147,14 +178,16 @@ def to_image(features: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.image.resize(_grey_rgb_grid(features), [image_size, image_size], method="bilinear")
 
 
-@tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
+@_xla
 def _grey_rgb_grid(features: tf.Tensor) -> tf.Tensor:
     """[B, frames, n_mels] -> [B, n_mels, frames, 3] in [0, 255], the lowest band last.
 
     One XLA pass; as separate ops, the transpose and the channel repeat cost 3x as much."""
     grid = tf.transpose(tf.reverse(features, axis=[2]), [0, 2, 1])
     grid = tf.clip_by_value(grid * (127.5 / IMAGE_RANGE) + 127.5, 0.0, 255.0)
-    return tf.tile(grid[..., tf.newaxis], [1, 1, 1, 3])
+    # expand_dims, not [..., tf.newaxis]: TFLite has no builtin op for the strided slice that
+    # adds an axis to a tensor of unknown frames.
+    return tf.tile(tf.expand_dims(grid, -1), [1, 1, 1, 3])
 
 
 def waveform_to_features(waveforms: tf.Tensor, frontend: FrontEndConfig) -> tf.Tensor:

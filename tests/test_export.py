@@ -1,0 +1,128 @@
+"""Exports (SavedModel, TFLite, ONNX) give the Keras serving model's probabilities on real clips,
+each through its own runtime: TensorFlow, the LiteRT (TensorFlow Lite) interpreter, ONNX Runtime."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aed_tf.audio import decode
+from aed_tf.cli import build_parser, main
+from aed_tf.config import FrontEndConfig
+from aed_tf.export import FORMATS, check_waveforms, export, format_of, load_export, metadata_file
+from aed_tf.features import plain_ops, waveform_to_image
+from aed_tf.recognizer import EmotionRecognizer
+from tests.conftest import RAVDESS_DIR, TESS_DIR
+from tests.responsive import make_responsive_run
+
+# The largest difference of a probability from the Keras model's that each format may show on real
+# clips: float32 rounding, XLA's fused mel product against plain ops, TFLite's RFFT2D and ONNX
+# Runtime's DFT against TensorFlow's FFT. Measured with this model: 4e-8 (SavedModel), 9e-8
+# (TFLite), 9e-8 (ONNX); with a trained mobilenetv3small run (3 s, 128 mels, 96 px): 6e-7, 7e-6,
+# 4e-6.
+TOLERANCE = {"savedmodel": 1e-5, "tflite": 1e-5, "onnx": 1e-5}
+
+CLIPS = [
+    RAVDESS_DIR / "Actor_01" / "03-01-05-01-01-01-01.flac",  # angry
+    RAVDESS_DIR / "Actor_02" / "03-01-03-01-01-01-02.flac",  # happy
+    RAVDESS_DIR / "Actor_05" / "03-01-04-02-02-02-05.flac",  # sad
+    TESS_DIR / "OAF_angry" / "OAF_bar_angry.flac",
+    TESS_DIR / "YAF_fear" / "YAF_bath_fear.flac",
+    TESS_DIR / "OAF_neutral" / "OAF_back_neutral.flac",
+]
+
+
+@pytest.fixture(scope="module")
+def clips(shared_datasets) -> list[np.ndarray]:
+    """The real clips at 16 kHz mono, whole (1.5-4 s: the models crop them to their 0.5 s)."""
+    return [decode(path).samples for path in CLIPS]
+
+
+@pytest.fixture(scope="module")
+def responsive_run(tiny_run, tmp_path_factory) -> Path:
+    """A run whose model gives each clip its own answer (the tiny run's gives all the same), so a
+    front end (STFT, mel, log, normalisation, image) that exported wrongly shows."""
+    return make_responsive_run(tiny_run, tmp_path_factory.mktemp("responsive") / "run")
+
+
+def windows(clips: list[np.ndarray], length: int) -> np.ndarray:
+    """[clips, length]: the middle `length` samples of each clip, a batch."""
+    return np.stack([clip[(len(clip) - length) // 2:][:length] for clip in clips])
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_an_export_gives_the_keras_models_probabilities_on_real_clips(responsive_run, clips, format, tmp_path):
+    model = EmotionRecognizer.load(responsive_run).model
+    clip_samples = FrontEndConfig(**json.loads((responsive_run / "config.json").read_text())["frontend"]).clip_samples
+    batch = windows(clips, clip_samples)
+    expected_batch = model(batch).numpy()
+    # The comparison means something: the clips get answers far apart compared with the tolerance.
+    assert expected_batch.std(axis=0).max() > 1000 * TOLERANCE[format], expected_batch
+    assert len(set(np.argmax(expected_batch, axis=1))) >= 2, expected_batch
+
+    out = tmp_path / {"savedmodel": "sm", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
+    exported = export(responsive_run, format, out)
+    assert exported.path == out and format_of(out) == format
+    run = load_export(out)
+    np.testing.assert_allclose(run(batch), expected_batch, rtol=0, atol=TOLERANCE[format])
+    # Whole clips of any length, one at a time: the centred crop is in the export too.
+    for clip in clips:
+        np.testing.assert_allclose(run(clip[None]), model(clip[None]).numpy(), rtol=0, atol=TOLERANCE[format])
+    # And shorter than the clip: zero padded as the Keras model pads.
+    short = batch[:, : clip_samples // 3]
+    np.testing.assert_allclose(run(short), model(short).numpy(), rtol=0, atol=TOLERANCE[format])
+
+    metadata = json.loads(metadata_file(out).read_text())
+    assert metadata == exported.metadata
+    assert metadata["classes"] == list(EmotionRecognizer.load(responsive_run).classes)
+    assert (metadata["sample_rate"], metadata["clip_samples"]) == (16000, clip_samples)
+    assert metadata["input"]["name"] == "waveform" and metadata["output"]["name"] == "probabilities"
+    assert 0 <= metadata["check"]["max_abs_difference"] <= TOLERANCE[format]
+    assert 0 <= metadata["check"]["silence_max_abs_difference"] <= 1  # recorded apart: rounding noise
+
+
+@pytest.mark.parametrize("format", ["tflite", "onnx"])
+def test_cli_exports_the_trained_run(tiny_run, clips, format, capsys):
+    """The tiny run's own model (MobileNetV3: hard-swish, depthwise convolutions, squeeze and
+    excite) converts with builtin ops, through the command line, to the default place. (The
+    TFLite model is converted from the SavedModel export.)"""
+    assert main(["export", str(tiny_run), "--format", format]) == 0
+    out = capsys.readouterr().out
+    path = tiny_run / "export" / {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
+    assert str(path) in out and metadata_file(path).is_file()
+    model = EmotionRecognizer.load(tiny_run).model
+    batch = windows(clips, 8000)
+    np.testing.assert_allclose(load_export(path)(batch), model(batch).numpy(), rtol=0, atol=TOLERANCE[format])
+
+
+def test_cli_export_errors_are_one_line(tiny_run, tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
+    assert capsys.readouterr().err.strip() == f"aed-tf export: error: {tmp_path}: not a finished run " \
+                                              "(no serving.keras or config.json)"
+    with pytest.raises(SystemExit):
+        main(["export", str(tiny_run), "--format", "pytorch"])
+    assert "invalid choice" in capsys.readouterr().err
+    # The command line lists the formats without importing TensorFlow: every one must be there.
+    for format in FORMATS:
+        assert build_parser().parse_args(["export", str(tiny_run), "--format", format]).format == format
+
+
+def test_plain_ops_trace_the_front_end_without_xla_and_give_the_same_image():
+    frontend = FrontEndConfig(clip_seconds=0.5, n_mels=32)
+    waves = check_waveforms(frontend.sample_rate, frontend.clip_samples)[0]
+    spec = tf.TensorSpec([None, None], tf.float32)
+
+    def calls(function) -> set[str]:
+        return {node.op for node in function.get_concrete_function(spec).graph.as_graph_def().node
+                if "PartitionedCall" in node.op}
+
+    compiled = tf.function(lambda w: waveform_to_image(w, frontend, 32))
+    assert calls(compiled)  # the XLA-compiled steps are function calls
+    with plain_ops():
+        plain = tf.function(lambda w: waveform_to_image(w, frontend, 32))
+        assert not calls(plain)
+        plain_image = plain(waves).numpy()
+    # Images in [0, 255]: XLA's fused products and the plain ops differ in rounding only.
+    np.testing.assert_allclose(plain_image, compiled(waves).numpy(), rtol=0, atol=1e-3)
