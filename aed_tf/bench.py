@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier
 from aed_tf.pipeline import train_dataset
 from aed_tf.splits import PROTOCOLS, SHARED_SI
-from aed_tf.train import CONFIG_FILE, METRICS_FILE, load_training_data, train
+from aed_tf.train import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, load_training_data, run_directory, train
 
 ROUTES = {
     "pipeline": "train_dataset on waveforms in memory: each clip's mel power once (not counted, "
@@ -175,32 +176,41 @@ SHARED_SI_BASELINES_UAR = {
 }
 
 
-def bench_train(config: Config, backbones: Sequence[str], progress: bool = True) -> dict[str, Any]:
-    """Trains each backbone from scratch on the shared-si protocol, tests it on the held-out
-    speakers (overall and per corpus), and measures what the input pipeline costs a step."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    results, evaluations = [], []
+def bench_run_id(config: Config) -> str:
+    """`bench-<backbone>-<digest of every other setting>`: the same settings name the same run,
+    so a benchmark run that finished is reused and one that was killed resumes."""
+    settings = config.replace(run_id="", resume=False).to_json()
+    return f"bench-{config.train.backbone}-{hashlib.sha1(settings.encode()).hexdigest()[:8]}"
+
+
+def bench_train(config: Config, backbones: Sequence[str], command: str,
+                previous: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Trains each backbone from scratch on the shared-si protocol (or reuses its finished run
+    with the same settings, or resumes a killed one), tests it on the held-out speakers overall,
+    per corpus and per class, and measures what the input pipeline costs a step.
+
+    Rows of `previous` (an earlier result) for other backbones are kept, each with the command
+    that made it, so the slow backbones can be run apart with settings of their own; the
+    ensemble averages every row's test probabilities."""
+    rows = {row["backbone"]: row for row in (previous or {}).get("results", [])}
     for name in backbones:
-        run_config = config.replace(backbone=name, weights="none", protocol=SHARED_SI,
-                                    run_id=f"bench-{stamp}-{name}")
-        started = time.perf_counter()
-        run = train(run_config, progress=progress)
-        wall = time.perf_counter() - started
-        test = evaluate(run.run_dir, "test")
-        evaluations.append(test)
-        saved = json.loads((run.run_dir / CONFIG_FILE).read_text())
-        metrics = json.loads((run.run_dir / METRICS_FILE).read_text())
-        results.append({
-            "backbone": name, "run_dir": str(run.run_dir), "image_size": saved["image_size"],
-            "epochs": len(run.history), "wall_seconds": round(wall, 1),
-            "train_images_per_second": metrics["train_images_per_second"],
-            "val": run.val_metrics, "test": test.overall,
-            "test_per_corpus": test.per_corpus.set_index("corpus").to_dict(orient="index"),
-            "test_recall_per_class": recall_per_class(test.predictions, test.classes),
-        })
+        run_config = config.replace(backbone=name, weights="none", protocol=SHARED_SI)
+        run_config = run_config.replace(run_id=bench_run_id(run_config))
+        run_dir = run_directory(run_config)
+        status = (json.loads((run_dir / CONFIG_FILE).read_text())["status"]
+                  if (run_dir / CONFIG_FILE).is_file() else None)
+        if status != "finished":
+            train(run_config.replace(resume=status is not None), progress=progress)
+        rows[name] = {"backbone": name, **_bench_row(run_dir), "command": command}
+    results = list(rows.values())
+    evaluations = [evaluate(row["run_dir"], "test") for row in results]
+    for row, test in zip(results, evaluations):
+        row.update(test=test.overall,
+                   test_per_corpus=test.per_corpus.set_index("corpus").to_dict(orient="index"),
+                   test_recall_per_class=recall_per_class(test.predictions, test.classes))
     ensemble = None
     if len(evaluations) > 1:
-        ensemble = {"backbones": list(backbones), **ensemble_metrics(evaluations)}
+        ensemble = {"backbones": [row["backbone"] for row in results], **ensemble_metrics(evaluations)}
     return {
         "protocol": SHARED_SI, "protocol_description": PROTOCOLS[SHARED_SI].description,
         "weights": "none: from scratch (ImageNet weights cannot be downloaded on this machine)",
@@ -208,6 +218,19 @@ def bench_train(config: Config, backbones: Sequence[str], progress: bool = True)
         "pipeline_cost": pipeline_cost(config.replace(backbone=backbones[0], protocol=SHARED_SI)),
         "cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _bench_row(run_dir: Path) -> dict[str, Any]:
+    """What a finished run says of itself: settings, speed and validation metrics."""
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    return {
+        "run_dir": str(run_dir), "image_size": saved["image_size"],
+        "epochs": len(pd.read_csv(run_dir / HISTORY_FILE)),
+        "train_seconds": metrics["epoch_seconds"],
+        "train_images_per_second": metrics["train_images_per_second"],
+        "val": metrics["val"], "git_commit": saved.get("git_commit", ""),
     }
 
 
@@ -263,7 +286,7 @@ def format_train_table(result: dict[str, Any]) -> str:
     lines = [
         f"# Accuracy on held-out speakers: protocol `{result['protocol']}`",
         "", result["protocol_description"], "", f"Weights: {result['weights']}.", "",
-        "| model | test acc | test UAR | test macro-F1 | UAR RAVDESS | UAR TESS | val UAR | images/s (train) | wall s |",
+        "| model | test acc | test UAR | test macro-F1 | UAR RAVDESS | UAR TESS | val UAR | images/s (train) | training s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["results"]:
@@ -273,7 +296,7 @@ def format_train_table(result: dict[str, Any]) -> str:
             f"| {r['test']['uar']:.3f} | {r['test']['macro_f1']:.3f} "
             f"| {corpus.get('ravdess', {}).get('uar', float('nan')):.3f} "
             f"| {corpus.get('tess', {}).get('uar', float('nan')):.3f} | {r['val']['uar']:.3f} "
-            f"| {r['train_images_per_second']:.0f} | {r['wall_seconds']:.0f} |"
+            f"| {r['train_images_per_second']:.0f} | {r['train_seconds']:.0f} |"
         )
     ensemble = result.get("ensemble")
     if ensemble:
@@ -293,6 +316,10 @@ def format_train_table(result: dict[str, Any]) -> str:
     for name, row in [(r["backbone"], r["test_recall_per_class"]) for r in result["results"]] + (
             [("ensemble", ensemble["test_recall_per_class"])] if ensemble else []):
         lines.append(f"| {name} | " + " | ".join(f"{row.get(c, float('nan')):.2f}" for c in classes) + " |")
+    lines += ["", "Commands:", ""]
+    for command in dict.fromkeys(r["command"] for r in result["results"]):
+        made = ", ".join(r["backbone"] for r in result["results"] if r["command"] == command)
+        lines.append(f"- {made}: `{command}`")
     cost = result["pipeline_cost"]
     lines += ["", f"Input pipeline cost: {cost['cost']:.1%} of training speed "
               f"({cost['pipeline_images_per_second']:.0f} images/s from the pipeline, "

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     Config.add_arguments(bench_train)
     bench_train.add_argument("--backbones", nargs="+", default=None,
                              help="backbones to train (default: every registered one)")
-    bench_train.add_argument("--output", default="reports/benchmarks/train.json", help="result file")
+    bench_train.add_argument("--output", default="reports/benchmarks/train.json",
+                             help="result file; its rows for backbones not trained here are kept")
     bench_train.set_defaults(run=_bench_train)
 
     bench_predict = bench_kinds.add_parser(
@@ -212,12 +213,12 @@ def _bench_train(config: Config, args: argparse.Namespace) -> int:
     from aed_tf.backbones import BACKBONES
     from aed_tf.bench import bench_train, format_train_table
 
-    result = bench_train(config, args.backbones or list(BACKBONES))
-    result["command"] = args.command_line
     output = Path(args.output)
+    previous = json.loads(output.read_text()) if output.is_file() else None
+    result = bench_train(config, args.backbones or list(BACKBONES), args.command_line, previous)
     _write_json(output, result)
     table = format_train_table(result)
-    output.with_suffix(".md").write_text(table + f"\nCommand: `{result['command']}`\n")
+    output.with_suffix(".md").write_text(table)
     print(table)
     best = max(result["results"], key=lambda r: r["test"]["uar"])
     print(f"best test UAR {best['test']['uar']:.3f} ({best['backbone']}, protocol {result['protocol']}); "

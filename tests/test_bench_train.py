@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,14 +9,14 @@ from aed_tf import cli
 @pytest.mark.shared_data
 def test_bench_train_reports_held_out_speakers_per_corpus(shared_datasets, shared_cache, tmp_path, capsys):
     output = tmp_path / "train.json"
-    code = cli.main([
+    argv = [
         "bench", "train", "--backbones", "mobilenetv3small", "--output", str(output),
         "--data-roots", str(shared_datasets / "RAVDESS"), str(shared_datasets / "TESS"),
         "--cache-dir", str(shared_cache), "--prepared-dir", str(tmp_path / "prepared"),
         "--output-dir", str(tmp_path / "runs"), "--epochs", "1", "--image-size", "32",
         "--n-mels", "32", "--batch-size", "64",
-    ])
-    assert code == 0
+    ]
+    assert cli.main(argv) == 0
     result = json.loads(output.read_text())
     assert result["protocol"] == "shared-si" and "RAVDESS actors 17-20" in result["protocol_description"]
     assert result["weights"].startswith("none")
@@ -29,8 +30,22 @@ def test_bench_train_reports_held_out_speakers_per_corpus(shared_datasets, share
     cost = result["pipeline_cost"]
     assert cost["pipeline_images_per_second"] > 0 and cost["in_memory_images_per_second"] > 0
     table = output.with_suffix(".md").read_text()
-    assert "shared-si" in table and "librosa statistics + MLP" in table and "Command: `aed-tf bench train" in table
+    assert "shared-si" in table and "librosa statistics + MLP" in table
+    assert "- mobilenetv3small: `aed-tf bench train --backbones mobilenetv3small" in table
     assert "best test UAR" in capsys.readouterr().out
+
+    # The same settings again: the finished run is reused, not trained again, and a row that an
+    # earlier command made for another backbone is kept with its own command.
+    trained_at = (Path(run["run_dir"]) / "serving.keras").stat().st_mtime_ns
+    result["results"].append({**run, "backbone": "efficientnetb0", "command": "aed-tf bench train (earlier)"})
+    output.write_text(json.dumps(result))
+    assert cli.main(argv) == 0
+    again = json.loads(output.read_text())
+    assert (Path(run["run_dir"]) / "serving.keras").stat().st_mtime_ns == trained_at
+    assert [r["backbone"] for r in again["results"]] == ["mobilenetv3small", "efficientnetb0"]
+    assert again["results"][0]["test"] == pytest.approx(run["test"])
+    assert again["results"][1]["command"] == "aed-tf bench train (earlier)"
+    assert again["ensemble"]["backbones"] == ["mobilenetv3small", "efficientnetb0"]
 
 
 def test_the_ensemble_averages_the_models_probabilities_on_the_same_clips():
