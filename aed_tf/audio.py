@@ -284,7 +284,7 @@ def decode_many(
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         results = pool.map(load, paths)
-        return list(tqdm(results, total=len(paths), desc="decoding", unit="file", disable=not progress))
+        return list(tqdm(results, total=len(paths), desc="reading audio", unit="file", disable=not progress))
 
 
 # -- helpers -------------------------------------------------------------------------------------
