@@ -12,6 +12,7 @@ from typing import Sequence
 
 from aed_tf.config import Config
 from aed_tf.errors import UserError
+from aed_tf.files import write_json, write_text
 
 # Problems a user can act on: printed as one message, without a traceback.
 _USER_ERRORS = (UserError, FileExistsError, FileNotFoundError)
@@ -199,7 +200,7 @@ def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
         config, min_seconds=args.seconds,
     )
     result["command"] = args.command_line
-    _write_json(Path(args.output), result)
+    write_json(Path(args.output), result)
     print(json.dumps(result, indent=2))
     print(f"results: {args.output}")
     print(
@@ -216,9 +217,9 @@ def _bench_train(config: Config, args: argparse.Namespace) -> int:
     output = Path(args.output)
     previous = json.loads(output.read_text()) if output.is_file() else None
     result = bench_train(config, args.backbones or list(BACKBONES), args.command_line, previous)
-    _write_json(output, result)
+    write_json(output, result)
     table = format_train_table(result)
-    output.with_suffix(".md").write_text(table)
+    write_text(output.with_suffix(".md"), table)
     print(table)
     best = max(result["results"], key=lambda r: r["test"]["uar"])
     print(f"best test UAR {best['test']['uar']:.3f} ({best['backbone']}, protocol {result['protocol']}); "
@@ -245,7 +246,7 @@ def _bench_predict(config: Config, args: argparse.Namespace) -> int:
     clips = [Path(p) for p in prepare(config).manifest["path"]]
     result = bench_predict(run_dir, clips, args.hours, args.recording_rate)
     result["command"] = args.command_line
-    _write_json(Path(args.output), result)
+    write_json(Path(args.output), result)
     print(json.dumps(result, indent=2))
     print(f"results: {args.output}")
     print(f"{result['duration_seconds'] / 3600:.2f} h recording: {result['times_real_time']:.0f}x real time "
@@ -334,10 +335,3 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
     serve(args.run_dir or latest_run(config.train.output_dir), host=args.host, port=args.port)
     return 0
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)

@@ -7,9 +7,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # only for the annotation: the CLI imports this module and stays light
+    import pandas as pd
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
