@@ -247,8 +247,7 @@ def ensemble_metrics(evaluations: Sequence[Evaluation]) -> dict[str, Any]:
     first = evaluations[0]
     if any(not e.predictions["clip_id"].equals(first.predictions["clip_id"]) for e in evaluations):
         raise ValueError("an ensemble needs every model's predictions on the same clips, in order")
-    columns = [f"p_{name}" for name in first.classes]
-    mean = np.mean([e.predictions[columns].to_numpy() for e in evaluations], axis=0)
+    mean = np.mean([e.probabilities for e in evaluations], axis=0)
     predictions = first.predictions.assign(predicted=mean.argmax(axis=1))
     return {
         "test": classification_metrics(predictions["label"], mean),

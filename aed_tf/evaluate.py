@@ -29,6 +29,11 @@ class Evaluation:
     per_corpus: pd.DataFrame  # rows: corpus; columns: clips and the metrics
     per_speaker: pd.DataFrame
 
+    @property
+    def probabilities(self) -> np.ndarray:
+        """[clips, classes]: the `p_<class>` columns of `predictions`."""
+        return self.predictions[[f"p_{name}" for name in self.classes]].to_numpy()
+
 
 def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = False,
              data: TrainingData | None = None) -> Evaluation:

@@ -16,6 +16,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from aed_tf.calibration import apply_temperature, expected_calibration_error
 from aed_tf.evaluate import Evaluation
 from aed_tf.files import write_json
+from aed_tf.metrics import label_metrics
 from aed_tf.train import CONFIG_FILE, HISTORY_FILE, METRICS_FILE
 
 SUMMARY_FILE = "summary.json"
@@ -101,19 +102,6 @@ def clips_per_corpus_and_emotion(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(manifest["corpus"], manifest["emotion"], margins=True, margins_name="total")
 
 
-def _metric_arrays(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict[str, float]:
-    """accuracy, UAR and macro-F1 from a confusion matrix (fast enough to bootstrap)."""
-    counts = np.bincount(labels * num_classes + predicted, minlength=num_classes**2)
-    matrix = counts.reshape(num_classes, num_classes).astype(np.float64)
-    support, predicted_count, hits = matrix.sum(1), matrix.sum(0), np.diag(matrix)
-    present = support > 0
-    recall = hits[present] / support[present]
-    precision = np.divide(hits, predicted_count, out=np.zeros_like(hits), where=predicted_count > 0)[present]
-    f1 = np.divide(2 * precision * recall, precision + recall,
-                   out=np.zeros_like(recall), where=(precision + recall) > 0)
-    return {"accuracy": hits.sum() / matrix.sum(), "uar": recall.mean(), "macro_f1": f1.mean()}
-
-
 def bootstrap_intervals(labels: Sequence[int], predicted: Sequence[int], num_classes: int,
                         resamples: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Accuracy, UAR and macro-F1 with a percentile bootstrap interval over clips (resampled
@@ -125,9 +113,9 @@ def bootstrap_intervals(labels: Sequence[int], predicted: Sequence[int], num_cla
     draws = {name: np.empty(resamples) for name in HEADLINE_METRICS}
     for i in range(resamples):
         sample = rng.integers(0, len(labels), len(labels))
-        for name, value in _metric_arrays(labels[sample], predicted[sample], num_classes).items():
+        for name, value in label_metrics(labels[sample], predicted[sample], num_classes).items():
             draws[name][i] = value
-    point = _metric_arrays(labels, predicted, num_classes)
+    point = label_metrics(labels, predicted, num_classes)
     tail = (1 - level) / 2 * 100
     return pd.DataFrame(
         [(name, point[name], np.percentile(draws[name], tail), np.percentile(draws[name], 100 - tail))
@@ -184,11 +172,6 @@ def calibration_summary(val_labels: np.ndarray, val_probabilities: np.ndarray, t
         rows.append((name, expected_calibration_error(labels, probs),
                      expected_calibration_error(labels, apply_temperature(probs, temperature))))
     return pd.DataFrame(rows, columns=["partition", "ECE before", "ECE after"]).set_index("partition")
-
-
-def probabilities(predictions: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
-    """The [clips, classes] probability matrix of an evaluation's predictions."""
-    return predictions[[f"p_{name}" for name in classes]].to_numpy()
 
 
 def write_summary(report_dir: str | Path, run: dict[str, Any], evaluation: Evaluation,
