@@ -203,7 +203,7 @@ def bench_train(config: Config, backbones: Sequence[str], command: str,
             train(run_config.replace(resume=status is not None), progress=progress)
         rows[name] = {"backbone": name, **_bench_row(run_dir), "command": command}
     results = list(rows.values())
-    evaluations = [evaluate(row["run_dir"], "test") for row in results]
+    evaluations = _test_evaluations([Path(row["run_dir"]) for row in results])
     for row, test in zip(results, evaluations):
         row.update(test=test.overall,
                    test_per_corpus=test.per_corpus.set_index("corpus").to_dict(orient="index"),
@@ -219,6 +219,19 @@ def bench_train(config: Config, backbones: Sequence[str], command: str,
         "cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _test_evaluations(run_dirs: Sequence[Path]) -> list[Evaluation]:
+    """Each run on its test partition, the clips loaded once per data setting rather than once
+    per run."""
+    data_by_setting: dict[Any, Any] = {}
+    evaluations = []
+    for run_dir in run_dirs:
+        config = Config.load(run_dir / CONFIG_FILE)
+        if config.data not in data_by_setting:
+            data_by_setting[config.data] = load_training_data(config, progress=False)
+        evaluations.append(evaluate(run_dir, "test", data=data_by_setting[config.data]))
+    return evaluations
 
 
 def _bench_row(run_dir: Path) -> dict[str, Any]:
