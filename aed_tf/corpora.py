@@ -51,6 +51,11 @@ class Corpus:
     source: str
 
 
+# The project's own real recordings beside the checkout (../shared/<folder>): RAVDESS and TESS,
+# and the corpora beyond the reference set (ASED).
+SHARED_DATA_FOLDERS = ("datasets", "extra-datasets")
+
+
 class MissingDataError(UserError):
     """No data root was given or found, or a given one does not exist."""
 
@@ -228,6 +233,38 @@ def _parse_savee(path: Path) -> LabelledFile | None:
     )
 
 
+# -- ASED (Amharic): 04Sad/s4-01-01-01-29.wav ----------------------------------------------------
+
+# x n - yy - aa - gg - bb: emotion letter and folder number, sentence, repetition, gender, speaker.
+_ASED_NAME = re.compile(r"([nfhsa])([1-5])-(\d\d)-(\d\d)-(0[12])-(\d\d)", re.IGNORECASE)
+_ASED_EMOTIONS = {"n": "neutral", "f": "fear", "h": "happy", "s": "sad", "a": "angry"}
+# The letter and the folder number say the same thing (01Neutral ... 05Angry).
+_ASED_NUMBERS = {"n": "1", "f": "2", "h": "3", "s": "4", "a": "5"}
+_ASED_SPEAKERS = range(1, 66)
+
+
+def _parse_ased(path: Path) -> LabelledFile | None:
+    match = _ASED_NAME.fullmatch(path.stem)
+    if match is None:
+        return None
+    letter, number, sentence, repetition, gender, speaker = match.groups()
+    letter = letter.lower()  # one file of the corpus spells it in upper case (S4-04-02-01-29)
+    if _ASED_NUMBERS[letter] != number or int(speaker) not in _ASED_SPEAKERS:
+        return None
+    return LabelledFile(
+        path=path,
+        clip_id=f"ased/{letter}{number}-{sentence}-{repetition}-{gender}-{speaker}",
+        corpus="ased",
+        # The speaker number alone: five numbers occur with both gender codes in the corpus,
+        # and a split must never put one number in two partitions.
+        speaker=speaker,
+        gender="female" if gender == "01" else "male",
+        emotion=_ASED_EMOTIONS[letter],
+        source_label=letter,
+        intensity="",
+    )
+
+
 CORPORA: dict[str, Corpus] = {
     corpus.name: corpus
     for corpus in (
@@ -259,6 +296,14 @@ CORPORA: dict[str, Corpus] = {
             "<SPK>_<emotion><NN>.<ext> or <SPK>/<emotion><NN>.<ext> (e.g. DC_a01.wav or "
             "DC/a01.wav): speakers DC JE JK KL, emotions a d f h n sa su",
             "http://kahlan.eps.surrey.ac.uk/savee/ (Haq & Jackson, 2009)",
+        ),
+        Corpus(
+            "ased",
+            _parse_ased,
+            "<x><n>-<yy>-<aa>-<gg>-<bb>.<ext> (e.g. 04Sad/s4-01-01-01-29.wav): emotion letter n f "
+            "h s a with its folder number 1-5, sentence, repetition, gender 01 female / 02 male, "
+            "speaker 01-65 (Amharic; 5 emotions, no disgust or surprise)",
+            "https://doi.org/10.1145/3529759 (Retta et al., ACM TALLIP 2022)",
         ),
     )
 }
@@ -441,7 +486,8 @@ def _raise(error: OSError) -> None:
 
 
 def resolve_data_roots(data_roots: Sequence[str] = (), cwd: Path | None = None) -> list[Path]:
-    """The given roots (which must exist), else data/, else ../shared/datasets."""
+    """The given roots (which must exist), else data/, else those of ../shared/datasets and
+    ../shared/extra-datasets that exist."""
     cwd = Path.cwd() if cwd is None else Path(cwd)
     if data_roots:
         roots = [cwd / root for root in data_roots]
@@ -449,9 +495,11 @@ def resolve_data_roots(data_roots: Sequence[str] = (), cwd: Path | None = None) 
             if not root.exists():
                 raise MissingDataError(f"data root {root} does not exist")
         return roots
-    for candidate in (cwd / "data", cwd.parent / "shared" / "datasets"):
-        if candidate.is_dir():
-            return [candidate]
+    if (cwd / "data").is_dir():
+        return [cwd / "data"]
+    shared = [cwd.parent / "shared" / name for name in SHARED_DATA_FOLDERS]
+    if any(root.is_dir() for root in shared):
+        return [root for root in shared if root.is_dir()]
     corpora = "\n".join(
         f"  {c.name}: {c.description}\n    get it from {c.source}" for c in CORPORA.values()
     )

@@ -10,6 +10,8 @@ SHARED_DATASETS = Path(os.environ.get("AED_TF_SHARED_DATASETS", REPO.parent / "s
 RAVDESS_DIR = SHARED_DATASETS / "RAVDESS" / "audio_speech_actors_01-24"
 TESS_DIR = SHARED_DATASETS / "TESS" / "TESS_Toronto_emotional_speech_set_data"
 ORIGINALS_DIR = SHARED_DATASETS / "originals"
+EXTRA_DATASETS = Path(os.environ.get("AED_TF_EXTRA_DATASETS", REPO.parent / "shared" / "extra-datasets"))
+ASED_DIR = EXTRA_DATASETS / "ASED"
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +23,15 @@ def shared_datasets() -> Path:
             "repository or set AED_TF_SHARED_DATASETS"
         )
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def extra_datasets() -> Path:
+    """The corpora beyond the reference set (ASED), beside the shared datasets."""
+    if not ASED_DIR.is_dir():
+        pytest.fail(f"ASED not found at {ASED_DIR}; put the shared extra datasets beside the "
+                    "repository or set AED_TF_EXTRA_DATASETS")
+    return EXTRA_DATASETS
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from aed_tf.corpora import (
     resolve_data_roots,
     scan,
 )
-from tests.conftest import ORIGINALS_DIR, RAVDESS_DIR, TESS_DIR
+from tests.conftest import ASED_DIR, ORIGINALS_DIR, RAVDESS_DIR, TESS_DIR
 from tests.synth import write_audio
 
 
@@ -231,6 +231,62 @@ def test_tess_label_comes_from_the_file_name_not_the_folder(tmp_path: Path) -> N
 )
 def test_invalid_tess_names_are_not_tess(tmp_path: Path, stem: str) -> None:
     assert parse_path(tmp_path / "clips" / f"{stem}.wav") is None
+
+
+@pytest.mark.shared_data
+def test_ased_real_files(extra_datasets: Path) -> None:
+    files, skipped = scan([ASED_DIR])
+    assert len(files) == 2474 and skipped == []
+    assert {f.corpus for f in files} == {"ased"}
+    per_speaker = Counter(f.speaker for f in files)
+    assert sorted(per_speaker) == [f"{speaker:02d}" for speaker in range(1, 66)]
+    assert min(per_speaker.values()) == 4 and max(per_speaker.values()) == 70
+    assert set(Counter(f.emotion for f in files)) == {"neutral", "fear", "happy", "sad", "angry"}
+    upper = next(f for f in files if f.path.stem == "S4-04-02-01-29")
+    assert (upper.emotion, upper.speaker, upper.clip_id) == ("sad", "29", "ased/s4-04-02-01-29")
+
+
+# -- ASED ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stem, emotion", [
+    ("n1-01-01-01-01", "neutral"), ("f2-03-02-02-09", "fear"), ("h3-10-01-01-65", "happy"),
+    ("s4-04-02-01-29", "sad"), ("S4-04-02-01-29", "sad"), ("a5-12-03-02-40", "angry"),
+])
+def test_ased_names(tmp_path: Path, stem: str, emotion: str) -> None:
+    labelled = parse_path(tmp_path / "ASED" / "any folder" / f"{stem}.wav")
+    assert labelled is not None and labelled.corpus == "ased"
+    assert labelled.emotion == emotion and labelled.clip_id == f"ased/{stem.lower()}"
+    assert labelled.speaker == stem[-2:]
+    assert labelled.gender == {"01": "female", "02": "male"}[stem[-5:-3]]
+
+
+def test_ased_speaker_is_the_number_alone_whatever_the_gender_code(tmp_path: Path) -> None:
+    # Speakers 09, 15, 21, 23 and 25 occur with both gender codes in the corpus.
+    female, male = (parse_path(tmp_path / f"{stem}.wav") for stem in ("n1-01-01-01-09", "h3-02-01-02-09"))
+    assert female.speaker == male.speaker == "09"
+
+
+@pytest.mark.parametrize("stem", [
+    "n2-01-01-01-01",  # the letter and the folder number disagree
+    "x1-01-01-01-01",  # no such emotion
+    "n1-01-01-03-01",  # gender code 03
+    "n1-01-01-01-66",  # speakers are 01-65
+    "n1-01-01-01-00",
+    "n1-1-01-01-01",
+])
+def test_invalid_ased_names_are_not_ased(tmp_path: Path, stem: str) -> None:
+    labelled = parse_path(tmp_path / f"{stem}.wav")
+    assert labelled is None or labelled.corpus != "ased"
+
+
+def test_scan_reads_an_ased_tree_the_tests_make(tmp_path: Path) -> None:
+    for stem in ("n1-01-01-01-01", "a5-12-01-02-01", "s4-03-01-01-02"):
+        folder = {"n": "01Neutral", "a": "05Angry", "s": "04Sad"}[stem[0]]
+        write_audio(tmp_path / "ASED" / folder / f"{stem}.wav", seconds=0.1)
+    files, skipped = scan([tmp_path / "ASED"])
+    assert skipped == []
+    assert [(f.speaker, f.emotion) for f in files] == [("01", "neutral"), ("02", "sad"), ("01", "angry")]
 
 
 # -- SAVEE -----------------------------------------------------------------------------------
@@ -462,6 +518,9 @@ def test_resolve_prefers_data_then_shared_datasets(tmp_path: Path) -> None:
     (tmp_path / "shared" / "datasets").mkdir(parents=True)
     project.mkdir()
     assert resolve_data_roots(cwd=project) == [tmp_path / "shared" / "datasets"]
+    (tmp_path / "shared" / "extra-datasets").mkdir()
+    assert resolve_data_roots(cwd=project) == [
+        tmp_path / "shared" / "datasets", tmp_path / "shared" / "extra-datasets"]
     (project / "data").mkdir()
     assert resolve_data_roots(cwd=project) == [project / "data"]
 
