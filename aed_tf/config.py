@@ -22,7 +22,7 @@ from typing import Any, Literal
 from aed_tf.errors import InputError
 
 CalmPolicy = Literal["neutral", "separate", "drop"]
-SplitProtocol = Literal["speaker-independent", "shared-si", "random"]
+SplitProtocol = Literal["speaker-independent", "cv", "all-speakers", "shared-si", "random"]
 
 
 def param(default: Any, help: str) -> Any:
@@ -48,9 +48,16 @@ class DataConfig:
     )
     protocol: SplitProtocol = param(
         "speaker-independent",
-        "split protocol: speaker-independent (grouped by speaker, seeded), shared-si (fixed "
-        "held-out speakers of ../shared/datasets) or random (speaker-dependent, for comparison "
-        "with published numbers only)",
+        "split protocol: speaker-independent (grouped by speaker, seeded), cv (the fixed "
+        "cross-validation fold --fold), all-speakers (every speaker trains but the validation "
+        "ones; no test: the model to ship), shared-si (fixed held-out speakers of "
+        "../shared/datasets) or random (speaker-dependent, for comparison with published "
+        "numbers only)",
+    )
+    fold: str = param(
+        "1",
+        "cv protocol: the test fold, 1-5 (each corpus's speakers in sorted order, cut into 5 "
+        "groups), or a corpus name (leave that corpus out: train on the others, test on it all)",
     )
     seed: int = param(0, "seed for the split, shuffling, augmentation and initialisation")
     val_fraction: float = param(0.15, "share of speakers (clips for `random`) for validation")
@@ -255,7 +262,9 @@ class Config:
     def run_id(self) -> str:
         """`train.run_id`, or for a run nobody named `<time>-<backbone>-<protocol>-seed<seed>`."""
         return self.train.run_id or (
-            f"{dt.datetime.now():%Y%m%d-%H%M%S}-{self.train.backbone}-{self.data.protocol}-seed{self.data.seed}"
+            f"{dt.datetime.now():%Y%m%d-%H%M%S}-{self.train.backbone}-{self.data.protocol}"
+            + (f"-fold{self.data.fold}" if self.data.protocol == "cv" else "")
+            + f"-seed{self.data.seed}"
         )
 
     @classmethod

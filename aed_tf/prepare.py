@@ -104,8 +104,9 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
         split = splits.make_split(
             manifest, data.protocol, seed=data.seed, val_fraction=data.val_fraction,
             test_fraction=data.test_fraction, drop_unknown_speakers=data.drop_unknown_speakers,
+            fold=data.fold,
         )
-        split_file = write_csv(split, splits.split_path(out, data.protocol, data.seed))
+        split_file = write_csv(split, splits.split_path(out, data.protocol, data.seed, data.fold))
         if splits.PROTOCOLS[data.protocol].speaker_independent:
             folds = splits.make_folds(manifest, data.folds, seed=data.seed,
                                       drop_unknown_speakers=data.drop_unknown_speakers)

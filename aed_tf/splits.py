@@ -27,6 +27,15 @@ logger = logging.getLogger(__name__)
 
 PARTITIONS = ("train", "val", "test")
 SHARED_SI = "shared-si"
+CV = "cv"
+ALL_SPEAKERS = "all-speakers"
+# The fixed cross-validation folds: each corpus's speakers, in sorted order, cut into this many
+# consecutive groups (numpy.array_split). On the shared data: RAVDESS actors 01-04, 05-08, ...
+# (2 male, 2 female each), ASED speakers 01-13, 14-26, 27-39, 40-52, 53-65, TESS OAF in fold 1
+# and YAF in fold 2.
+CV_FOLDS = 5
+# Corpora with fewer speakers than folds (TESS, SAVEE) give no validation speakers: each of their
+# speakers is needed for training or test.
 
 _MANIFEST_COLUMNS = ("clip_id", "corpus", "speaker", "emotion", "audio_hash")
 _SPLIT_COLUMNS = ("clip_id", "partition", "protocol")
@@ -43,20 +52,23 @@ class UnknownSpeakerError(InputError):
 
 @dataclass(frozen=True)
 class Protocol:
-    """A split protocol. ``make(manifest, *, seed, val_fraction, test_fraction)`` returns the
-    columns clip_id and partition for every clip of ``manifest``."""
+    """A split protocol. ``make(manifest, *, seed, val_fraction, test_fraction, fold)`` returns
+    the columns clip_id and partition for every clip of ``manifest`` of the protocol's
+    ``corpora`` (None: every corpus); clips of other corpora are left out."""
 
     name: str
     speaker_independent: bool
     description: str
     make: Callable[..., pd.DataFrame]
+    corpora: tuple[str, ...] | None = None
+    has_test: bool = True
 
 
 # -- the protocols ---------------------------------------------------------------------------
 
 
 def _speaker_independent(
-    manifest: pd.DataFrame, *, seed: int, val_fraction: float, test_fraction: float
+    manifest: pd.DataFrame, *, seed: int, val_fraction: float, test_fraction: float, **_: object
 ) -> pd.DataFrame:
     groups = _linked_groups(speaker_key(manifest), manifest["audio_hash"])
     partition = _grouped_split(
@@ -66,7 +78,7 @@ def _speaker_independent(
 
 
 def _random(
-    manifest: pd.DataFrame, *, seed: int, val_fraction: float, test_fraction: float
+    manifest: pd.DataFrame, *, seed: int, val_fraction: float, test_fraction: float, **_: object
 ) -> pd.DataFrame:
     # Each clip is its own group, except that exact duplicates are joined.
     groups = _linked_groups(manifest["clip_id"], manifest["audio_hash"])
@@ -90,9 +102,7 @@ _SHARED_SI_PARTITION = {
 }
 
 
-def _shared_si(
-    manifest: pd.DataFrame, *, seed: int, val_fraction: float, test_fraction: float
-) -> pd.DataFrame:
+def _shared_si(manifest: pd.DataFrame, **_: object) -> pd.DataFrame:
     """The fixed benchmark split; seed and fractions do not change it."""
     keys = speaker_key(manifest)
     foreign = sorted(set(keys) - set(_SHARED_SI_PARTITION))
@@ -112,6 +122,59 @@ def _shared_si(
     return pd.DataFrame({"clip_id": manifest["clip_id"], "partition": partition})
 
 
+def cv_folds(manifest: pd.DataFrame) -> pd.Series:
+    """The cross-validation fold (1..CV_FOLDS) of every clip: each corpus's speakers in sorted
+    order, cut into CV_FOLDS consecutive groups. Fixed: no seed, the same for every model."""
+    fold = pd.Series(0, index=manifest.index, dtype=int)
+    for _, clips in manifest.groupby("corpus"):
+        speakers = sorted(clips["speaker"].astype(str).unique())
+        groups = np.array_split(np.array(speakers, dtype=object), CV_FOLDS)
+        number = {speaker: i + 1 for i, group in enumerate(groups) for speaker in group}
+        fold[clips.index] = clips["speaker"].astype(str).map(number)
+    return fold
+
+
+def cv_validation_speakers(manifest: pd.DataFrame, fold: int) -> pd.Series:
+    """True for the clips of the validation speakers drawn from ``fold``: in each corpus with at
+    least CV_FOLDS speakers, the first half (rounded up) of that fold's speakers in sorted order
+    (RAVDESS 05-06 of fold 2: one male, one female; ASED 14-20)."""
+    folds = cv_folds(manifest)
+    chosen = pd.Series(False, index=manifest.index)
+    for _, clips in manifest[folds == fold].groupby("corpus"):
+        if manifest.loc[manifest["corpus"] == clips["corpus"].iloc[0], "speaker"].nunique() < CV_FOLDS:
+            continue
+        speakers = sorted(clips["speaker"].astype(str).unique())
+        chosen[clips.index[clips["speaker"].astype(str).isin(speakers[: -(-len(speakers) // 2)])]] = True
+    return chosen
+
+
+def _cv(manifest: pd.DataFrame, *, fold: str = "1", **_: object) -> pd.DataFrame:
+    """Test one fold (1..CV_FOLDS) of speakers, or all of one corpus (``fold`` names it); the
+    validation speakers come from the next fold (from fold 1 when a corpus is left out), so they
+    are always training speakers of the fold tested; every other speaker trains."""
+    corpora = sorted(manifest["corpus"].astype(str).unique())
+    if fold in corpora:
+        test = manifest["corpus"] == fold
+        val = cv_validation_speakers(manifest, 1) & ~test
+    elif fold.isdigit() and 1 <= int(fold) <= CV_FOLDS:
+        test = cv_folds(manifest) == int(fold)
+        val = cv_validation_speakers(manifest, int(fold) % CV_FOLDS + 1)
+    else:
+        raise InputError(
+            f"fold {fold!r}: the {CV} protocol tests a speaker fold 1-{CV_FOLDS} or a corpus of "
+            f"the data ({', '.join(corpora)})"
+        )
+    partition = np.where(test, "test", np.where(val, "val", "train"))
+    return pd.DataFrame({"clip_id": manifest["clip_id"], "partition": partition})
+
+
+def _all_speakers(manifest: pd.DataFrame, **_: object) -> pd.DataFrame:
+    """For the model one ships: every speaker trains but the validation speakers of the cv
+    protocol's fold 1 (RAVDESS 01-02, ASED 01-07); there is no test partition."""
+    val = cv_validation_speakers(manifest, 1)
+    return pd.DataFrame({"clip_id": manifest["clip_id"], "partition": np.where(val, "val", "train")})
+
+
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
@@ -128,8 +191,29 @@ PROTOCOLS: dict[str, Protocol] = {
             True,
             "Speaker-independent benchmark: train on RAVDESS actors 01-14 and TESS OAF, validate "
             "on RAVDESS actors 15 (male) and 16 (female) since TESS has only one training "
-            "speaker, test on RAVDESS actors 17-20 and TESS YAF; the same for every seed.",
+            "speaker, test on RAVDESS actors 17-20 and TESS YAF; the same for every seed. Other "
+            "corpora are left out.",
             _shared_si,
+            corpora=("ravdess", "tess"),
+        ),
+        Protocol(
+            CV,
+            True,
+            "Speaker-independent cross-validation: each corpus's speakers, in sorted order, are "
+            f"cut into {CV_FOLDS} fixed folds; the test fold's speakers (or, leaving a corpus out, "
+            "all of that corpus) are never heard in training, and validation speakers are "
+            "training speakers of another fold (the first half of the next fold's speakers in "
+            "every corpus with enough speakers).",
+            _cv,
+        ),
+        Protocol(
+            ALL_SPEAKERS,
+            True,
+            "Every speaker trains except the validation speakers (the first half of cv fold 1's "
+            "speakers in every corpus with enough speakers): the model to ship. There is NO "
+            "held-out test; its figures come from the cv benchmark.",
+            _all_speakers,
+            has_test=False,
         ),
         Protocol(
             "random",
@@ -159,11 +243,13 @@ def make_split(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     drop_unknown_speakers: bool = False,
+    fold: str = "1",
 ) -> pd.DataFrame:
     """Runs ``protocol`` and checks the result; returns clip_id, partition and protocol.
 
-    Rows follow the manifest's order. Clips with unknown speakers raise ``UnknownSpeakerError``
-    in speaker-independent protocols, or are left out with ``drop_unknown_speakers``.
+    Rows follow the manifest's order; clips of corpora the protocol does not cover are left out.
+    Clips with unknown speakers raise ``UnknownSpeakerError`` in speaker-independent protocols,
+    or are left out with ``drop_unknown_speakers``.
     """
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown split protocol {protocol!r}: choose one of {list(PROTOCOLS)}")
@@ -174,6 +260,7 @@ def make_split(
         )
     spec = PROTOCOLS[protocol]
     _check_manifest(manifest)
+    manifest = protocol_clips(manifest, protocol)
     clips = manifest
     if spec.speaker_independent:
         clips = _known_speakers(manifest, drop_unknown_speakers)
@@ -182,9 +269,16 @@ def make_split(
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
+        fold=str(fold),
     ).assign(protocol=spec.name)
     check_no_leakage(manifest, split, spec.speaker_independent)
     return split
+
+
+def protocol_clips(manifest: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """The clips of the corpora that ``protocol`` covers."""
+    corpora = PROTOCOLS[protocol].corpora
+    return manifest if corpora is None else manifest[manifest["corpus"].isin(corpora)]
 
 
 def make_folds(
@@ -232,11 +326,13 @@ def check_no_leakage(
         raise LeakageError("split leaks:\n" + "\n".join(problems))
 
 
-def split_path(prepared_dir: str | Path, protocol: str, seed: int) -> Path:
-    """Where ``prepare`` keeps a split, e.g. ``prepared/splits/speaker-independent-seed0.csv``."""
+def split_path(prepared_dir: str | Path, protocol: str, seed: int, fold: str = "1") -> Path:
+    """Where ``prepare`` keeps a split, e.g. ``prepared/splits/speaker-independent-seed0.csv``
+    or ``prepared/splits/cv-fold3-seed0.csv``."""
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown split protocol {protocol!r}: choose one of {list(PROTOCOLS)}")
-    return Path(prepared_dir) / "splits" / f"{protocol}-seed{seed}.csv"
+    name = f"{protocol}-fold{fold}" if protocol == CV else protocol
+    return Path(prepared_dir) / "splits" / f"{name}-seed{seed}.csv"
 
 
 def folds_path(prepared_dir: str | Path, k: int, seed: int) -> Path:
@@ -260,7 +356,8 @@ def load_split(path: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
             f"{path}: the protocol column must hold one of {list(PROTOCOLS)}, found {protocols}"
         )
     try:
-        check_no_leakage(manifest, split, PROTOCOLS[protocols[0]].speaker_independent)
+        check_no_leakage(protocol_clips(manifest, protocols[0]), split,
+                         PROTOCOLS[protocols[0]].speaker_independent)
     except LeakageError as err:
         raise LeakageError(f"{path}: {err}") from None
     return split[list(_SPLIT_COLUMNS)]

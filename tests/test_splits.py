@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from aed_tf.files import write_csv
 from aed_tf.labels import CLASSES
 from aed_tf.splits import (
+    ALL_SPEAKERS,
+    CV,
     PARTITIONS,
     PROTOCOLS,
     SHARED_SI,
@@ -118,8 +120,11 @@ def test_speaker_independent_split_keeps_speakers_and_duplicates_together(manife
 @PROPERTY
 @given(manifest=manifests(), seed=st.integers(0, 1000), protocol=st.sampled_from(list(PROTOCOLS)))
 def test_same_seed_gives_the_same_split(manifest, seed, protocol):
+    # The fixed protocols need their corpora's speakers (and refuse duplicates across them).
     if protocol == SHARED_SI:
         manifest = shared_si_manifest()
+    elif protocol in (CV, ALL_SPEAKERS):
+        manifest = cv_manifest()
     pd.testing.assert_frame_equal(
         make_split(manifest, protocol, seed=seed), make_split(manifest, protocol, seed=seed)
     )
@@ -244,6 +249,13 @@ def test_shared_si_gives_the_benchmark_partitions_for_any_seed():
     assert speakers["test"] == ["17", "18", "19", "20", "YAF"]
 
 
+def test_shared_si_leaves_other_corpora_out():
+    ased = pd.DataFrame([clip_row("ased", f"{s:02d}", "sad", 0) for s in range(1, 66)])
+    manifest = pd.concat([shared_si_manifest(), ased], ignore_index=True)
+    split = make_split(manifest, SHARED_SI)
+    pd.testing.assert_frame_equal(split, make_split(shared_si_manifest(), SHARED_SI))
+
+
 def test_shared_si_refuses_other_speakers_by_name():
     manifest = pd.concat(
         [shared_si_manifest(), pd.DataFrame([clip_row("ravdess", "21", "sad", 0)])],
@@ -258,6 +270,91 @@ def test_shared_si_names_missing_speakers():
     manifest = manifest[~manifest["speaker"].isin(["16", "YAF"])]
     with pytest.raises(ValueError, match="missing: ravdess:16, tess:YAF"):
         make_split(manifest, SHARED_SI)
+
+
+# -- cv and all-speakers ---------------------------------------------------------------------
+
+
+def cv_manifest(duplicates: bool = True) -> pd.DataFrame:
+    """The speakers of both shared folders (RAVDESS 01-20, TESS OAF/YAF, ASED 01-65), a few clips
+    each, with an exact duplicate inside one speaker (as RAVDESS Actor_07 has)."""
+    ased = [("ased", f"{s:02d}") for s in range(1, 66)]
+    rows = [clip_row(c, s, e, n) for c, s in ased for e in ("sad", "angry") for n in range(2)]
+    manifest = pd.concat([shared_si_manifest(), pd.DataFrame(rows)], ignore_index=True)
+    if duplicates:
+        actor_07 = np.flatnonzero(manifest["speaker"] == "07")
+        manifest.loc[actor_07[1], "audio_hash"] = manifest.loc[actor_07[0], "audio_hash"]
+    return manifest
+
+
+def speakers_of(table: pd.DataFrame, partition: str, corpus: str) -> list[str]:
+    rows = table[(table["partition"] == partition) & (table["corpus"] == corpus)]
+    return sorted(rows["speaker"].unique())
+
+
+def test_cv_folds_are_the_named_ones_and_test_every_speaker_once():
+    manifest = cv_manifest()
+    tested: list[tuple[str, str]] = []
+    for fold in range(1, 6):
+        split = make_split(manifest, CV, fold=str(fold), seed=fold)  # the seed changes nothing
+        pd.testing.assert_frame_equal(split, make_split(manifest, CV, fold=str(fold), seed=0))
+        table = joined(manifest, split)
+        # No speaker and no exact duplicate in two of train, val and test.
+        assert (places_per(table.assign(key=speaker_key(table)), "key", "partition") == 1).all()
+        assert (places_per(table, "audio_hash", "partition") == 1).all()
+        ravdess = [f"{a:02d}" for a in range(4 * fold - 3, 4 * fold + 1)]
+        ased = [f"{s:02d}" for s in range(13 * fold - 12, 13 * fold + 1)]
+        assert speakers_of(table, "test", "ravdess") == ravdess
+        assert speakers_of(table, "test", "ased") == ased
+        assert speakers_of(table, "test", "tess") == {1: ["OAF"], 2: ["YAF"]}.get(fold, [])
+        # Validation: training speakers of the next fold, RAVDESS one male and one female.
+        following = fold % 5 + 1
+        assert speakers_of(table, "val", "ravdess") == [f"{4 * following - 3:02d}", f"{4 * following - 2:02d}"]
+        assert speakers_of(table, "val", "ased") == [f"{s:02d}" for s in range(13 * following - 12, 13 * following - 5)]
+        assert speakers_of(table, "val", "tess") == []
+        tested += [tuple(k.split(":")) for k in speaker_key(table[table["partition"] == "test"]).unique()]
+    assert sorted(tested) == sorted({tuple(k.split(":")) for k in speaker_key(manifest)})
+    assert len(tested) == len(set(tested))
+
+
+@pytest.mark.parametrize("corpus", ["ravdess", "tess", "ased"])
+def test_cv_leaves_one_corpus_out(corpus):
+    manifest = cv_manifest()
+    table = joined(manifest, make_split(manifest, CV, fold=corpus))
+    assert set(table.loc[table["partition"] == "test", "corpus"]) == {corpus}
+    assert (table.loc[table["corpus"] == corpus, "partition"] == "test").all()
+    val = table[table["partition"] == "val"]
+    assert len(val) and corpus not in set(val["corpus"])
+    assert set(table.loc[table["partition"] == "train", "corpus"]) == {"ravdess", "tess", "ased"} - {corpus}
+
+
+def test_cv_refuses_an_unknown_fold_and_a_duplicate_across_folds():
+    manifest = cv_manifest()
+    for fold in ("0", "6", "savee", ""):
+        with pytest.raises(ValueError, match="tests a speaker fold 1-5 or a corpus"):
+            make_split(manifest, CV, fold=fold)
+    # Fixed folds cannot keep an exact duplicate of two folds' speakers together: refused.
+    manifest.loc[manifest["speaker"] == "01", "audio_hash"] = manifest.loc[manifest["speaker"] == "05", "audio_hash"].iloc[0]
+    with pytest.raises(LeakageError, match="exact duplicates"):
+        make_split(manifest, CV, fold="1")
+
+
+def test_all_speakers_trains_on_every_speaker_but_the_validation_ones():
+    manifest = cv_manifest()
+    table = joined(manifest, make_split(manifest, ALL_SPEAKERS))
+    assert set(table["partition"]) == {"train", "val"}
+    assert speakers_of(table, "val", "ravdess") == ["01", "02"]
+    assert speakers_of(table, "val", "ased") == [f"{s:02d}" for s in range(1, 8)]
+    assert not PROTOCOLS[ALL_SPEAKERS].has_test and "NO held-out test" in PROTOCOLS[ALL_SPEAKERS].description
+
+
+def test_cv_split_files_are_named_by_fold(tmp_path):
+    assert split_path(tmp_path, CV, 0, "ased").name == "cv-foldased-seed0.csv"
+    assert split_path(tmp_path, CV, 1, "3").name == "cv-fold3-seed1.csv"
+    manifest = cv_manifest()
+    split = make_split(manifest, CV, fold="2")
+    write_csv(split, tmp_path / "s.csv")
+    pd.testing.assert_frame_equal(load_split(tmp_path / "s.csv", manifest), split)
 
 
 # -- random ----------------------------------------------------------------------------------
@@ -285,7 +382,7 @@ def test_random_split_is_speaker_dependent():
 
 
 def test_registry_describes_every_protocol():
-    assert set(PROTOCOLS) == {"speaker-independent", SHARED_SI, "random"}
+    assert set(PROTOCOLS) == {"speaker-independent", CV, ALL_SPEAKERS, SHARED_SI, "random"}
     assert PROTOCOLS["speaker-independent"].speaker_independent
     assert PROTOCOLS[SHARED_SI].speaker_independent
     for name, protocol in PROTOCOLS.items():
