@@ -1,8 +1,10 @@
-"""The backbone registry: one row per Keras application, and how its ImageNet weights are found.
+"""The backbone registry: one row per backbone, and how ImageNet weights are found.
 
-Adding a backbone is adding one row to ``BACKBONES``. Spectrogram images reach a backbone in
-[0, 255] with three channels; each backbone's own ``preprocess_input`` runs inside the model
-(``BackbonePreprocess``), so a saved model needs nothing from the caller but the image.
+Adding a backbone is adding one row to ``BACKBONES``. A Keras application sees the spectrogram
+as an image: it reaches the backbone in [0, 255] with three channels, and each backbone's own
+``preprocess_input`` runs inside the model (``BackbonePreprocess``), so a saved model needs
+nothing from the caller but the features. An audio-native backbone (``image=False``,
+``aed_tf.audionet``) takes the log-mel features themselves and has no ImageNet weights.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras
+
+from aed_tf.audionet import AudioCNN
 from aed_tf.errors import InputError, UserError
 
 IMAGENET = "imagenet"
@@ -29,6 +33,7 @@ class Backbone:
     min_size: int
     imagenet_file: str  # the no-top ImageNet weights file that Keras downloads into its cache
     imagenet_url: str
+    image: bool = True  # False: takes log-mel features [B, frames, n_mels], not an image
 
 
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications"
@@ -60,6 +65,8 @@ BACKBONES: dict[str, Backbone] = {
             224, 32, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
             f"{_KERAS_APPS}/mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
         ),
+        # Audio-native: a compact CNN over time x frequency with attentive statistics pooling.
+        Backbone("audiocnn", AudioCNN, lambda features: features, 0, 0, "", "", image=False),
     )
 }
 
@@ -76,8 +83,11 @@ def get_backbone(name: str) -> Backbone:
 
 
 def resolve_image_size(name: str, image_size: int = 0) -> int:
-    """The input size to use: the backbone's default for 0, else ``image_size`` if large enough."""
+    """The input size to use: the backbone's default for 0, else ``image_size`` if large enough;
+    0 for an audio-native backbone, which sees no image."""
     backbone = get_backbone(name)
+    if not backbone.image:
+        return 0
     if image_size == 0:
         return backbone.default_size
     if image_size < backbone.min_size:
@@ -91,14 +101,24 @@ def keras_cache_file(backbone: Backbone) -> Path:
     return Path(home) / "models" / backbone.imagenet_file
 
 
-def build_backbone(name: str, image_size: int, weights: str | None = IMAGENET) -> keras.Model:
-    """The backbone without its classifier, with global average pooling: images -> features.
+def build_backbone(name: str, image_size: int, weights: str | None = IMAGENET,
+                   n_mels: int = 128) -> keras.Model:
+    """The backbone without its classifier, with global average pooling: images -> features (an
+    audio-native one: log-mel features of ``n_mels`` bands -> an embedding).
 
     ``weights``: "imagenet" (downloaded by Keras, or taken from the Keras cache with no network
     when the file is already there), None or "none" (random initialisation), or the path to a
     Keras ``.h5``/``.weights.h5`` weights file of this backbone without its top.
     """
     backbone = get_backbone(name)
+    if not backbone.image:
+        if weights == IMAGENET:
+            raise InputError(f"{name} is an audio-native backbone with no ImageNet weights: train "
+                             "it from scratch (--weights none) or give a weights file of it")
+        model = backbone.constructor(n_mels)
+        if weights not in (None, "", "none", "scratch"):
+            model.load_weights(_weights_argument(backbone, weights))
+        return model
     weights_arg = _weights_argument(backbone, weights)
     kwargs: dict[str, Any] = dict(include_top=False, weights=weights_arg, pooling="avg",
                                   input_shape=(image_size, image_size, 3))

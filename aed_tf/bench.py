@@ -90,10 +90,8 @@ def bench_pipeline(
             "n_mels": config.frontend.n_mels,
             "augment": config.augment.augment,
         },
-        "cpu_count": _usable_cpus(),
-        "tensorflow_version": tf.__version__,
         "librosa_version": librosa.__version__,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **benchmark_environment(),
     }
 
 
@@ -159,6 +157,12 @@ def _time_files(paths: Sequence[Path], featurize: Callable[[Path], np.ndarray]) 
     return time.perf_counter() - start
 
 
+def benchmark_environment() -> dict[str, Any]:
+    """What every benchmark result records about where and when it was measured."""
+    return {"cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def _usable_cpus() -> int:
     """The CPUs this process may run on: fewer than the machine has under taskset or cgroups."""
     if hasattr(os, "sched_getaffinity"):
@@ -216,8 +220,7 @@ def bench_train(config: Config, backbones: Sequence[str], command: str,
         "weights": "none: from scratch (ImageNet weights cannot be downloaded on this machine)",
         "baselines_uar": SHARED_SI_BASELINES_UAR, "results": results, "ensemble": ensemble,
         "pipeline_cost": pipeline_cost(config.replace(backbone=backbones[0], protocol=SHARED_SI)),
-        "cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **benchmark_environment(),
     }
 
 
@@ -417,8 +420,7 @@ def bench_predict(run_dir: Path, clips: Sequence[Path], hours: Sequence[float] =
         "resampling (soxr HQ), voice activity detection (webrtcvad), windows through the serving "
         "model (front end included), smoothing and segments; model loading and a warm-up on one "
         "short clip are timed apart",
-        "cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **benchmark_environment(),
     }
 
 

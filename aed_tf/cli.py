@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from aed_tf.config import Config
+from aed_tf.config import CPU_SETTING, Config
 from aed_tf.errors import UserError
 from aed_tf.files import write_json, write_text
 
@@ -91,6 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--output", default="reports/benchmarks/train.json",
                              help="result file; its rows for backbones not trained here are kept")
     bench_train.set_defaults(run=_bench_train)
+
+    bench_cv = bench_kinds.add_parser(
+        "cv", help="cross-validation over speakers: per-corpus UAR of every fold, seeds and baselines",
+        description="Trains the configured model (default: the recommended CPU setting) on every "
+        "fold of the cv protocol and seed, tests each on its held-out speakers (or corpus), and "
+        "runs the baselines on the same folds. Writes --output (JSON) and the same name .md.",
+    )
+    Config.add_arguments(bench_cv)
+    bench_cv.set_defaults(**CPU_SETTING)
+    bench_cv.add_argument("--test-folds", nargs="+", default=None,
+                          help="folds to run: 1-5 (speaker folds) and corpus names (leave it out); "
+                          "default: all five and every corpus")
+    bench_cv.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds (default: 0 1)")
+    bench_cv.add_argument("--no-baselines", dest="baselines", action="store_false",
+                          help="skip the baselines (they take a few minutes)")
+    bench_cv.add_argument("--output", default="reports/benchmarks/cv.json",
+                          help="result file; its rows for other model settings are kept")
+    bench_cv.set_defaults(run=_bench_cv)
 
     bench_predict = bench_kinds.add_parser(
         "predict", help="x real time and peak memory of predict --timeline on recordings of real clips"
@@ -224,6 +242,21 @@ def _bench_train(config: Config, args: argparse.Namespace) -> int:
     best = max(result["results"], key=lambda r: r["test"]["uar"])
     print(f"best test UAR {best['test']['uar']:.3f} ({best['backbone']}, protocol {result['protocol']}); "
           f"results: {output}")
+    return 0
+
+
+def _bench_cv(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.crossval import bench_cv, format_cv_table
+
+    output = Path(args.output)
+    previous = json.loads(output.read_text()) if output.is_file() else None
+    result = bench_cv(config, args.test_folds, args.seeds, args.command_line, baselines=args.baselines,
+                      previous=previous)
+    write_json(output, result)
+    table = format_cv_table(result)
+    write_text(output.with_suffix(".md"), table)
+    print(table)
+    print(f"results: {output} and {output.with_suffix('.md')}")
     return 0
 
 

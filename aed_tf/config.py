@@ -25,6 +25,12 @@ CalmPolicy = Literal["neutral", "separate", "drop"]
 SplitProtocol = Literal["speaker-independent", "cv", "all-speakers", "shared-si", "random"]
 
 
+# The recommended setting for a CPU, as measured by `aed-tf bench cv`: the defaults of that
+# benchmark and of `make demo`. (`aed-tf train`'s own defaults stay those of a user with a GPU and
+# internet: an ImageNet backbone.)
+CPU_SETTING: dict[str, Any] = {"backbone": "audiocnn", "weights": "none", "epochs": 12}
+
+
 def param(default: Any, help: str) -> Any:
     """A config field with its help text (shown by ``aed-tf <cmd> --help``)."""
     if isinstance(default, (list, dict, set)):

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from aed_tf.backbones import BackbonePreprocess, build_backbone, resolve_image_size
+from aed_tf.backbones import BackbonePreprocess, build_backbone, get_backbone, resolve_image_size
 from aed_tf.config import FrontEndConfig, TrainConfig
 from aed_tf.features import LogMelFrontEnd, SpectrogramImage
 
@@ -31,9 +31,12 @@ def build_classifier(train: TrainConfig, num_classes: int, n_mels: int) -> keras
     """The trainable classifier of log-mel features (any number of frames)."""
     image_size = resolve_image_size(train.backbone, train.image_size)
     features = keras.Input((None, n_mels), name="log_mel")
-    images = SpectrogramImage(image_size, name="image")(features)
-    x = BackbonePreprocess(train.backbone)(images)
-    backbone = build_backbone(train.backbone, image_size, None if train.from_scratch else train.weights)
+    x = features
+    if get_backbone(train.backbone).image:
+        images = SpectrogramImage(image_size, name="image")(features)
+        x = BackbonePreprocess(train.backbone)(images)
+    backbone = build_backbone(train.backbone, image_size,
+                              None if train.from_scratch else train.weights, n_mels=n_mels)
     backbone.name = BACKBONE_LAYER
     if train.from_scratch:
         for layer in backbone.layers:

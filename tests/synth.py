@@ -59,3 +59,17 @@ def tiny_config(tmp_path: Path, data_root: Path, **changes) -> Config:
         "epochs": 2, "clip_seconds": 0.5, "n_mels": 32, "time_mask_width": 5, "freq_mask_width": 4,
         "val_fraction": 0.2, "test_fraction": 0.2, "run_id": "run", **changes,
     })
+
+
+ASED_FOLDERS = {"n": "01Neutral", "f": "02Fearful", "h": "03Happy", "s": "04Sad", "a": "05Angry"}
+
+
+def make_ased_tree(root: Path, speakers=range(1, 6), letters="nhsa", seconds: float = 0.5) -> Path:
+    """ASED-named clips (``s4-01-01-01-29``), pitch by emotion as in `make_ravdess_tree`."""
+    for speaker in speakers:
+        for i, letter in enumerate(letters):
+            number = "nfhsa".index(letter) + 1
+            name = f"{letter}{number}-01-01-{1 + speaker % 2:02d}-{speaker:02d}.wav"
+            write_audio(root / ASED_FOLDERS[letter] / name, seconds=seconds,
+                        freq=120 * (i + 1) + 4 * speaker, seed=5000 + speaker * 10 + i)
+    return root

@@ -1,0 +1,308 @@
+"""The cross-validation benchmark (``aed-tf bench cv``): what users get on voices never heard.
+
+Every speaker is tested exactly once, in the fixed folds of the ``cv`` protocol
+(`aed_tf.splits.cv_folds`), and each leave-one-corpus-out row tests a whole corpus after training
+on the others. Everything a run chooses (the epoch, the temperature) is chosen on validation
+speakers that are training speakers of its fold. Figures are per corpus, from the pooled
+out-of-fold predictions, with the spread over folds and over seeds; the headline is the mean over
+corpora of the per-corpus UAR, so that no corpus's size decides it. The baselines run on exactly
+the same folds, with and without per-speaker standardisation of their features.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aed_tf import baseline
+from aed_tf.config import Config
+from aed_tf.labels import apply_calm_policy, class_names
+from aed_tf.metrics import label_metrics
+from aed_tf.splits import CV, CV_FOLDS, PROTOCOLS, make_split
+
+SPEAKER_FOLDS = tuple(str(fold) for fold in range(1, CV_FOLDS + 1))
+_PREDICTION_COLUMNS = ["clip_id", "corpus", "speaker", "label", "predicted"]
+
+# name -> (features of the clips, classifier, speaker-standardised?)
+BASELINES: dict[str, tuple[str, bool]] = {
+    "MFCC/chroma/mel + MLP (reference projects)": ("reference", False),
+    "MFCC/chroma/mel + MLP, per-speaker standardised": ("reference", True),
+    "eGeMAPS + linear SVM": ("egemaps", False),
+    "eGeMAPS + linear SVM, per-speaker standardised": ("egemaps", True),
+}
+_FEATURES: dict[str, tuple[Callable[..., np.ndarray], Callable[..., Any]]] = {
+    "reference": (baseline.reference_feature_matrix, baseline.fit_reference_baseline),
+    "egemaps": (baseline.egemaps_feature_matrix, baseline.fit_egemaps_baseline),
+}
+
+
+def default_folds(corpora: Sequence[str]) -> list[str]:
+    """The speaker folds, then one leave-one-corpus-out fold per corpus."""
+    return list(SPEAKER_FOLDS) + sorted(corpora)
+
+
+def model_predictions(config: Config, folds: Sequence[str], seeds: Sequence[int],
+                      progress: bool = True, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Out-of-fold test predictions of the configured model, one row per (seed, fold, clip).
+
+    Each (fold, seed) is a run folder named by its settings (`bench_run_id`): a finished one is
+    reused, a killed one resumes."""
+    from aed_tf.bench import bench_run_id
+    from aed_tf.evaluate import evaluate
+    from aed_tf.train import CONFIG_FILE, load_training_data, run_directory, train
+
+    frames = []
+    for seed in seeds:
+        for fold in folds:
+            run_config = config.replace(protocol=CV, fold=fold, seed=seed, resume=False)
+            run_config = run_config.replace(run_id=bench_run_id(run_config))
+            run_dir = run_directory(run_config)
+            config_file = run_dir / CONFIG_FILE
+            status = json.loads(config_file.read_text())["status"] if config_file.is_file() else None
+            started = time.perf_counter()
+            if status != "finished":
+                train(run_config.replace(resume=status is not None), progress=progress)
+            data = load_training_data(run_config, progress=False)
+            test = evaluate(run_dir, "test", data=data).predictions
+            frames.append(test[_PREDICTION_COLUMNS].assign(seed=seed, fold=fold))
+            log(f"fold {fold} seed {seed}: {_progress_line(frames[-1])} "
+                f"({'reused' if status == 'finished' else f'{time.perf_counter() - started:.0f} s'}, {run_dir})")
+    return pd.concat(frames, ignore_index=True)
+
+
+def baseline_predictions(config: Config, folds: Sequence[str], progress: bool = True,
+                         log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Out-of-fold test predictions of every baseline of `BASELINES` on the same folds (seed
+    `config.data.seed`), each trained on its fold's training partition. Features are computed
+    once for every clip; per-speaker standardisation uses each speaker's own clips."""
+    from aed_tf.prepare import prepare
+
+    prepared = prepare(config.replace(protocol=CV, fold=SPEAKER_FOLDS[0]), progress=progress)
+    manifest = apply_calm_policy(prepared.manifest, config.data.calm).reset_index(drop=True)
+    classes = class_names(config.data.calm)
+    labels = np.array([classes.index(e) for e in manifest["emotion"]])
+    waveforms = [prepared.waveforms[clip] for clip in manifest["clip_id"]]
+    speakers = (manifest["corpus"] + ":" + manifest["speaker"]).to_numpy()
+    rate = config.frontend.sample_rate
+    features = {}
+    for name, (featurize, _) in _FEATURES.items():
+        started = time.perf_counter()
+        features[name] = featurize(waveforms, rate)
+        log(f"baseline features {name}: {features[name].shape[1]} per clip, "
+            f"{time.perf_counter() - started:.0f} s")
+    standardized = {name: baseline.standardize_per_speaker(f, speakers) for name, f in features.items()}
+
+    frames = []
+    for fold in folds:
+        split = make_split(prepared.manifest, CV, fold=fold).set_index("clip_id")["partition"]
+        partition = manifest["clip_id"].map(split).to_numpy()
+        train_rows, test_rows = partition == "train", partition == "test"
+        for model_name, (feature_name, per_speaker) in BASELINES.items():
+            matrix = (standardized if per_speaker else features)[feature_name]
+            fit = _FEATURES[feature_name][1]
+            model = fit(matrix[train_rows], labels[train_rows], seed=config.data.seed)
+            test = manifest.loc[test_rows, ["clip_id", "corpus", "speaker"]].assign(
+                label=labels[test_rows], predicted=model.predict(matrix[test_rows]))
+            frames.append(test.assign(model=model_name, seed=config.data.seed, fold=fold))
+        log(f"baselines fold {fold}: " + "; ".join(
+            f"{name}: {_progress_line(frame)}" for name, frame in zip(BASELINES, frames[-len(BASELINES):])))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _progress_line(predictions: pd.DataFrame) -> str:
+    return ", ".join(f"{corpus} UAR {_metrics(rows)['uar']:.3f}"
+                     for corpus, rows in predictions.groupby("corpus"))
+
+
+def _metrics(rows: pd.DataFrame) -> dict[str, float]:
+    return label_metrics(rows["label"], rows["predicted"], int(max(rows["label"].max(), rows["predicted"].max())) + 1)
+
+
+def summarize(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
+    """Per corpus, from the pooled out-of-fold predictions of the speaker folds: UAR, accuracy
+    and macro-F1 (mean and spread over seeds), UAR per fold (mean over seeds) and its spread,
+    recall per class; the headline (mean over corpora of the per-corpus UAR) per seed; and each
+    leave-one-corpus-out fold's figures."""
+    speaker_folds = predictions[predictions["fold"].isin(SPEAKER_FOLDS)]
+    per_corpus: dict[str, Any] = {}
+    headline_per_seed = {}
+    for seed, rows in speaker_folds.groupby("seed"):
+        headline_per_seed[int(seed)] = float(np.mean(
+            [_metrics(corpus_rows)["uar"] for _, corpus_rows in rows.groupby("corpus")]))
+    for corpus, rows in speaker_folds.groupby("corpus"):
+        seeds = {int(seed): _metrics(seed_rows) for seed, seed_rows in rows.groupby("seed")}
+        folds = {fold: float(np.mean([_metrics(r)["uar"] for _, r in fold_rows.groupby("seed")]))
+                 for fold, fold_rows in rows.groupby("fold")}
+        hits = rows["label"] == rows["predicted"]
+        per_corpus[corpus] = {
+            "clips": int(rows["clip_id"].nunique()),
+            "speakers": int(rows["speaker"].nunique()),
+            **{metric: _spread([m[metric] for m in seeds.values()]) for metric in ("uar", "accuracy", "macro_f1")},
+            "uar_per_seed": {seed: m["uar"] for seed, m in seeds.items()},
+            "uar_per_fold": folds,
+            "uar_fold_std": float(np.std(list(folds.values()))),
+            "recall_per_class": {classes[label]: float(hits[rows["label"] == label].mean())
+                                 for label in sorted(rows["label"].unique())},
+        }
+    leave_corpus_out = {}
+    for fold, rows in predictions[~predictions["fold"].isin(SPEAKER_FOLDS)].groupby("fold"):
+        seeds = [_metrics(seed_rows) for _, seed_rows in rows.groupby("seed")]
+        leave_corpus_out[fold] = {"clips": int(rows["clip_id"].nunique()),
+                                  **{m: _spread([s[m] for s in seeds]) for m in ("uar", "accuracy", "macro_f1")}}
+    return {
+        "headline_uar": _spread(list(headline_per_seed.values())) if headline_per_seed else None,
+        "headline_uar_per_seed": headline_per_seed,
+        "per_corpus": per_corpus,
+        "leave_corpus_out": leave_corpus_out,
+    }
+
+
+def _spread(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, standard deviation and range over seeds."""
+    values = [float(v) for v in values]
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)),
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def format_cv_table(result: dict[str, Any]) -> str:
+    """cv.md: readable on its own."""
+    corpora = sorted({c for row in result["rows"] for c in row["summary"]["per_corpus"]})
+    loco = sorted({c for row in result["rows"] for c in row["summary"]["leave_corpus_out"]})
+    lines = [
+        "# Cross-validation over speakers (`aed-tf bench cv`)", "",
+        PROTOCOLS[CV].description, "",
+        "Folds (fixed, the same for every model and seed): " + result["folds_description"], "",
+        "Validation speakers (epoch and temperature chosen there, never on the test fold): "
+        + result["validation_description"], "",
+        f"Command: `{result['command']}`", "",
+        f"Model settings: {result['settings']}.", "",
+        "## Speaker folds: pooled out-of-fold UAR per corpus", "",
+        "Mean over seeds ± standard deviation over seeds; in brackets the standard deviation of "
+        "UAR over the 5 folds. The headline is the mean over corpora of the per-corpus UAR.", "",
+        "| model | seeds | headline (mean of corpora) | " + " | ".join(corpora) + " |",
+        "|---|---|---|" + "---|" * len(corpora),
+    ]
+    for row in result["rows"]:
+        summary = row["summary"]
+        cells = []
+        for corpus in corpora:
+            c = summary["per_corpus"].get(corpus)
+            cells.append(f"{c['uar']['mean']:.3f} ± {c['uar']['std']:.3f} ({c['uar_fold_std']:.3f})" if c else "")
+        head = summary["headline_uar"]
+        lines.append(f"| {row['model']} | {head['n']} | **{head['mean']:.3f}** ± {head['std']:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "Accuracy and macro-F1 of the same predictions (mean over seeds):", "",
+              "| model | " + " | ".join(f"{c} acc | {c} macro-F1" for c in corpora) + " |",
+              "|---|" + "---|---|" * len(corpora)]
+    for row in result["rows"]:
+        per_corpus = row["summary"]["per_corpus"]
+        lines.append(f"| {row['model']} | " + " | ".join(
+            f"{per_corpus[c]['accuracy']['mean']:.3f} | {per_corpus[c]['macro_f1']['mean']:.3f}" if c in per_corpus else " | "
+            for c in corpora) + " |")
+    if loco:
+        lines += ["", "## Leave one corpus out: train on the others, test on all of it (UAR)", "",
+                  "| model | " + " | ".join(loco) + " |", "|---|" + "---|" * len(loco)]
+        for row in result["rows"]:
+            held = row["summary"]["leave_corpus_out"]
+            lines.append(f"| {row['model']} | " + " | ".join(
+                f"{held[c]['uar']['mean']:.3f} ± {held[c]['uar']['std']:.3f}" if c in held else "" for c in loco) + " |")
+    lines += ["", "## Recall per class (speaker folds, pooled, all seeds)", ""]
+    for corpus in corpora:
+        rows = [(row["model"], row["summary"]["per_corpus"][corpus]["recall_per_class"])
+                for row in result["rows"] if corpus in row["summary"]["per_corpus"]]
+        classes = list(rows[0][1])
+        lines += [f"{corpus}:", "", "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        lines += [f"| {name} | " + " | ".join(f"{recall.get(c, float('nan')):.2f}" for c in classes) + " |"
+                  for name, recall in rows]
+        lines.append("")
+    lines += ["## UAR per fold (mean over seeds)", "",
+              "| model | corpus | " + " | ".join(f"fold {f}" for f in SPEAKER_FOLDS) + " |",
+              "|---|---|" + "---|" * len(SPEAKER_FOLDS)]
+    for row in result["rows"]:
+        for corpus, c in row["summary"]["per_corpus"].items():
+            lines.append(f"| {row['model']} | {corpus} | " + " | ".join(
+                f"{c['uar_per_fold'][f]:.3f}" if f in c["uar_per_fold"] else "" for f in SPEAKER_FOLDS) + " |")
+    lines += ["", f"Machine: {result['cpu_count']} CPUs, TensorFlow {result['tensorflow_version']}; "
+              f"{result['seconds']:.0f} s in all; written {result['timestamp']}."]
+    return "\n".join(lines) + "\n"
+
+
+def describe_folds(manifest: pd.DataFrame) -> str:
+    """Each corpus's speakers per fold, as the README and cv.md state them."""
+    from aed_tf.splits import cv_folds
+
+    folds = cv_folds(manifest)
+    parts = []
+    for corpus, rows in manifest.groupby("corpus"):
+        groups = [sorted(rows.loc[folds[rows.index] == f, "speaker"].unique()) for f in range(1, CV_FOLDS + 1)]
+        parts.append(f"{corpus}: " + ", ".join(
+            f"{i + 1}: {_span(g)}" for i, g in enumerate(groups) if g))
+    return "; ".join(parts) + "."
+
+
+def describe_validation(manifest: pd.DataFrame) -> str:
+    from aed_tf.splits import cv_validation_speakers
+
+    lines = []
+    for fold in range(1, CV_FOLDS + 1):
+        val = manifest[cv_validation_speakers(manifest, fold % CV_FOLDS + 1)]
+        lines.append(f"fold {fold}: " + ", ".join(f"{c} {_span(sorted(r['speaker'].unique()))}"
+                                                  for c, r in val.groupby("corpus")))
+    val = manifest[cv_validation_speakers(manifest, 1)]
+    lines.append("a corpus left out: " + ", ".join(
+        f"{c} {_span(sorted(r['speaker'].unique()))}" for c, r in val.groupby("corpus")) + " (of the other corpora)")
+    return "; ".join(lines) + "."
+
+
+def _span(speakers: Sequence[str]) -> str:
+    return speakers[0] if len(speakers) == 1 else f"{speakers[0]}-{speakers[-1]}"
+
+
+# Settings that say where things are, or that the benchmark sets per run: not part of a model's name.
+_NOT_SETTINGS = {"data_roots", "prepared_dir", "cache_dir", "output_dir", "run_id", "resume", "fold",
+                 "seed", "protocol", "workers", "backbone"}
+
+
+def model_name(config: Config) -> str:
+    """The backbone and every setting that differs from the defaults, e.g.
+    ``audiocnn (epochs=12, weights=none)``."""
+    defaults = Config().to_flat()
+    changed = [f"{k}={v}" for k, v in config.to_flat().items() if k not in _NOT_SETTINGS and v != defaults[k]]
+    return f"{config.train.backbone} ({', '.join(changed)})" if changed else config.train.backbone
+
+
+def bench_cv(config: Config, folds: Sequence[str] | None, seeds: Sequence[int], command: str,
+             baselines: bool = True, previous: dict[str, Any] | None = None,
+             progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains and tests the configured model on every fold and seed, and the baselines on the
+    same folds; rows of `previous` for other models are kept, each with its command."""
+    from aed_tf.bench import benchmark_environment
+    from aed_tf.prepare import prepare
+
+    started = time.perf_counter()
+    prepared = prepare(config.replace(protocol=CV, fold=SPEAKER_FOLDS[0]), progress=progress)
+    manifest = prepared.manifest
+    folds = list(folds) if folds else default_folds(manifest["corpus"].unique())
+    classes = class_names(config.data.calm)
+    rows = {row["model"]: row for row in (previous or {}).get("rows", [])}
+    name = model_name(config)
+    predictions = model_predictions(config, folds, seeds, progress=progress, log=log)
+    rows[name] = {"model": name, "command": command, "folds": folds, "seeds": list(seeds),
+                  "summary": summarize(predictions, classes)}
+    if baselines:
+        baseline_rows = baseline_predictions(config, folds, progress=False, log=log)
+        for baseline_name, frame in baseline_rows.groupby("model", sort=False):
+            rows[baseline_name] = {"model": baseline_name, "command": command, "folds": folds,
+                                   "seeds": [config.data.seed], "summary": summarize(frame, classes)}
+    return {
+        "protocol": CV, "protocol_description": PROTOCOLS[CV].description,
+        "folds_description": describe_folds(manifest),
+        "validation_description": describe_validation(manifest),
+        "settings": name, "command": command, "rows": list(rows.values()),
+        "seconds": time.perf_counter() - started, **benchmark_environment(),
+    }

@@ -1,0 +1,95 @@
+"""The cross-validation benchmark on a synthetic tree of three corpora: folds, baselines, tables."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aed_tf import cli
+from aed_tf.crossval import SPEAKER_FOLDS, model_name, summarize
+from aed_tf.config import Config
+from tests.synth import make_ased_tree, make_ravdess_tree, tiny_config
+
+
+@pytest.fixture(scope="module")
+def three_corpora(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cv-data")
+    make_ravdess_tree(root / "RAVDESS", actors=range(1, 11), takes=1)
+    make_ased_tree(root / "ASED", speakers=range(1, 11))
+    return root
+
+
+def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path, capsys):
+    output = tmp_path / "cv.json"
+    config = tiny_config(tmp_path, three_corpora)
+    argv = ["bench", "cv", "--test-folds", "1", "ased", "--seeds", "0", "1", "--output", str(output),
+            "--data-roots", str(three_corpora), "--prepared-dir", config.data.prepared_dir,
+            "--cache-dir", config.data.cache_dir, "--output-dir", config.train.output_dir,
+            "--epochs", "1", "--batch-size", "8", "--clip-seconds", "0.5", "--n-mels", "32",
+            "--time-mask-width", "5", "--freq-mask-width", "4"]
+    assert cli.main(argv) == 0
+    result = json.loads(output.read_text())
+    assert "ravdess: 1: 01-02, 2: 03-04" in result["folds_description"]
+    assert "fold 1: ased 03, ravdess 03" in result["validation_description"]
+    models = [row["model"] for row in result["rows"]]
+    assert models[0].startswith("audiocnn (") and "epochs=1" in models[0]
+    assert len(models) == 5 and sum("per-speaker standardised" in m for m in models) == 2
+    model_row = result["rows"][0]
+    assert model_row["seeds"] == [0, 1] and model_row["folds"] == ["1", "ased"]
+    summary = model_row["summary"]
+    # Fold 1 tests RAVDESS actors 01-02 and ASED speakers 01-02: 2 x 4 clips each.
+    assert summary["per_corpus"]["ravdess"]["clips"] == 8 and summary["per_corpus"]["ased"]["clips"] == 8
+    assert summary["per_corpus"]["ravdess"]["uar"]["n"] == 2
+    assert set(summary["per_corpus"]["ravdess"]["recall_per_class"]) == {"angry", "happy", "neutral", "sad"}
+    assert summary["leave_corpus_out"]["ased"]["clips"] == 40
+    head = summary["headline_uar"]
+    per_seed = [np.mean([summary["per_corpus"][c]["uar_per_seed"][str(s)] for c in ("ased", "ravdess")])
+                for s in (0, 1)]
+    assert head["mean"] == pytest.approx(np.mean(per_seed))
+    table = output.with_suffix(".md").read_text()
+    for expected in ("headline", "Leave one corpus out", "eGeMAPS + linear SVM, per-speaker standardised",
+                     "Recall per class", "UAR per fold", "aed-tf bench cv --test-folds 1 ased"):
+        assert expected in table
+    assert "fold ased seed 1" in capsys.readouterr().out
+
+    # Again: every finished run is reused, and a row another command made is kept.
+    runs = sorted(Path(config.train.output_dir).glob("bench-audiocnn-*/serving.keras"))
+    assert len(runs) == 4
+    stamps = [run.stat().st_mtime_ns for run in runs]
+    result["rows"].append({**model_row, "model": "earlier model", "command": "earlier command"})
+    output.write_text(json.dumps(result))
+    assert cli.main(argv + ["--no-baselines"]) == 0
+    again = json.loads(output.read_text())
+    assert [run.stat().st_mtime_ns for run in runs] == stamps
+    assert "earlier model" in [row["model"] for row in again["rows"]]
+    assert again["rows"][0]["summary"] == summary
+
+
+def test_summary_pools_out_of_fold_predictions_per_corpus():
+    classes = ("angry", "sad")
+    rows = []
+    # Seed 0: every ravdess clip right, tess half right; seed 1 the same but one more tess miss.
+    for seed, tess_hits in ((0, 2), (1, 1)):
+        for fold in ("1", "2"):
+            rows += [{"clip_id": f"r{fold}{i}", "corpus": "ravdess", "speaker": fold, "label": i % 2,
+                      "predicted": i % 2, "seed": seed, "fold": fold} for i in range(2)]
+        for i in range(4):
+            rows.append({"clip_id": f"t{i}", "corpus": "tess", "speaker": "OAF", "label": i % 2,
+                         "predicted": i % 2 if i < tess_hits else 1 - i % 2, "seed": seed, "fold": "1"})
+    rows.append({"clip_id": "x", "corpus": "tess", "speaker": "YAF", "label": 0, "predicted": 0,
+                 "seed": 0, "fold": "tess"})
+    summary = summarize(pd.DataFrame(rows), classes)
+    assert summary["per_corpus"]["ravdess"]["uar"]["mean"] == 1.0
+    assert summary["per_corpus"]["tess"]["uar_per_seed"] == {0: 0.5, 1: 0.25}
+    assert summary["headline_uar_per_seed"] == {0: 0.75, 1: 0.625}
+    assert summary["headline_uar"]["std"] == pytest.approx(0.0625)
+    assert summary["leave_corpus_out"]["tess"]["uar"]["mean"] == 1.0
+
+
+def test_model_name_lists_the_settings_that_differ_from_the_defaults():
+    assert model_name(Config()) == "efficientnetb0"
+    name = model_name(Config().replace(backbone="audiocnn", weights="none", fold="3", seed=4, epochs=7))
+    assert name == "audiocnn (weights=none, epochs=7)"
+    assert set(SPEAKER_FOLDS) == {"1", "2", "3", "4", "5"}
