@@ -110,3 +110,19 @@ def test_calm_policy(calm, expected_classes, expected_emotions):
 def test_unknown_calm_policy_is_refused():
     with pytest.raises(ValueError, match="calm policy"):
         class_names("merge")
+
+
+def test_make_demo_and_bench_cv_train_the_recommended_cpu_setting():
+    import re
+    from pathlib import Path
+
+    from aed_tf.cli import build_parser
+    from aed_tf.config import CPU_SETTING
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    demo = dict(re.findall(r"-p (\w+) (\S+)", re.search(r"DEMO_PARAMETERS :=(.*?)\n\S", makefile, re.S)[1]))
+    assert Config().replace(**demo).replace(protocol="cv", fold="1") == Config().replace(**demo)
+    assert {name: Config().replace(**demo).to_flat()[name] for name in CPU_SETTING} == CPU_SETTING
+    args = build_parser().parse_args(["bench", "cv"])
+    assert Config.from_args(args).replace(**CPU_SETTING) == Config.from_args(args)
+    assert Config.from_args(args).train.backbone == CPU_SETTING["backbone"] != Config().train.backbone

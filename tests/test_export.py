@@ -126,3 +126,28 @@ def test_plain_ops_trace_the_front_end_without_xla_and_give_the_same_image():
         plain_image = plain(waves).numpy()
     # Images in [0, 255]: XLA's fused products and the plain ops differ in rounding only.
     np.testing.assert_allclose(plain_image, compiled(waves).numpy(), rtol=0, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def audiocnn_run(tmp_path_factory) -> Path:
+    """A tiny run of the audio-native backbone (attentive statistics pooling, no image)."""
+    from aed_tf.train import train
+    from tests.synth import make_ravdess_tree, tiny_config
+
+    root = tmp_path_factory.mktemp("audiocnn-run")
+    config = tiny_config(root, make_ravdess_tree(root / "data"), backbone="audiocnn", epochs=1)
+    return train(config, progress=False).run_dir
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_the_audio_native_backbone_exports_with_builtin_ops(audiocnn_run, clips, format, tmp_path):
+    out = tmp_path / {"savedmodel": "sm", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
+    export(audiocnn_run, format, out)
+    model = EmotionRecognizer.load(audiocnn_run).model
+    batch = windows(clips, 8000)
+    expected = model(batch).numpy()
+    assert np.abs(expected - expected.mean(axis=0)).max() > 1e-4  # the clips get answers of their own
+    np.testing.assert_allclose(load_export(out)(batch), expected, rtol=0, atol=TOLERANCE[format])
+    for clip in clips[:2]:  # whole clips of other lengths: the pooling takes any number of frames
+        np.testing.assert_allclose(load_export(out)(clip[None]), model(clip[None]).numpy(), rtol=0,
+                                   atol=TOLERANCE[format])
