@@ -161,6 +161,11 @@ class AugmentConfig:
     time_masks: int = param(2, "SpecAugment time masks per clip")
     time_mask_width: int = param(30, "maximum width of a time mask (frames)")
     mixup_alpha: float = param(0.0, "mixup Beta(alpha, alpha) parameter; 0 turns mixup off")
+    speed_perturbation: float = param(
+        0.0, "speed perturbation: each training clip is also resampled to speeds 1 - p and 1 + p "
+        "(tempo and pitch together; 0.1 gives 0.9x and 1.1x), one of the three drawn per clip "
+        "and epoch; 0 turns it off",
+    )
 
     def __post_init__(self) -> None:
         _check(self.gain_db >= 0, "gain_db", self.gain_db, ">= 0")
@@ -174,6 +179,7 @@ class AugmentConfig:
         for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         _check(self.mixup_alpha >= 0, "mixup_alpha", self.mixup_alpha, ">= 0")
+        _check(0 <= self.speed_perturbation < 0.5, "speed_perturbation", self.speed_perturbation, "in [0, 0.5)")
 
 
 @dataclass(frozen=True)

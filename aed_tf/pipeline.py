@@ -87,9 +87,14 @@ def train_dataset(
         )
     frontend, augment = config.frontend, config.augment
     arrays = _mono_arrays(waveforms, labels)
-    powers = clip_mel_powers(arrays, frontend)
-    clip_lengths = tf.constant([wave.size for wave in arrays], tf.int64)
-    clip_labels = tf.constant(labels, tf.int32)
+    clips_per_version = len(arrays)
+    speeds = speed_factors(augment)
+    # Every speed's version of every clip, laid out version after version: clip i at speed v is
+    # row v * clips_per_version + i, so its mel power is fixed once, from the resampled audio.
+    versions = [wave if speed == 1.0 else change_speed(wave, speed) for speed in speeds for wave in arrays]
+    powers = clip_mel_powers(versions, frontend)
+    clip_lengths = tf.constant([wave.size for wave in versions], tf.int64)
+    clip_labels = tf.constant(np.tile(np.asarray(labels), len(speeds)), tf.int32)
     noise_bank = tf.constant(white_noise_bank(frontend))
     max_shift = round(augment.time_shift_ms / frontend.hop_ms) if augment.augment else 0  # hops
     # Independent seed streams for the clip order and the batches, both fixed by `seed`.
@@ -99,6 +104,10 @@ def train_dataset(
 
     def featurize(clips: tf.Tensor, op_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         crop_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(op_seed, 2))
+        if len(speeds) > 1:  # a speed per clip, drawn from a stream of its own
+            speed_seed = tf.random.experimental.stateless_fold_in(op_seed, len(speeds))
+            version = tf.random.stateless_uniform(tf.shape(clips), speed_seed, 0, len(speeds), tf.int64)
+            clips = clips + version * clips_per_version
         starts = random_start_frames(
             tf.gather(clip_lengths, clips), frontend, max_shift, crop_seed
         )
@@ -115,6 +124,21 @@ def train_dataset(
     batches = tf.data.Dataset.zip(batches, _seeds(batch_seed))
     batches = batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=True)
     return batches.prefetch(AUTOTUNE)
+
+
+def speed_factors(augment: AugmentConfig) -> tuple[float, ...]:
+    """The playback speeds training draws from: 1 alone, or 1 - p, 1 and 1 + p for
+    `speed_perturbation` p (Ko et al. 2015: 0.9, 1.0 and 1.1)."""
+    p = augment.speed_perturbation if augment.augment else 0.0
+    return (1.0 - p, 1.0, 1.0 + p) if p > 0 else (1.0,)
+
+
+def change_speed(wave: np.ndarray, speed: float) -> np.ndarray:
+    """The clip played `speed` times as fast (tempo and pitch together, as sox's `speed`):
+    resampled as if it had been recorded at `speed` times its rate (soxr, high quality)."""
+    import soxr
+
+    return soxr.resample(wave, speed, 1.0).astype(np.float32)
 
 
 def augmented_views(waveform: np.ndarray, config: Config, count: int = 4, seed: int = 0) -> np.ndarray:

@@ -44,6 +44,8 @@ def test_unknown_parameter_suggests_the_close_name():
         ({"snr_db_min": 50.0}, "snr_db_min"),
         ({"n_mels": 12.5}, "n_mels"),
         ({"augment": "maybe"}, "augment"),
+        ({"speed_perturbation": 0.5}, "speed_perturbation"),
+        ({"protocol": "leave-one-out"}, "protocol"),
     ],
 )
 def test_invalid_values_name_the_parameter(change, message):

@@ -15,6 +15,7 @@ from aed_tf.config import Config
 from aed_tf.features import mel_power, waveform_to_features, white_noise_mel_power
 from aed_tf.pipeline import (
     add_white_noise,
+    change_speed,
     clip_mel_powers,
     crop_frames,
     eval_dataset,
@@ -23,6 +24,7 @@ from aed_tf.pipeline import (
     random_gain,
     random_start_frames,
     spec_augment,
+    speed_factors,
     train_dataset,
     waveform_dataset,
     white_noise_bank,
@@ -166,6 +168,36 @@ def test_train_without_augmentation_is_the_front_end_on_a_window_of_each_clip() 
             assert distances.min() < 1e-3
             seen.add((clip, int(np.argmin(distances))))
     assert len(seen) > 3  # more than one crop of the clips that have a choice
+
+
+def test_speed_perturbation_trains_on_each_speed_of_each_clip_exactly() -> None:
+    """Without other augmentation, each example is the front end on a window of the clip at
+    0.8x, 1x or 1.2x, resampled before its mel power is computed; every speed occurs."""
+    assert speed_factors(CONFIG.augment) == (1.0,)
+    assert speed_factors(CONFIG.replace(speed_perturbation=0.2, augment=False).augment) == (1.0,)
+    config = CONFIG.replace(speed_perturbation=0.2, batch_size=1, gain_db=0.0, noise_probability=0.0,
+                            freq_masks=0, time_masks=0, time_shift_ms=0.0)
+    assert speed_factors(config.augment) == (0.8, 1.0, 1.2)
+    n, hop = FRONTEND.clip_samples, FRONTEND.hop_length
+    wave = clips([3 * n])[0]
+    dataset = train_dataset([wave], [0], NUM_CLASSES, config, seed=1)
+    seen = set()
+    for _ in range(24):  # epochs of one clip
+        (features,), _ = next(iter(dataset))
+        distances = {}
+        for speed in speed_factors(config.augment):
+            fast = wave if speed == 1.0 else change_speed(wave, speed)
+            windows = [fit_to_length(tf.constant(fast), n, offset) for offset in range(0, len(fast) - n + 1, hop)]
+            expected = waveform_to_features(tf.stack(windows), FRONTEND).numpy()
+            distances[speed] = np.abs(expected - features.numpy()).max(axis=(1, 2)).min()
+        speed = min(distances, key=distances.get)
+        assert distances[speed] < 1e-3
+        seen.add(speed)
+    assert seen == {0.8, 1.0, 1.2}
+    # 1.25x faster: 4/5 of the samples, and the pitch of every partial 1.25 times higher.
+    faster = change_speed(tone(1.0, 8000, freq=200.0), 1.25)
+    assert len(faster) == 6400
+    assert np.argmax(np.abs(np.fft.rfft(faster))) * 8000 / len(faster) == pytest.approx(250, abs=2)
 
 
 # -- the datasets -----------------------------------------------------------------------------
