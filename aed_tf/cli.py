@@ -184,12 +184,21 @@ def _prepare(config: Config, args: argparse.Namespace) -> int:
 
 
 def _train(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.report import format_held_out, held_out_summary
     from aed_tf.train import train
 
     result = train(config)
     val = result.val_metrics
     print(f"run {result.run_dir}: val UAR {val['uar']:.3f} (accuracy {val['accuracy']:.3f}, "
           f"macro-F1 {val['macro_f1']:.3f}), {config.data.protocol} split, {result.seconds:.0f} s")
+    if os.environ.get("TF_CONFIG"):
+        # Every worker of a multi-machine run gets here, and only the chief has the run folder:
+        # the figures are left to the report.
+        print(f"held-out figures: aed-tf run evaluate -p run_dir {result.run_dir} (on the chief)")
+        return 0
+    print("evaluating the run, and the reference baseline trained on its training partition ...",
+          flush=True)
+    print(format_held_out(held_out_summary(result.run_dir)))
     return 0
 
 
@@ -201,6 +210,11 @@ def _run_notebooks(config: Config, args: argparse.Namespace) -> int:
     for notebook_run in runs:
         print(f"{notebook_run.name}: {notebook_run.html}")
     print(f"report: {runs[-1].html}\nall runs: {Path(args.reports_dir) / 'index.html'}")
+    from aed_tf.report import SUMMARY_FILE, format_held_out  # TensorFlow: not before the notebooks
+
+    summary = runs[-1].notebook.parent / SUMMARY_FILE
+    if runs[-1].notebook.name == NOTEBOOKS["evaluate"] and summary.is_file():  # `make demo` ends here
+        print(format_held_out(json.loads(summary.read_text())))
     return 0
 
 

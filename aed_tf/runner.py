@@ -220,8 +220,9 @@ def run(names: Sequence[str], parameters: Mapping[str, Any], reports_dir: Path =
 
 
 def write_index(reports_dir: Path) -> Path:
-    """`reports/index.html`: one row per report with a summary.json, newest first."""
-    from aed_tf.report import SUMMARY_FILE
+    """`reports/index.html`: one row per report with a summary.json, newest first. A summary.json
+    older than the per-corpus figures gets empty cells for them."""
+    from aed_tf.report import SUMMARY_FILE, format_per_corpus, summary_has_held_out_test
 
     rows = []
     for summary_path in sorted(reports_dir.glob(f"*/{SUMMARY_FILE}")):
@@ -234,19 +235,25 @@ def write_index(reports_dir: Path) -> Path:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}</style>",
         "</head><body><h1>aed-tf reports</h1>",
-        f"<p>{len(rows)} run(s). Figures are on each run's held-out partition; the protocol says "
-        "whether its speakers were heard in training.</p>",
+        f"<p>{len(rows)} run(s). Figures are on each run's held-out test partition; the protocol says "
+        "whether its speakers were heard in training. A run marked \"no held-out test\" (protocol "
+        "all-speakers) trained on every speaker but its validation ones, and its figures are on "
+        "those validation speakers, which chose the epoch: they overstate what new voices get.</p>",
         "<table><tr><th>run</th><th>backbone</th><th>weights</th><th>protocol</th><th>partition</th>"
-        "<th>accuracy</th><th>UAR</th><th>macro-F1</th><th>baseline UAR</th><th>date</th><th>pages</th></tr>",
+        "<th>accuracy</th><th>UAR</th><th>macro-F1</th><th>UAR per corpus</th><th>baseline UAR</th>"
+        "<th>baseline UAR per corpus</th><th>date</th><th>pages</th></tr>",
     ]
     for summary, run_id, pages in rows:
         protocol = summary["protocol"] + (" (speaker-independent)" if summary["speaker_independent"]
                                           else " (SPEAKER-DEPENDENT)")
+        partition = summary["partition"] + ("" if summary_has_held_out_test(summary) else " (no held-out test)")
         baseline = summary.get("baseline") or {}
         links = " ".join(f'<a href="{html.escape(run_id)}/{html.escape(p)}">{html.escape(p)}</a>' for p in pages)
-        cells = [run_id, summary["backbone"], summary["weights"], protocol, summary["partition"],
+        cells = [run_id, summary["backbone"], summary["weights"], protocol, partition,
                  f"{summary['accuracy']:.3f}", f"{summary['uar']:.3f}", f"{summary['macro_f1']:.3f}",
-                 f"{baseline['uar']:.3f}" if "uar" in baseline else "", summary["date"]]
+                 format_per_corpus(summary.get("uar_per_corpus")),
+                 f"{baseline['uar']:.3f}" if "uar" in baseline else "",
+                 format_per_corpus(baseline.get("uar_per_corpus")), summary["date"]]
         lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
                      + f"<td>{links}</td></tr>")
     lines += ["</table></body></html>"]

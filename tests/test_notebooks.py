@@ -166,9 +166,12 @@ def test_run_all_executes_explore_train_evaluate_into_a_self_contained_report(tm
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["protocol"] == "speaker-independent" and summary["backbone"] == "mobilenetv3small"
     assert 0 <= summary["uar"] <= 1 and 0 <= summary["baseline"]["uar"] <= 1
+    assert set(summary["uar_per_corpus"]) == set(summary["baseline"]["uar_per_corpus"]) == {"ravdess"}
+    assert "per corpus beside the overall figure" in text
     index = parse_html(tmp_path / "reports" / "index.html")
     index_text = " ".join(index.text)
     assert "tiny" in index_text and f"{summary['uar']:.3f}" in index_text
+    assert f"ravdess {summary['uar_per_corpus']['ravdess']:.2f}" in index_text
     assert any(a.get("href") == "tiny/03_evaluate.html" for tag, a in index.tags if tag == "a")
 
     screenshot = tmp_path / "report.png"

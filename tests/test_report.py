@@ -1,4 +1,10 @@
-"""The report's tables and figures, the baseline, on small hand-made predictions."""
+"""The report's tables and figures, the baseline, on small hand-made predictions; the held-out
+summary of a tiny run, and the index of the reports."""
+
+import json
+import re
+import shutil
+from pathlib import Path
 
 import matplotlib
 
@@ -11,7 +17,11 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from aed_tf import plots, report
 from aed_tf.baseline import fit_reference_baseline, predict_probabilities, reference_feature_matrix
-from aed_tf.config import FrontEndConfig
+from aed_tf.config import Config, FrontEndConfig
+from aed_tf.evaluate import Evaluation, evaluate, grouped_metrics
+from aed_tf.metrics import classification_metrics
+from aed_tf.runner import write_index
+from aed_tf.train import CONFIG_FILE, TrainResult, load_training_data
 from tests.synth import tone
 
 CLASSES = ["angry", "happy", "sad"]
@@ -97,3 +107,128 @@ def test_the_reference_baseline_learns_separable_tones():
     probabilities = predict_probabilities(model, features[24:], num_classes=4)
     assert probabilities.shape == (12, 4) and (probabilities[:, 3] == 0).all()
     assert (probabilities.argmax(1) == labels[24:]).mean() == 1.0
+
+
+def evaluation_of(predictions: pd.DataFrame, protocol: str = "shared-si", partition: str = "test") -> Evaluation:
+    probabilities = predictions[[f"p_{name}" for name in CLASSES]].to_numpy()
+    return Evaluation(partition, protocol, True, tuple(CLASSES), predictions,
+                      classification_metrics(predictions["label"], probabilities),
+                      grouped_metrics(predictions, probabilities, ["corpus"]),
+                      grouped_metrics(predictions, probabilities, ["corpus", "speaker"]))
+
+
+TWO_CORPORA = predictions_of([0, 1, 2, 0, 1, 2, 0, 1], [0, 1, 2, 0, 2, 2, 1, 1],
+                             corpus=["ravdess"] * 3 + ["tess"] * 5)
+
+
+def test_a_run_without_a_test_partition_is_evaluated_on_validation_and_says_so():
+    def run_of(protocol):
+        return {"split": {"protocol": protocol}}
+
+    assert report.partition_to_evaluate(run_of("shared-si")) == ("test", None)
+    assert report.partition_to_evaluate(run_of("shared-si"), "val") == ("val", None)
+    assert report.partition_to_evaluate(run_of("an-old-protocol")) == ("test", None)
+    for asked in ("test", "val"):
+        partition, note = report.partition_to_evaluate(run_of("all-speakers"), asked)
+        assert partition == "val"
+        assert note.startswith("This run has no held-out test (protocol all-speakers): every speaker but "
+                               "the validation ones was used in training.")
+        assert "overstate what new voices get" in note and "`aed-tf bench cv`" in note
+    assert report.partition_to_evaluate(run_of("all-speakers"), "train") == ("train", None)
+
+
+def test_the_headline_table_puts_the_uar_of_each_corpus_beside_the_overall_one():
+    table = report.headline_per_corpus(evaluation_of(TWO_CORPORA))
+    assert list(table.index) == ["overall", "ravdess", "tess"]
+    assert list(table.columns) == ["clips", "accuracy", "uar", "macro_f1"]
+    assert list(table["clips"]) == [8, 3, 5]
+    assert table.loc["ravdess", "uar"] == 1.0
+    tess = TWO_CORPORA[TWO_CORPORA["corpus"] == "tess"]
+    assert table.loc["tess", "uar"] == pytest.approx(balanced_accuracy_score(tess["label"], tess["predicted"]))
+    assert table.loc["overall", "uar"] == pytest.approx(
+        balanced_accuracy_score(TWO_CORPORA["label"], TWO_CORPORA["predicted"]))
+
+
+def summary_run(tmp_path: Path, name: str, protocol: str) -> dict:
+    return {"run_dir": str(tmp_path / "runs" / name), "config": {"train": {"backbone": "mobilenetv3small"}},
+            "weights": "from scratch (weights=None)", "split": {"protocol": protocol}}
+
+
+def test_summary_and_index_give_the_uar_per_corpus_and_mark_a_run_without_held_out_test(tmp_path):
+    reports = tmp_path / "reports"
+    evaluation = evaluation_of(TWO_CORPORA, protocol="all-speakers", partition="val")
+    baseline_predictions = TWO_CORPORA.assign(predicted=0)
+    baseline_probabilities = np.eye(len(CLASSES))[np.zeros(len(TWO_CORPORA), int)]
+    baseline = report.headline_figures(
+        report.bootstrap_intervals(baseline_predictions["label"], baseline_predictions["predicted"], len(CLASSES),
+                                   resamples=10)["value"],
+        grouped_metrics(baseline_predictions, baseline_probabilities, ["corpus"]))
+    path = report.write_summary(reports / "shipped", summary_run(tmp_path, "shipped", "all-speakers"),
+                                evaluation, baseline=baseline)
+    summary = json.loads(path.read_text())
+    assert summary["partition"] == "val" and summary["held_out_test"] is False
+    tess_uar = evaluation.per_corpus.set_index("corpus").loc["tess", "uar"]
+    assert summary["uar_per_corpus"] == {"ravdess": 1.0, "tess": pytest.approx(tess_uar)}
+    assert summary["baseline"]["uar_per_corpus"] == {"ravdess": pytest.approx(1 / 3), "tess": pytest.approx(1 / 3)}
+    assert summary["uar"] == evaluation.overall["uar"] and summary["baseline"]["uar"] == pytest.approx(1 / 3)
+
+    # A summary.json from before the per-corpus figures still gets its row, with empty cells.
+    old = {key: summary[key] for key in ("backbone", "weights", "speaker_independent", "clips", "accuracy",
+                                         "uar", "macro_f1")}
+    old.update(run_id="old", protocol="shared-si", partition="test", baseline={"uar": 0.3},
+               date="2020-01-01T00:00:00")
+    (reports / "old").mkdir()
+    (reports / "old" / report.SUMMARY_FILE).write_text(json.dumps(old))
+    rows = [[cell.strip() for cell in re.findall(r"<td>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", write_index(reports).read_text())[1:]]
+    header = re.findall(r"<th>(.*?)</th>", write_index(reports).read_text())
+    shipped, older = (dict(zip(header, row)) for row in rows)
+    assert shipped["run"] == "shipped" and shipped["partition"] == "val (no held-out test)"
+    assert shipped["UAR per corpus"] == f"ravdess 1.00 · tess {tess_uar:.2f}"
+    assert shipped["baseline UAR per corpus"] == "ravdess 0.33 · tess 0.33"
+    assert older["partition"] == "test" and older["UAR per corpus"] == older["baseline UAR per corpus"] == ""
+    assert older["baseline UAR"] == "0.300"
+
+    printed = report.format_held_out(summary)
+    assert "protocol all-speakers, val partition (8 clips): no held-out test" in printed
+    assert report.NO_HELD_OUT_TEST.format(protocol="all-speakers") in printed
+    assert f"ravdess 1.000 · tess {tess_uar:.3f}" in printed and "baseline" in printed
+    assert "no held-out test" not in report.format_held_out(old)
+
+
+def test_held_out_summary_gives_the_model_and_the_baseline_per_corpus(tiny_run, tmp_path):
+    run = report.load_run(tiny_run)
+    data = load_training_data(Config.from_dict(run["config"]), progress=False)
+    summary = report.held_out_summary(tiny_run, data=data)
+    test = evaluate(tiny_run, "test", data=data)
+    assert summary["partition"] == "test" and summary["held_out_test"] is True
+    assert summary["clips"] == len(test.predictions) and summary["uar"] == pytest.approx(test.overall["uar"])
+    assert summary["uar_per_corpus"] == {"ravdess": pytest.approx(test.overall["uar"])}
+    assert set(summary["baseline"]["uar_per_corpus"]) == {"ravdess"}
+    assert 0 <= summary["baseline"]["uar"] <= 1
+
+    # The same run as if its protocol had no test partition: the validation speakers, said so.
+    shipped = tmp_path / "shipped"
+    shutil.copytree(tiny_run, shipped)
+    saved = json.loads((shipped / CONFIG_FILE).read_text())
+    saved["split"]["protocol"] = "all-speakers"
+    (shipped / CONFIG_FILE).write_text(json.dumps(saved))
+    summary = report.held_out_summary(shipped, data=data)
+    assert summary["partition"] == "val" and summary["held_out_test"] is False
+    assert summary["clips"] == len(data.partitions["val"].labels)
+    assert "no held-out test" in report.format_held_out(summary)
+
+
+def test_train_ends_by_printing_the_held_out_uar_per_corpus_and_the_baseline(tiny_run, monkeypatch, capsys):
+    import aed_tf.train
+    from aed_tf.cli import main
+
+    run = report.load_run(tiny_run)
+    result = TrainResult(tiny_run, {"uar": 0.5, "accuracy": 0.5, "macro_f1": 0.5}, run["history"], 1.0, None)
+    monkeypatch.setattr(aed_tf.train, "train", lambda config: result)  # the run is already trained
+    assert main(["train", "--protocol", run["config"]["data"]["protocol"]]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"protocol speaker-independent, test partition \(\d+ clips\)\n"
+                     r"  mobilenetv3small: UAR \d\.\d{3} \(ravdess \d\.\d{3}\)\n"
+                     r"  baseline MFCC/chroma/mel \+ MLP \(same training partition\): UAR \d\.\d{3} "
+                     r"\(ravdess \d\.\d{3}\)", printed), printed
