@@ -217,6 +217,9 @@ class TrainConfig:
         "auto", "float16 compute with a float32 head: auto turns it on when a GPU is present"
     )
     xla: bool = param(False, "compile the training step with XLA")
+    tensorboard: bool = param(
+        False, "write TensorBoard logs to <run folder>/tensorboard (tensorboard --logdir there)"
+    )
     output_dir: str = param("saved_models", "runs are written to <output_dir>/<run_id>/")
     run_id: str = param("", "name of the run folder; empty: <date>-<backbone>-<protocol>-seed<seed>")
     resume: bool = param(False, "continue the run in <output_dir>/<run_id> from its last epoch")

@@ -51,6 +51,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.csv"
+TENSORBOARD_DIR = "tensorboard"
 _CHECKPOINT = "checkpoint.keras"  # the last finished epoch, with optimizer state
 _BEST_WEIGHTS = "best-weights.npz"  # model arrays only, not the optimizer's
 _STATE = "state.json"
@@ -181,7 +182,10 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
         state.update(phase=phase.name, epoch=initial_epoch)
         callbacks = [EpochCheckpoint(run_dir, state, phase.name, val_ds, val_part.labels)] + (
             [keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
-            if config.train.patience else [])
+            if config.train.patience else []) + (
+            # After EpochCheckpoint, so that the validation UAR it adds to the logs is logged too.
+            [keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR / phase.name))]
+            if config.train.tensorboard else [])
         if distributed.is_multi_worker(strategy):
             distributed.fit(model, train_ds, epochs=phase.epochs, loss=_loss(config, reduction=None),
                             class_weight=class_weight, callbacks=callbacks, verbose=1 if progress else 0)

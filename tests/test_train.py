@@ -94,6 +94,20 @@ def test_an_existing_run_is_never_overwritten(tmp_path, data_root):
         train(tiny_config(tmp_path, data_root), progress=False)
 
 
+def test_tensorboard_logs_each_epoch_with_the_validation_uar(tmp_path, data_root):
+    import tensorflow as tf
+
+    run_dir = train(tiny_config(tmp_path, data_root, tensorboard=True), progress=False).run_dir
+    logged: dict[tuple[str, str], list[int]] = {}
+    for event_file in (run_dir / "tensorboard" / "scratch").glob("*/events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                logged.setdefault((event_file.parent.name, value.tag), []).append(event.step)
+    # The tiny run's two epochs; Keras files the val_ metrics under validation/.
+    assert logged[("train", "epoch_loss")] == [0, 1]
+    assert logged[("validation", "epoch_uar")] == [0, 1]
+
+
 def test_pretrained_weights_warm_up_the_head_then_fine_tune(tmp_path, data_root):
     from aed_tf.backbones import build_backbone
 
