@@ -180,8 +180,6 @@ def format_cv_table(result: dict[str, Any]) -> str:
         "Folds (fixed, the same for every model and seed): " + result["folds_description"], "",
         "Validation speakers (epoch and temperature chosen there, never on the test fold): "
         + result["validation_description"], "",
-        f"Command: `{result['command']}`", "",
-        f"Model settings: {result['settings']}.", "",
         "## Speaker folds: pooled out-of-fold UAR per corpus", "",
         "Mean over seeds ± standard deviation over seeds; in brackets the standard deviation of "
         "UAR over the 5 folds. The headline is the mean over corpora of the per-corpus UAR.", "",
@@ -227,8 +225,13 @@ def format_cv_table(result: dict[str, Any]) -> str:
         for corpus, c in row["summary"]["per_corpus"].items():
             lines.append(f"| {row['model']} | {corpus} | " + " | ".join(
                 f"{c['uar_per_fold'][f]:.3f}" if f in c["uar_per_fold"] else "" for f in SPEAKER_FOLDS) + " |")
+    lines += ["", "Commands (each row was made by one):", ""]
+    for command in dict.fromkeys(row["command"] for row in result["rows"]):
+        made = "; ".join(row["model"] for row in result["rows"] if row["command"] == command)
+        seconds = sum({row["seconds"] for row in result["rows"] if row["command"] == command})
+        lines.append(f"- `{command}` ({seconds / 60:.0f} min): {made}")
     lines += ["", f"Machine: {result['cpu_count']} CPUs, TensorFlow {result['tensorflow_version']}; "
-              f"{result['seconds']:.0f} s in all; written {result['timestamp']}."]
+              f"written {result['timestamp']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -293,16 +296,18 @@ def bench_cv(config: Config, folds: Sequence[str] | None, seeds: Sequence[int], 
     name = model_name(config)
     predictions = model_predictions(config, folds, seeds, progress=progress, log=log)
     rows[name] = {"model": name, "command": command, "folds": folds, "seeds": list(seeds),
-                  "summary": summarize(predictions, classes)}
+                  "seconds": time.perf_counter() - started, "summary": summarize(predictions, classes)}
     if baselines:
+        baselines_started = time.perf_counter()
         baseline_rows = baseline_predictions(config, folds, progress=False, log=log)
         for baseline_name, frame in baseline_rows.groupby("model", sort=False):
             rows[baseline_name] = {"model": baseline_name, "command": command, "folds": folds,
-                                   "seeds": [config.data.seed], "summary": summarize(frame, classes)}
+                                   "seeds": [config.data.seed], "summary": summarize(frame, classes),
+                                   "seconds": time.perf_counter() - baselines_started}
     return {
         "protocol": CV, "protocol_description": PROTOCOLS[CV].description,
         "folds_description": describe_folds(manifest),
         "validation_description": describe_validation(manifest),
-        "settings": name, "command": command, "rows": list(rows.values()),
-        "seconds": time.perf_counter() - started, **benchmark_environment(),
+        "command": command, "rows": list(rows.values()),
+        **benchmark_environment(),
     }
