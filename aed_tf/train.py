@@ -324,7 +324,9 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
         changed = {k: (v, config.to_flat()[k]) for k, v in saved.to_flat().items() if config.to_flat()[k] != v}
         raise InputError(f"{run_dir} was trained with other parameters; changed: {changed}")
     if not (run_dir / _STATE).is_file():
-        raise InputError(f"{run_dir} has finished; nothing to resume")
+        if json.loads((run_dir / CONFIG_FILE).read_text()).get("status") == "finished":
+            raise InputError(f"{run_dir} has finished; nothing to resume")
+        return fresh  # killed before its first epoch ended: nothing to keep, so start again
     return {**fresh, **json.loads((run_dir / _STATE).read_text())}
 
 

@@ -130,6 +130,30 @@ def test_phases_per_config_branch():
     assert [(p.name, p.epochs, p.learning_rate) for p in scratch] == [("scratch", 3, 1e-3)]
 
 
+def test_a_run_killed_before_its_first_epoch_ended_resumes_from_the_start(tmp_path, data_root, monkeypatch):
+    import aed_tf.train as training
+
+    config = tiny_config(tmp_path, data_root)
+
+    def killed(self, epoch, logs=None):
+        raise KeyboardInterrupt  # as if killed before the first epoch's checkpoint was written
+
+    with monkeypatch.context() as patched:
+        patched.setattr(training.EpochCheckpoint, "on_epoch_end", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, progress=False)
+    run_dir = tmp_path / "runs" / "run"
+    assert json.loads((run_dir / CONFIG_FILE).read_text())["status"] == "training"
+    assert not (run_dir / "state.json").exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, progress=False)
+    result = train(config.replace(resume=True), progress=False)
+    assert json.loads((run_dir / CONFIG_FILE).read_text())["status"] == "finished"
+    assert list(result.history["epoch"]) == [1, 2]
+    with pytest.raises(ValueError, match="has finished; nothing to resume"):
+        train(config.replace(resume=True), progress=False)
+
+
 def test_resume_continues_a_killed_run(tmp_path, data_root):
     config = tiny_config(tmp_path, data_root, epochs=6)
     args = [f"--{k.replace('_', '-')}={v}" for k, v in config.to_flat().items()
