@@ -27,6 +27,10 @@ import soxr
 from tqdm.auto import tqdm
 from aed_tf.errors import InputError, UserError
 
+# The file suffixes of audio that `decode` reads (libsndfile >= 1.1): the one list for finding
+# recordings, in corpora (`aed-tf prepare`) and in folders given to `aed-tf predict`.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
+
 # Names the cache folder. Bump it whenever decoding changes the samples a file gives (mixdown,
 # resampler, dtype): entries of the old decoder then live in another folder and are never read.
 CACHE_VERSION = "audio-v1"

@@ -311,7 +311,7 @@ def _predict(config: Config, args: argparse.Namespace) -> int:
         raise UserError(f"{source}: file not found")
     files = rec.audio_files(source) if source.is_dir() else [source]
     if not files:
-        raise UserError(f"{source}: no audio files ({', '.join(rec.AUDIO_SUFFIXES)}) in this folder")
+        raise UserError(f"{source}: no audio files ({', '.join(rec.AUDIO_EXTENSIONS)}) in this folder")
     recognizer = rec.EmotionRecognizer.load(
         args.run_dir or rec.latest_run(config.train.output_dir), window_seconds=args.window,
         hop_seconds=args.hop, smoothing=args.smoothing, vad=not args.no_vad,

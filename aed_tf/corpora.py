@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from aed_tf.audio import AUDIO_EXTENSIONS
 from aed_tf.labels import CALM, MANIFEST_EMOTIONS
 from aed_tf.errors import InputError, UserError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
 @dataclass(frozen=True)

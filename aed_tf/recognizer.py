@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 import aed_tf.backbones  # noqa: F401
 import aed_tf.model  # noqa: F401
 from aed_tf import timeline as tl
-from aed_tf.audio import AudioError, AudioStream, clipped_frames, to_mono_float32
+from aed_tf.audio import AUDIO_EXTENSIONS, AudioError, AudioStream, clipped_frames, to_mono_float32
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
 from aed_tf.timeline import Segment
@@ -393,12 +393,11 @@ def _as_float(samples: np.ndarray) -> np.ndarray:
 # -- finding runs and files ---------------------------------------------------------------------
 
 # What a folder given to `aed-tf predict` is searched for; any other file is left alone.
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
 
 
 def audio_files(folder: str | Path) -> list[Path]:
     """The files with an audio suffix under `folder`, at any depth, sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
 def latest_run(output_dir: str | Path = "saved_models", backbone: str | None = None) -> Path:

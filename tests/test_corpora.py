@@ -385,7 +385,8 @@ def test_csv_manifest_paths_speakers_and_bad_rows(tmp_path: Path) -> None:
         ("a.wav", f"row 6 of {manifest}: unknown emotion 'bored' (expected one of angry, "
                   "disgust, fear, happy, neutral, sad, surprise, calm or a synonym)"),
         ("missing.wav", f"row 7 of {manifest}: file not found"),
-        ("notes.txt", f"row 8 of {manifest}: not an audio file (expected .wav, .flac, .ogg, .mp3)"),
+        ("notes.txt", f"row 8 of {manifest}: not an audio file (expected .wav, .flac, .ogg, .oga, "
+                      ".opus, .mp3, .aiff, .aif, .au, .w64, .caf)"),
     ]
 
 
@@ -424,7 +425,7 @@ def test_csv_root_in_scan_keeps_one_copy_per_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "extension", [".wav", ".flac", ".ogg", ".mp3", ".WAV", ".Flac", ".OGG", ".MP3"]
+    "extension", [".wav", ".flac", ".ogg", ".mp3", ".WAV", ".Flac", ".OGG", ".MP3", ".aiff", ".au", ".w64", ".caf"]
 )
 def test_scan_reads_every_audio_extension(tmp_path: Path, extension: str) -> None:
     path = write_audio(tmp_path / "savee" / f"DC_h03{extension}", seconds=0.1,
