@@ -181,10 +181,14 @@ SHARED_SI_BASELINES_UAR = {
 
 
 def bench_run_id(config: Config) -> str:
-    """`bench-<backbone>-<digest of every other setting>`: the same settings name the same run,
-    so a benchmark run that finished is reused and one that was killed resumes."""
-    settings = config.replace(run_id="", resume=False).to_json()
-    return f"bench-{config.train.backbone}-{hashlib.sha1(settings.encode()).hexdigest()[:8]}"
+    """`bench-<backbone>-<digest of every setting that differs from the defaults>`: the same
+    settings name the same run, so a benchmark run that finished is reused and one that was
+    killed resumes; a field added later, at its default, leaves every name as it was."""
+    defaults = Config().to_flat()
+    settings = {name: value for name, value in config.replace(run_id="", resume=False).to_flat().items()
+                if value != defaults[name]}
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:8]
+    return f"bench-{config.train.backbone}-{digest}"
 
 
 def bench_train(config: Config, backbones: Sequence[str], command: str,

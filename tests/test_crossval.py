@@ -88,6 +88,18 @@ def test_summary_pools_out_of_fold_predictions_per_corpus():
     assert summary["leave_corpus_out"]["tess"]["uar"]["mean"] == 1.0
 
 
+def test_a_benchmark_run_keeps_its_name_when_a_field_is_added_at_its_default(monkeypatch):
+    from aed_tf.bench import bench_run_id
+
+    config = Config().replace(backbone="audiocnn", weights="none", protocol="cv", fold="2", seed=1)
+    name = bench_run_id(config)
+    assert name.startswith("bench-audiocnn-") and name == bench_run_id(config.replace(resume=True))
+    assert bench_run_id(config.replace(seed=0)) != name and bench_run_id(config.replace(fold="3")) != name
+    # A flat view with one more field at its default names the same run.
+    monkeypatch.setattr(Config, "to_flat", lambda self, f=Config.to_flat: {**f(self), "new_field": 0})
+    assert bench_run_id(config) == name
+
+
 def test_model_name_lists_the_settings_that_differ_from_the_defaults():
     assert model_name(Config()) == "efficientnetb0"
     name = model_name(Config().replace(backbone="audiocnn", weights="none", fold="3", seed=4, epochs=7))
