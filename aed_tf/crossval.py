@@ -183,8 +183,8 @@ def format_cv_table(result: dict[str, Any]) -> str:
         "## Speaker folds: pooled out-of-fold UAR per corpus", "",
         "Mean over seeds ± standard deviation over seeds; in brackets the standard deviation of "
         "UAR over the 5 folds. The headline is the mean over corpora of the per-corpus UAR.", "",
-        "| model | seeds | headline (mean of corpora) | " + " | ".join(corpora) + " |",
-        "|---|---|---|" + "---|" * len(corpora),
+        "| model | folds | seeds | headline (mean of corpora) | " + " | ".join(corpora) + " |",
+        "|---|---|---|---|" + "---|" * len(corpora),
     ]
     for row in result["rows"]:
         summary = row["summary"]
@@ -193,7 +193,9 @@ def format_cv_table(result: dict[str, Any]) -> str:
             c = summary["per_corpus"].get(corpus)
             cells.append(f"{c['uar']['mean']:.3f} ± {c['uar']['std']:.3f} ({c['uar_fold_std']:.3f})" if c else "")
         head = summary["headline_uar"]
-        lines.append(f"| {row['model']} | {head['n']} | **{head['mean']:.3f}** ± {head['std']:.3f} | " + " | ".join(cells) + " |")
+        folds = ", ".join(f for f in row["folds"] if f in SPEAKER_FOLDS)
+        lines.append(f"| {row['model']} | {folds} | {head['n']} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
+                     + " | ".join(cells) + " |")
     lines += ["", "Accuracy and macro-F1 of the same predictions (mean over seeds):", "",
               "| model | " + " | ".join(f"{c} acc | {c} macro-F1" for c in corpora) + " |",
               "|---|" + "---|---|" * len(corpora)]
