@@ -24,6 +24,7 @@ from aed_tf import baseline
 from aed_tf.config import Config
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import label_metrics
+from aed_tf.prepare import Prepared, prepare
 from aed_tf.splits import CV, CV_FOLDS, PROTOCOLS, make_split
 
 SPEAKER_FOLDS = tuple(str(fold) for fold in range(1, CV_FOLDS + 1))
@@ -76,14 +77,12 @@ def model_predictions(config: Config, folds: Sequence[str], seeds: Sequence[int]
     return pd.concat(frames, ignore_index=True)
 
 
-def baseline_predictions(config: Config, folds: Sequence[str], progress: bool = True,
+def baseline_predictions(config: Config, prepared: Prepared, folds: Sequence[str],
                          log: Callable[[str], None] = print) -> pd.DataFrame:
     """Out-of-fold test predictions of every baseline of `BASELINES` on the same folds (seed
-    `config.data.seed`), each trained on its fold's training partition. Features are computed
-    once for every clip; per-speaker standardisation uses each speaker's own clips."""
-    from aed_tf.prepare import prepare
-
-    prepared = prepare(config.replace(protocol=CV, fold=SPEAKER_FOLDS[0]), progress=progress)
+    `config.data.seed`), each trained on its fold's training partition of the `prepared` data.
+    Features are computed once for every clip; per-speaker standardisation uses each speaker's
+    own clips."""
     manifest = apply_calm_policy(prepared.manifest, config.data.calm).reset_index(drop=True)
     classes = class_names(config.data.calm)
     labels = np.array([classes.index(e) for e in manifest["emotion"]])
@@ -287,7 +286,6 @@ def bench_cv(config: Config, folds: Sequence[str] | None, seeds: Sequence[int], 
     """Trains and tests the configured model on every fold and seed, and the baselines on the
     same folds; rows of `previous` for other models are kept, each with its command."""
     from aed_tf.bench import benchmark_environment
-    from aed_tf.prepare import prepare
 
     started = time.perf_counter()
     prepared = prepare(config.replace(protocol=CV, fold=SPEAKER_FOLDS[0]), progress=progress)
@@ -301,7 +299,7 @@ def bench_cv(config: Config, folds: Sequence[str] | None, seeds: Sequence[int], 
                   "seconds": time.perf_counter() - started, "summary": summarize(predictions, classes)}
     if baselines:
         baselines_started = time.perf_counter()
-        baseline_rows = baseline_predictions(config, folds, progress=False, log=log)
+        baseline_rows = baseline_predictions(config, prepared, folds, log=log)
         for baseline_name, frame in baseline_rows.groupby("model", sort=False):
             rows[baseline_name] = {"model": baseline_name, "command": command, "folds": folds,
                                    "seeds": [config.data.seed], "summary": summarize(frame, classes),
