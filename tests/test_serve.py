@@ -107,7 +107,9 @@ class Demo:
         expect(page.locator("#status")).to_contain_text("Upload an audio file")
 
     def status(self) -> str:
-        return self.page.inner_text("#status").strip()
+        """The status Markdown's own text: #status also holds Gradio's progress timer ("0.1s")
+        while an answer is pending."""
+        return self.page.inner_text("#status [data-testid=markdown]").strip()
 
     def label(self) -> str | None:
         """The label shown above the probability bars; None when none is shown."""
@@ -126,7 +128,8 @@ class Demo:
             clear.click()
             expect(self.page.locator("#status")).to_contain_text("Upload an audio file")
         self.page.locator("#audio input[type=file]").set_input_files(str(path))
-        expect(self.page.locator("#status")).to_contain_text(f" {path.name}", timeout=ANSWER_MS)
+        expect(self.page.locator("#status [data-testid=markdown]")).to_contain_text(f" {path.name}",
+                                                                                 timeout=ANSWER_MS)
         return self.status()
 
     def elsewhere(self) -> list[str]:
