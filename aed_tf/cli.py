@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--vad-aggressiveness", type=int, choices=range(4), default=2,
                          help="WebRTC voice activity detector, 0 (lenient) to 3 (strict)")
     predict.add_argument("--windows-per-batch", type=int, default=32, help="windows through the model at once")
+    predict.add_argument("--speaker-reference", nargs="+", metavar="FILE|DIR",
+                         help="for a run that normalises per speaker: recordings of the speaker "
+                              "(emotions unneeded; the input itself will do) whose statistics "
+                              "normalise the features (default: those of the training clips)")
     predict.set_defaults(run=_predict)
 
     export = commands.add_parser(
@@ -316,6 +320,13 @@ def _predict(config: Config, args: argparse.Namespace) -> int:
         args.run_dir or rec.latest_run(config.train.output_dir), window_seconds=args.window,
         hop_seconds=args.hop, smoothing=args.smoothing, vad=not args.no_vad,
         vad_aggressiveness=args.vad_aggressiveness, batch_size=args.windows_per_batch)
+    if args.speaker_reference:
+        references = []
+        for reference in map(Path, args.speaker_reference):
+            if not reference.exists():
+                raise UserError(f"{reference}: speaker reference not found")
+            references += rec.audio_files(reference) if reference.is_dir() else [reference]
+        recognizer = recognizer.for_speaker(references)
     timeline = args.timeline or bool(args.plot)
     results: list = []
     errors: list[UserError] = []

@@ -23,6 +23,8 @@ from aed_tf.errors import InputError
 
 CalmPolicy = Literal["neutral", "separate", "drop"]
 SplitProtocol = Literal["speaker-independent", "cv", "all-speakers", "shared-si", "random"]
+Normalization = Literal["clip", "speaker"]
+NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
 
 
 # The recommended setting for a CPU, as measured by `aed-tf bench cv`: the defaults of that
@@ -103,6 +105,11 @@ class FrontEndConfig:
     n_mels: int = param(128, "mel bands")
     fmin: float = param(20.0, "lowest mel band edge (Hz)")
     fmax: float = param(8000.0, "highest mel band edge (Hz); at most sample_rate / 2")
+    normalization: Normalization = param(
+        "clip",
+        "how log-mel features are standardised: clip (each clip's band means and variance) or "
+        "speaker (each speaker's band means and deviations over all their clips; labels unused)",
+    )
 
     def __post_init__(self) -> None:
         _check(self.sample_rate >= 8000, "sample_rate", self.sample_rate, ">= 8000")
@@ -115,6 +122,8 @@ class FrontEndConfig:
             f">= the window length ({self.window_length} samples)",
         )
         _check(self.n_mels >= 8, "n_mels", self.n_mels, ">= 8")
+        _check(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
+               f"one of {', '.join(NORMALIZATIONS)}")
         _check(0 <= self.fmin < self.fmax, "fmin", self.fmin, f"in [0, fmax={self.fmax})")
         _check(
             self.fmax <= self.sample_rate / 2,

@@ -70,9 +70,12 @@ def model_predictions(config: Config, folds: Sequence[str], seeds: Sequence[int]
             if status != "finished":
                 train(run_config.replace(resume=status is not None), progress=progress)
             data = load_training_data(run_config, progress=False)
-            test = evaluate(run_dir, "test", data=data).predictions
-            frames.append(test[_PREDICTION_COLUMNS].assign(seed=seed, fold=fold))
-            log(f"fold {fold} seed {seed}: {_progress_line(frames[-1])} "
+            test = evaluate(run_dir, "test", data=data).predictions[_PREDICTION_COLUMNS]
+            frames.append(test.assign(seed=seed, fold=fold, statistics="own clips"))
+            if config.frontend.normalization == "speaker":
+                lone = evaluate(run_dir, "test", data=data, speaker_statistics="training").predictions
+                frames.append(lone[_PREDICTION_COLUMNS].assign(seed=seed, fold=fold, statistics="training"))
+            log(f"fold {fold} seed {seed}: {_progress_line(test)} "
                 f"({'reused' if status == 'finished' else f'{time.perf_counter() - started:.0f} s'}, {run_dir})")
     return pd.concat(frames, ignore_index=True)
 
@@ -295,8 +298,12 @@ def bench_cv(config: Config, folds: Sequence[str] | None, seeds: Sequence[int], 
     rows = {row["model"]: row for row in (previous or {}).get("rows", [])}
     name = model_name(config)
     predictions = model_predictions(config, folds, seeds, progress=progress, log=log)
-    rows[name] = {"model": name, "command": command, "folds": folds, "seeds": list(seeds),
-                  "seconds": time.perf_counter() - started, "summary": summarize(predictions, classes)}
+    for statistics, frame in predictions.groupby("statistics", sort=False):
+        # A per-speaker model is measured twice: each test speaker normalised by their own
+        # (unlabelled) clips, and every clip alone, by the training clips' statistics.
+        row_name = name if statistics == "own clips" else f"{name}, each clip alone ({statistics} statistics)"
+        rows[row_name] = {"model": row_name, "command": command, "folds": folds, "seeds": list(seeds),
+                          "seconds": time.perf_counter() - started, "summary": summarize(frame, classes)}
     if baselines:
         baselines_started = time.perf_counter()
         baseline_rows = baseline_predictions(config, prepared, folds, log=log)

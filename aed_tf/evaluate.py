@@ -4,8 +4,10 @@ per corpus and per speaker."""
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import keras
 import numpy as np
@@ -14,8 +16,9 @@ import pandas as pd
 from aed_tf.config import Config
 from aed_tf.errors import InputError
 from aed_tf.metrics import classification_metrics
-from aed_tf.pipeline import eval_dataset
-from aed_tf.train import CLASSIFIER_FILE, CONFIG_FILE, TrainingData, load_training_data
+from aed_tf.train import CLASSIFIER_FILE, CONFIG_FILE, TRAINING_STATISTICS_FILE, TrainingData, load_training_data
+
+SpeakerStatistics = Literal["own clips", "training"]
 
 
 @dataclass
@@ -36,9 +39,13 @@ class Evaluation:
 
 
 def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = False,
-             data: TrainingData | None = None) -> Evaluation:
+             data: TrainingData | None = None, speaker_statistics: SpeakerStatistics = "own clips") -> Evaluation:
     """Runs the run's classifier over ``partition`` of ``data``: by default the run's own split
-    and data, loaded here (`load_training_data` of the run's config)."""
+    and data, loaded here (`load_training_data` of the run's config).
+
+    A run that normalises per speaker takes each speaker's statistics from their own clips in the
+    partition (``"own clips"``: their labels unused), or the training clips' for every clip
+    (``"training"``: a clip whose speaker has no other audio)."""
     run_dir = Path(run_dir)
     saved = json.loads((run_dir / CONFIG_FILE).read_text())
     config = Config.from_dict(saved["config"])
@@ -48,7 +55,14 @@ def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = Fals
     if not len(part.labels):
         raise InputError(f"{run_dir}: the {partition} partition of its split is empty")
     classifier = keras.models.load_model(run_dir / CLASSIFIER_FILE)
-    features = eval_dataset(part.waveforms, part.labels, len(data.classes), config)
+    fixed = None
+    if config.frontend.normalization == "speaker" and speaker_statistics == "training":
+        pooled = json.loads((run_dir / TRAINING_STATISTICS_FILE).read_text())
+        fixed = np.array([pooled["mean"], pooled["deviation"]], np.float32)
+    elif speaker_statistics not in typing.get_args(SpeakerStatistics):
+        raise InputError(f"speaker_statistics {speaker_statistics!r}: choose one of "
+                         f"{', '.join(typing.get_args(SpeakerStatistics))}")
+    features = part.eval_dataset(len(data.classes), config, fixed)
     probabilities = classifier.predict(features, verbose=0)
 
     predictions = part.manifest.copy()

@@ -14,6 +14,13 @@ Every format takes what the Keras serving model (`serving.keras`) takes and give
     output  "probabilities"  float32 [batch, classes], temperature-scaled, in the order of the
                              metadata's "classes".
 
+A run trained with per-speaker normalisation (`normalization: speaker`) takes a second input:
+
+    input   "speaker_statistics"  float32 [batch, 2, n_mels]: the speaker's log-mel band means
+                             (row 0) and deviations (row 1) over their recordings
+                             (`EmotionRecognizer.for_speaker(...).speaker_statistics`); the
+                             metadata's "training_statistics" stand in for an unknown speaker.
+
 Both dimensions are dynamic in all three formats (TFLite: the signature runner resizes the input;
 with the plain interpreter, resize_tensor_input first). The front end (STFT, mel filters, log,
 normalisation) is inside the exported graph and uses builtin ops only: TFLite's RFFT2D, ONNX's
@@ -50,6 +57,7 @@ import tensorflow as tf
 from aed_tf import features
 from aed_tf.errors import UserError
 from aed_tf.files import atomic_write, write_json
+from aed_tf.model import STATISTICS_INPUT, WAVEFORM_INPUT
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 # What `export` writes in the run folder when no path is given.
@@ -57,10 +65,10 @@ EXPORT_DIR = "export"
 DEFAULT_NAMES = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
 # The first ONNX opset with DFT, which the STFT becomes.
 ONNX_OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "waveform", "probabilities"
+INPUT_NAME, STATISTICS_NAME, OUTPUT_NAME = WAVEFORM_INPUT, STATISTICS_INPUT, "probabilities"
 SIGNATURE = "serving_default"
 
-Runner = Callable[[np.ndarray], np.ndarray]
+Runner = Callable[..., np.ndarray]  # (waveforms[, speaker_statistics]) -> probabilities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,17 +99,24 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
     run_dir = Path(run_dir)
     recognizer = EmotionRecognizer.load(run_dir)  # UserError for a folder that is not a finished run
     model, frontend = recognizer.model, recognizer.frontend
+    n_mels = frontend.n_mels if recognizer.per_speaker else None
     path = Path(out) if out is not None else run_dir / EXPORT_DIR / DEFAULT_NAMES[format]
     if format == "savedmodel":
-        _replace_dir(path, lambda tmp: _write_saved_model(model, tmp))
+        _replace_dir(path, lambda tmp: _write_saved_model(model, tmp, n_mels))
     elif format == "tflite":
-        atomic_write(path, lambda tmp: tmp.write_bytes(_tflite_bytes(model)))
+        atomic_write(path, lambda tmp: tmp.write_bytes(_tflite_bytes(model, n_mels)))
     else:
-        atomic_write(path, lambda tmp: _write_onnx(model, recognizer.classes, frontend.sample_rate, tmp))
+        atomic_write(path, lambda tmp: _write_onnx(model, recognizer.classes, frontend.sample_rate, tmp, n_mels))
 
     exported = load_export(path, format)
     def difference(waves: np.ndarray) -> float:
-        return float(np.max(np.abs(model(waves, training=False).numpy() - exported(waves))))
+        if not recognizer.per_speaker:
+            return float(np.max(np.abs(model(waves, training=False).numpy() - exported(waves))))
+        # Each check batch normalised with its own statistics, which differ from the training ones.
+        statistics = np.broadcast_to(recognizer.for_speaker(list(waves)).speaker_statistics,
+                                     (len(waves), 2, frontend.n_mels)).copy()
+        expected = model({INPUT_NAME: waves, STATISTICS_NAME: statistics}, training=False).numpy()
+        return float(np.max(np.abs(expected - exported(waves, statistics))))
 
     checks = check_waveforms(frontend.sample_rate, frontend.clip_samples)
     silence = np.zeros((1, frontend.clip_samples), np.float32)
@@ -119,6 +134,11 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
                   "description": f"mono waveforms at {frontend.sample_rate} Hz in [-1, 1]; any "
                   f"number of samples, centred crop or zero pad to {frontend.clip_samples} "
                   "(the clip length of training)"},
+        **({"speaker_statistics": {
+            "name": STATISTICS_NAME, "dtype": "float32", "shape": ["batch", 2, frontend.n_mels],
+            "description": "the speaker's log-mel band means (row 0) and deviations (row 1) over "
+                           "their recordings, as EmotionRecognizer.for_speaker computes them"},
+            "training_statistics": recognizer.speaker_statistics.tolist()} if recognizer.per_speaker else {}),
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(recognizer.classes)],
                    "description": "temperature-scaled class probabilities, in the order of classes"},
         "signature": SIGNATURE if format != "onnx" else None,
@@ -159,24 +179,32 @@ def format_of(path: str | Path) -> str:
 
 
 def load_export(path: str | Path, format: str | None = None) -> Runner:
-    """The exported model at `path` as a function: float32 waveforms [batch, samples] ->
-    probabilities [batch, classes], run by the format's own runtime (TensorFlow, the LiteRT
-    interpreter, ONNX Runtime)."""
+    """The exported model at `path` as a function: float32 waveforms [batch, samples] (and, for a
+    per-speaker model, speaker statistics [batch, 2, n_mels]) -> probabilities [batch, classes],
+    run by the format's own runtime (TensorFlow, the LiteRT interpreter, ONNX Runtime)."""
     path = Path(path)
     format = format or format_of(path)
+
+    def feeds(waves: np.ndarray, statistics: np.ndarray | None) -> dict[str, np.ndarray]:
+        given = {INPUT_NAME: np.asarray(waves, np.float32)}
+        if statistics is not None:
+            given[STATISTICS_NAME] = np.asarray(statistics, np.float32)
+        return given
+
     if format == "savedmodel":
         signature = tf.saved_model.load(str(path)).signatures[SIGNATURE]
-        return lambda waves: signature(**{INPUT_NAME: tf.constant(waves, tf.float32)})[OUTPUT_NAME].numpy()
+        return lambda waves, statistics=None: signature(
+            **{k: tf.constant(v) for k, v in feeds(waves, statistics).items()})[OUTPUT_NAME].numpy()
     if format == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
         runner = Interpreter(model_path=str(path)).get_signature_runner(SIGNATURE)
-        return lambda waves: runner(**{INPUT_NAME: np.asarray(waves, np.float32)})[OUTPUT_NAME]
+        return lambda waves, statistics=None: runner(**feeds(waves, statistics))[OUTPUT_NAME]
     if format == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda waves: session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(waves, np.float32)})[0]
+        return lambda waves, statistics=None: session.run([OUTPUT_NAME], feeds(waves, statistics))[0]
     raise UserError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
 
 
@@ -201,30 +229,35 @@ def check_waveforms(sample_rate: int, clip_samples: int, seed: int = 0) -> list[
 # -- the formats --------------------------------------------------------------------------------
 
 
-def _serving_function(model: Any) -> tf.types.experimental.PolymorphicFunction:
-    return tf.function(lambda waveform: {OUTPUT_NAME: model(waveform, training=False)})
+def _serving_function(model: Any, n_mels: int | None) -> tf.types.experimental.PolymorphicFunction:
+    """waveform (and speaker_statistics when `n_mels` is given) -> {"probabilities": ...}."""
+    if n_mels is None:
+        return tf.function(lambda waveform: {OUTPUT_NAME: model(waveform, training=False)})
+    return tf.function(lambda waveform, speaker_statistics: {OUTPUT_NAME: model(
+        {INPUT_NAME: waveform, STATISTICS_NAME: speaker_statistics}, training=False)})
 
 
-def _input_signature() -> list[tf.TensorSpec]:
-    return [tf.TensorSpec([None, None], tf.float32, name=INPUT_NAME)]
+def _input_signature(n_mels: int | None) -> list[tf.TensorSpec]:
+    waves = [tf.TensorSpec([None, None], tf.float32, name=INPUT_NAME)]
+    return waves if n_mels is None else waves + [tf.TensorSpec([None, 2, n_mels], tf.float32, name=STATISTICS_NAME)]
 
 
-def _write_saved_model(model: Any, path: Path) -> None:
+def _write_saved_model(model: Any, path: Path, n_mels: int | None) -> None:
     """A SavedModel whose serving_default signature is waveform -> probabilities, as plain ops."""
     import keras
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     with features.plain_ops():
-        archive.add_endpoint(SIGNATURE, _serving_function(model), input_signature=_input_signature())
+        archive.add_endpoint(SIGNATURE, _serving_function(model, n_mels), input_signature=_input_signature(n_mels))
         archive.write_out(str(path), verbose=False)
 
 
-def _tflite_bytes(model: Any) -> bytes:
+def _tflite_bytes(model: Any, n_mels: int | None) -> bytes:
     """Builtin TFLite ops only; converted from a SavedModel, which freezes the weights (the
     converter's Keras and concrete-function routes leave Keras 3's variables unread)."""
     with tempfile.TemporaryDirectory(prefix="aed-tf-export-") as tmp:
-        _write_saved_model(model, Path(tmp) / "savedmodel")
+        _write_saved_model(model, Path(tmp) / "savedmodel", n_mels)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "savedmodel"), [SIGNATURE])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         try:
@@ -233,14 +266,14 @@ def _tflite_bytes(model: Any) -> bytes:
             raise UserError(f"TFLite conversion failed: {_last_lines(error)}") from error
 
 
-def _write_onnx(model: Any, classes: tuple[str, ...], sample_rate: int, path: Path) -> None:
+def _write_onnx(model: Any, classes: tuple[str, ...], sample_rate: int, path: Path, n_mels: int | None) -> None:
     import onnx
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     with features.plain_ops():
         proto, _ = tf2onnx.convert.from_function(
-            _serving_function(model), input_signature=_input_signature(), opset=ONNX_OPSET,
+            _serving_function(model, n_mels), input_signature=_input_signature(n_mels), opset=ONNX_OPSET,
             custom_op_handlers={"RFFT": (_rfft_as_dft, []), "Real": (_complex_part(0), []),
                                 "Imag": (_complex_part(1), [])})
     # tf2onnx goes on past ops it cannot convert and leaves them in the graph.

@@ -6,7 +6,8 @@ pooling) -> dropout -> float32 softmax over the classes.
 
 serving model: raw waveform [B, N] at the front end's sample rate -> centred crop or pad to the
 clip length -> ``LogMelFrontEnd`` (the input pipeline's code) -> classifier -> temperature-scaled
-probabilities.
+probabilities. With per-speaker normalisation it takes a second input, the speaker's band means
+and deviations [B, 2, n_mels] (`aed_tf.features.log_mel_statistics`).
 """
 
 from __future__ import annotations
@@ -112,11 +113,20 @@ class TemperatureScaling(keras.layers.Layer):
         return {**super().get_config(), "temperature": self.temperature}
 
 
+WAVEFORM_INPUT, STATISTICS_INPUT = "waveform", "speaker_statistics"
+
+
 def build_serving_model(classifier: keras.Model, frontend: FrontEndConfig,
                         temperature: float = 1.0) -> keras.Model:
-    """Waveform [B, N] at ``frontend.sample_rate`` -> class probabilities [B, C]."""
-    waves = keras.Input((None,), name="waveform", dtype="float32")
+    """Waveform [B, N] at ``frontend.sample_rate`` (and, normalising per speaker, the speaker's
+    statistics [B, 2, n_mels]) -> class probabilities [B, C]."""
+    waves = keras.Input((None,), name=WAVEFORM_INPUT, dtype="float32")
     clips = CentreCropOrPad(frontend.clip_samples, name="clip")(waves)
-    features = LogMelFrontEnd(frontend, name="log_mel")(clips)
+    if frontend.normalization == "speaker":
+        statistics = keras.Input((2, frontend.n_mels), name=STATISTICS_INPUT, dtype="float32")
+        inputs = {WAVEFORM_INPUT: waves, STATISTICS_INPUT: statistics}
+        features = LogMelFrontEnd(frontend, name="log_mel")(clips, statistics)
+    else:
+        inputs, features = waves, LogMelFrontEnd(frontend, name="log_mel")(clips)
     probabilities = TemperatureScaling(temperature, name="temperature")(classifier(features))
-    return keras.Model(waves, probabilities, name="aed_serving")
+    return keras.Model(inputs, probabilities, name="aed_serving")

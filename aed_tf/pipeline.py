@@ -3,7 +3,7 @@
 Training computes each clip's mel power once, when the dataset is made (`clip_mel_powers`), and
 works in the power domain from then on, a batch at a time: shuffle -> a random frame-aligned crop,
 placement and time shift of each clip (`crop_frames`) -> random gain -> white noise -> log ->
-per-clip normalisation -> SpecAugment -> optional mixup. Evaluation is the serving path:
+normalisation per clip or per speaker -> SpecAugment -> optional mixup. Evaluation is the serving path:
 centred crop or symmetric pad of the waveform -> batch -> `waveform_to_features`. The model's
 first layer (`SpectrogramImage`) draws the backbone's image from the features. Every step is a
 TensorFlow op, so no Python runs per batch. Random ops are stateless and fed seeds from
@@ -17,13 +17,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from aed_tf.config import AugmentConfig, Config, FrontEndConfig
 from aed_tf.features import (
+    log_mel_statistics,
     log_power,
     mel_power,
-    normalize_per_clip,
+    normalize,
     waveform_to_features,
     white_noise_mel_power,
 )
@@ -70,9 +72,13 @@ def train_dataset(
     num_classes: int,
     config: Config,
     seed: int | None = None,
+    speakers: Sequence[str] | None = None,
 ) -> tf.data.Dataset:
     """One shuffled, augmented epoch per iteration: (features [B, frames, n_mels], one-hot labels
     [B, C]).
+
+    With per-speaker normalisation, `speakers` names each clip's speaker; a speaker's statistics
+    are over their clips at each playback speed apart (a faster voice is another voice).
 
     Each clip's mel power is computed here, once (a few seconds for thousands of clips); epochs
     crop and augment it. With `config.augment.augment` off, clips are still shuffled and randomly
@@ -93,6 +99,16 @@ def train_dataset(
     # row v * clips_per_version + i, so its mel power is fixed once, from the resampled audio.
     versions = [wave if speed == 1.0 else change_speed(wave, speed) for speed in speeds for wave in arrays]
     powers = clip_mel_powers(versions, frontend)
+    statistics = clip_statistics = None
+    if frontend.normalization == "speaker":
+        if speakers is None or len(speakers) != clips_per_version:
+            raise ValueError("per-speaker normalisation needs the speaker of every training clip")
+        codes = pd.factorize(np.asarray(speakers, dtype=str))[0]
+        speaker_count = int(codes.max()) + 1
+        groups = np.concatenate([codes + v * speaker_count for v in range(len(speeds))])
+        frames, clip_of_frame = whole_log_mel_frames(powers, [wave.size for wave in versions], frontend)
+        statistics = tf.constant(log_mel_statistics(frames, groups[clip_of_frame], speaker_count * len(speeds)))
+        clip_statistics = tf.constant(groups, tf.int64)
     clip_lengths = tf.constant([wave.size for wave in versions], tf.int64)
     clip_labels = tf.constant(np.tile(np.asarray(labels), len(speeds)), tf.int32)
     noise_bank = tf.constant(white_noise_bank(frontend))
@@ -113,9 +129,10 @@ def train_dataset(
         )
         power = crop_frames(powers, clips, starts, frontend)
         one_hot = tf.one_hot(tf.gather(clip_labels, clips), num_classes)
+        speaker = None if statistics is None else tf.gather(statistics, tf.gather(clip_statistics, clips))
         if not augment.augment:
-            return normalize_per_clip(log_power(power)), one_hot
-        return augmented_features(power, one_hot, noise_bank, augment, augment_seed)
+            return normalize(log_power(power), speaker), one_hot
+        return augmented_features(power, one_hot, noise_bank, augment, augment_seed, speaker)
 
     order = tf.data.Dataset.range(len(arrays)).shuffle(
         len(arrays), seed=order_seed, reshuffle_each_iteration=True
@@ -154,24 +171,55 @@ def eval_dataset(
     labels: Sequence[int],
     num_classes: int,
     config: Config,
+    statistics: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Clips in order, centre-cropped or symmetrically zero-padded, not augmented; the last
-    partial batch is kept."""
+    partial batch is kept. Per-speaker normalisation takes each clip's [2, n_mels] speaker
+    `statistics` (`speaker_statistics`)."""
     _check_labels(labels, num_classes)
     frontend = config.frontend
+    if (statistics is None) != (frontend.normalization == "clip"):
+        raise ValueError(f"normalization {frontend.normalization!r}: statistics "
+                         + ("are needed" if statistics is None else "are not used"))
 
-    def fit_clip(wave: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def fit_clip(wave: tf.Tensor, label: tf.Tensor, *speaker: tf.Tensor) -> tuple[tf.Tensor, ...]:
         excess = tf.abs(tf.shape(wave)[0] - frontend.clip_samples)
-        return fit_to_length(wave, frontend.clip_samples, excess // 2), label
+        return fit_to_length(wave, frontend.clip_samples, excess // 2), label, *speaker
 
-    def featurize(waves: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return waveform_to_features(waves, frontend), tf.one_hot(classes, num_classes)
+    def featurize(waves: tf.Tensor, classes: tf.Tensor, *speaker: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return waveform_to_features(waves, frontend, *speaker), tf.one_hot(classes, num_classes)
 
     clips = waveform_dataset(waveforms, labels)
+    if statistics is not None:
+        clips = tf.data.Dataset.zip(clips, tf.data.Dataset.from_tensor_slices(
+            np.asarray(statistics, np.float32))).map(lambda pair, speaker: (*pair, speaker))
     clips = clips.map(fit_clip, num_parallel_calls=AUTOTUNE, deterministic=True)
     batches = clips.batch(config.train.batch_size)
     batches = batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=True)
     return batches.prefetch(AUTOTUNE)
+
+
+def speaker_statistics(waveforms: Sequence[np.ndarray], speakers: Sequence[str],
+                       frontend: FrontEndConfig) -> np.ndarray:
+    """[clips, 2, n_mels]: each clip's speaker's band means and deviations, over every frame of
+    that speaker's clips among `waveforms` (labels unused)."""
+    if len(speakers) != len(waveforms):
+        raise ValueError(f"{len(speakers)} speakers for {len(waveforms)} clips")
+    codes, names = pd.factorize(np.asarray(speakers, dtype=str))
+    waves = [np.asarray(w, np.float32) for w in waveforms]
+    frames, clip_of_frame = whole_log_mel_frames(clip_mel_powers(waves, frontend), [w.size for w in waves], frontend)
+    return log_mel_statistics(frames, codes[clip_of_frame], len(names))[codes]
+
+
+def whole_log_mel_frames(powers: tf.RaggedTensor, lengths: Sequence[int], frontend: FrontEndConfig
+                         ) -> tuple[tf.Tensor, np.ndarray]:
+    """[frames, n_mels]: the log-mel frames of `clip_mel_powers` whose window lies within its clip
+    (those `log_mel` gives of the clip alone, as serving computes a speaker's statistics), and the
+    clip of each frame."""
+    whole = np.maximum(1 + (np.asarray(lengths) - frontend.window_length) // frontend.hop_length, 0)
+    first = powers.row_starts().numpy() + _lead_frames(frontend)
+    rows = np.repeat(first - np.cumsum(whole) + whole, whole) + np.arange(int(whole.sum()))
+    return log_power(tf.gather(powers.flat_values, rows)), np.repeat(np.arange(len(whole)), whole)
 
 
 def fit_to_length(wave: tf.Tensor, length: int, offset: tf.Tensor) -> tf.Tensor:
@@ -267,11 +315,12 @@ def augmented_features(
     noise_bank: tf.Tensor,
     augment: AugmentConfig,
     seed: tf.Tensor,
+    statistics: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """The augmented training features of a batch of cropped [B, frames, n_mels] mel powers, and
-    their (mixed) labels."""
+    their (mixed) labels; `statistics` [B, 2, n_mels] normalise per speaker."""
     features_seed, mixup_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    features = _augmented_features(power, noise_bank, augment, features_seed)
+    features = _augmented_features(power, noise_bank, augment, features_seed, statistics)
     if augment.mixup_alpha > 0:
         features, one_hot = mixup(features, one_hot, augment.mixup_alpha, mixup_seed)
     return features, one_hot
@@ -280,9 +329,10 @@ def augmented_features(
 # XLA fuses these steps' passes over the batch: ~8% more clips/s through the whole pipeline.
 @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
 def _augmented_features(
-    power: tf.Tensor, noise_bank: tf.Tensor, augment: AugmentConfig, seed: tf.Tensor
+    power: tf.Tensor, noise_bank: tf.Tensor, augment: AugmentConfig, seed: tf.Tensor,
+    statistics: tf.Tensor | None,
 ) -> tf.Tensor:
-    """Random gain, white noise, log, per-clip normalisation and SpecAugment."""
+    """Random gain, white noise, log, normalisation and SpecAugment."""
     gain_seed, noise_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     power = random_gain(power, augment.gain_db, gain_seed)
     power = add_white_noise(
@@ -294,7 +344,7 @@ def _augmented_features(
         noise_seed,
     )
     return spec_augment(
-        normalize_per_clip(log_power(power)),
+        normalize(log_power(power), statistics),
         augment.freq_masks,
         augment.freq_mask_width,
         augment.time_masks,

@@ -7,6 +7,12 @@
     prediction = recognizer.predict(samples, sample_rate=44100)
     predictions = recognizer.predict_many(paths)         # an AudioError in place of a bad file
     timeline = recognizer.timeline("interview.flac")     # .segments, .shares, .plot("t.png")
+    speaker = recognizer.for_speaker(["call-1.wav", "call-2.wav"])  # see below
+
+A run trained with per-speaker normalisation standardises every input's log-mel features with
+the band means and deviations of its speaker. `for_speaker(references)` gives a recognizer that
+takes them from the speaker's recordings (labels unneeded: several clips, a whole call, or the
+recording itself); without references, the statistics of the run's training clips stand in.
 
 The run's serving model holds the front end, so a file gets the features the model was trained
 on. Every input goes the same way: read in blocks of `BLOCK_SECONDS` (files) and resampled to the
@@ -38,11 +44,12 @@ from tqdm.auto import tqdm
 import aed_tf.backbones  # noqa: F401
 import aed_tf.model  # noqa: F401
 from aed_tf import timeline as tl
-from aed_tf.audio import AUDIO_EXTENSIONS, AudioError, AudioStream, clipped_frames, to_mono_float32
+from aed_tf.audio import AUDIO_EXTENSIONS, AudioError, AudioStream, clipped_frames, decode, to_mono_float32
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
+from aed_tf.features import log_mel, log_mel_statistics
 from aed_tf.timeline import Segment
-from aed_tf.train import CONFIG_FILE, SERVING_FILE
+from aed_tf.train import CONFIG_FILE, SERVING_FILE, TRAINING_STATISTICS_FILE
 
 # Seconds of a file's own audio read at a time: memory does not grow with the file's length.
 BLOCK_SECONDS = 10.0
@@ -148,7 +155,8 @@ class EmotionRecognizer:
     def __init__(self, model: keras.Model, classes: Sequence[str], frontend: FrontEndConfig, *,
                  window_seconds: float | None = None, hop_seconds: float | None = None,
                  smoothing: int = DEFAULT_SMOOTHING, vad: bool = True, vad_aggressiveness: int = 2,
-                 min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS, batch_size: int = 32) -> None:
+                 min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS, batch_size: int = 32,
+                 speaker_statistics: np.ndarray | None = None) -> None:
         self.model = model
         self.classes = tuple(classes)
         self.frontend = frontend
@@ -169,10 +177,34 @@ class EmotionRecognizer:
         self.vad_aggressiveness = int(vad_aggressiveness)
         self.min_speech_samples = int(round(min_speech_seconds * self.sample_rate))
         self.batch_size = int(batch_size)
+        self.per_speaker = frontend.normalization == "speaker"
+        if self.per_speaker:
+            if speaker_statistics is None:
+                raise InputError("this model normalises per speaker: it needs speaker_statistics "
+                                 "(EmotionRecognizer.load gives the training clips')")
+            speaker_statistics = np.asarray(speaker_statistics, np.float32)
+            if speaker_statistics.shape != (2, frontend.n_mels) or not np.isfinite(speaker_statistics).all():
+                raise InputError(f"speaker_statistics: expected finite [2, {frontend.n_mels}] band means "
+                                 f"and deviations, got shape {speaker_statistics.shape}")
+        elif speaker_statistics is not None:
+            raise InputError("this model normalises each clip on its own: it takes no speaker_statistics")
+        self.speaker_statistics = speaker_statistics
+        self._options = dict(window_seconds=window_seconds, hop_seconds=hop_seconds, smoothing=smoothing,
+                             vad=vad, vad_aggressiveness=vad_aggressiveness,
+                             min_speech_seconds=min_speech_seconds, batch_size=batch_size)
         # One trace for every batch; the front end's XLA parts compile once per batch size, and
         # batches are padded to a power of two so that there are few sizes.
-        self._infer = tf.function(lambda waves: model(waves, training=False), reduce_retracing=True,
-                                  input_signature=[tf.TensorSpec([None, self.plan.window], tf.float32)])
+        waves = tf.TensorSpec([None, self.plan.window], tf.float32)
+        if self.per_speaker:
+            statistics = tf.TensorSpec([2, frontend.n_mels], tf.float32)
+            self._infer = tf.function(
+                lambda waves, statistics: model(
+                    {"waveform": waves, "speaker_statistics": tf.broadcast_to(
+                        statistics, [tf.shape(waves)[0], 2, frontend.n_mels])}, training=False),
+                reduce_retracing=True, input_signature=[waves, statistics])
+        else:
+            self._infer = tf.function(lambda waves: model(waves, training=False), reduce_retracing=True,
+                                      input_signature=[waves])
 
     @classmethod
     def load(cls, run_dir: str | Path, **options: Any) -> EmotionRecognizer:
@@ -185,7 +217,35 @@ class EmotionRecognizer:
             raise UserError(f"{run_dir}: not a finished run (no {SERVING_FILE} or {CONFIG_FILE})")
         config = json.loads(config_file.read_text())
         model = keras.saving.load_model(serving, compile=False)
-        return cls(model, config["classes"], FrontEndConfig(**config["frontend"]), **options)
+        frontend = FrontEndConfig(**config["frontend"])
+        if frontend.normalization == "speaker" and "speaker_statistics" not in options:
+            pooled = json.loads((run_dir / TRAINING_STATISTICS_FILE).read_text())
+            options["speaker_statistics"] = np.array([pooled["mean"], pooled["deviation"]], np.float32)
+        return cls(model, config["classes"], frontend, **options)
+
+    def for_speaker(self, references: Iterable[Source]) -> EmotionRecognizer:
+        """This recognizer, its per-speaker normalisation taken from `references`: recordings of
+        the speaker to be recognised (files, or arrays at the model's rate; emotions unneeded).
+        Every frame of every reference counts, as in training over a speaker's clips; a recording
+        can be its own reference."""
+        if not self.per_speaker:
+            raise InputError("this model normalises each clip on its own: speaker references do not apply")
+        frames = []
+        for source in references:
+            if isinstance(source, np.ndarray):
+                samples = to_mono_float32(source, self.sample_rate, self.sample_rate)
+            else:
+                samples = decode(source, self.sample_rate).samples  # AudioError names the file
+            if len(samples) < self.frontend.window_length:
+                raise InputError(f"{source if not isinstance(source, np.ndarray) else '<array>'}: "
+                                 "too short to be a speaker reference")
+            frames.append(log_mel(samples[np.newaxis], self.frontend)[0])
+        if not frames:
+            raise InputError("for_speaker needs at least one reference recording")
+        joined = tf.concat(frames, axis=0)
+        statistics = log_mel_statistics(joined, np.zeros(len(joined), np.int64), 1)[0]
+        return EmotionRecognizer(self.model, self.classes, self.frontend, speaker_statistics=statistics,
+                                 **self._options)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -309,7 +369,10 @@ class EmotionRecognizer:
         waves = np.zeros((rows, self.plan.window), np.float32)
         for row, (_, _, samples) in enumerate(batch):
             waves[row] = samples
-        probabilities = self._infer(waves).numpy()
+        if self.per_speaker:
+            probabilities = self._infer(waves, self.speaker_statistics).numpy()
+        else:
+            probabilities = self._infer(waves).numpy()
         for (analysis, index, _), row in zip(batch, probabilities):
             analysis.probabilities[index] = row
 

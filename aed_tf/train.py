@@ -41,12 +41,15 @@ from aed_tf.files import atomic_write, write_csv, write_json
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
-from aed_tf.pipeline import eval_dataset, train_dataset
+from aed_tf.pipeline import eval_dataset, speaker_statistics, train_dataset
 from aed_tf.prepare import prepare
 from aed_tf.splits import PROTOCOLS, load_split
 
 CLASSIFIER_FILE = "classifier.keras"
 SERVING_FILE = "serving.keras"
+# Per-speaker normalisation: the band means and deviations over every training clip, for a clip
+# whose speaker has no other audio.
+TRAINING_STATISTICS_FILE = "training_statistics.json"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
@@ -64,6 +67,21 @@ class Partition:
     manifest: pd.DataFrame
     waveforms: list[np.ndarray]
     labels: np.ndarray
+
+    @property
+    def speakers(self) -> np.ndarray:
+        """Each clip's speaker, named apart across corpora ("ravdess:07")."""
+        return (self.manifest["corpus"] + ":" + self.manifest["speaker"]).to_numpy(dtype=str)
+
+    def eval_dataset(self, num_classes: int, config: Config,
+                     statistics: np.ndarray | None = None) -> tf.data.Dataset:
+        """The clips as evaluation batches. Per-speaker normalisation uses `statistics` [2, n_mels]
+        for every clip if given, else those of each speaker's own clips in this partition (their
+        labels unused)."""
+        if config.frontend.normalization == "speaker":
+            statistics = (speaker_statistics(self.waveforms, self.speakers, config.frontend)
+                          if statistics is None else np.repeat(statistics[None], len(self.labels), axis=0))
+        return eval_dataset(self.waveforms, self.labels, num_classes, config, statistics)
 
 
 @dataclass
@@ -153,8 +171,8 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     num_classes = len(data.classes)
     train_part, val_part = data.partitions["train"], data.partitions["val"]
     train_ds = train_dataset(train_part.waveforms, train_part.labels, num_classes, config,
-                             seed=config.data.seed)
-    val_ds = eval_dataset(val_part.waveforms, val_part.labels, num_classes, config)
+                             seed=config.data.seed, speakers=train_part.speakers)
+    val_ds = val_part.eval_dataset(num_classes, config)
     steps_per_epoch = len(train_part.labels) // config.train.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"{len(train_part.labels)} training clips give no full batch of "
@@ -206,6 +224,13 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     temperature = fit_temperature(val_part.labels, val_probabilities)
     _save_model(model, run_dir / CLASSIFIER_FILE)
     _save_model(build_serving_model(model, config.frontend, temperature), run_dir / SERVING_FILE)
+    if config.frontend.normalization == "speaker":
+        pooled = speaker_statistics(train_part.waveforms, ["training"] * len(train_part.waveforms),
+                                    config.frontend)[0]
+        write_json(run_dir / TRAINING_STATISTICS_FILE, {
+            "mean": pooled[0].tolist(), "deviation": pooled[1].tolist(),
+            "clips": len(train_part.waveforms), "speakers": int(len(set(train_part.speakers))),
+        })
     seconds = time.perf_counter() - started
     history = pd.read_csv(run_dir / HISTORY_FILE)
     write_json(run_dir / METRICS_FILE, {

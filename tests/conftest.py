@@ -56,3 +56,16 @@ def tiny_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-run")
     data_root = make_ravdess_tree(root / "data")
     return train(tiny_config(root, data_root, epochs=2), progress=False).run_dir
+
+
+@pytest.fixture(scope="session")
+def speaker_run(tmp_path_factory) -> Path:
+    """A finished run that normalises per speaker: the audio-native backbone, one epoch on the
+    synthetic RAVDESS tree."""
+    from aed_tf.train import train
+    from tests.synth import make_ravdess_tree, tiny_config
+
+    root = tmp_path_factory.mktemp("speaker-run")
+    config = tiny_config(root, make_ravdess_tree(root / "data"), backbone="audiocnn", epochs=1,
+                         normalization="speaker")
+    return train(config, progress=False).run_dir

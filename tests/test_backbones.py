@@ -120,6 +120,30 @@ def test_serving_model_equals_the_classifier_on_the_front_end_image(tmp_path):
     np.testing.assert_allclose(reloaded.predict(long_clip, verbose=0), expected, atol=1e-5)
 
 
+def test_a_per_speaker_serving_model_equals_the_classifier_on_the_pipelines_features(tmp_path):
+    """With normalization=speaker the serving model takes the speaker's statistics as a second
+    input and gives the classifier's output on the evaluation pipeline's features."""
+    from aed_tf.pipeline import eval_dataset, speaker_statistics
+
+    config = Config().replace(backbone="audiocnn", weights="none", clip_seconds=1.0, n_mels=32,
+                              normalization="speaker", batch_size=4)
+    model = build_classifier(config.train, 7, 32)
+    serving = build_serving_model(model, config.frontend)
+    assert [i.name for i in serving.inputs] == ["speaker_statistics", "waveform"] or \
+        sorted(i.name for i in serving.inputs) == ["speaker_statistics", "waveform"]
+    rng = np.random.default_rng(0)
+    clips = [(scale * rng.standard_normal(n)).astype("float32") for scale, n in ((0.1, 20000), (0.3, 16000), (0.02, 9000))]
+    statistics = speaker_statistics(clips, ["a", "b", "b"], config.frontend)
+    expected = model.predict(eval_dataset(clips, [0, 1, 2], 7, config, statistics).map(lambda x, y: x), verbose=0)
+    for clip, stats, row in zip(clips, statistics, expected):
+        given = {"waveform": clip[None], "speaker_statistics": stats[None]}
+        np.testing.assert_allclose(serving(given).numpy()[0], row, atol=1e-5)
+    serving.save(tmp_path / "serving.keras")
+    reloaded = keras.models.load_model(tmp_path / "serving.keras")
+    given = {"waveform": clips[0][None], "speaker_statistics": statistics[:1]}
+    np.testing.assert_allclose(reloaded(given).numpy()[0], expected[0], atol=1e-5)
+
+
 def test_temperature_softens_without_changing_the_ranking():
     from aed_tf.model import TemperatureScaling
 

@@ -67,6 +67,23 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert again["rows"][0]["summary"] == summary
 
 
+def test_a_per_speaker_model_is_measured_with_its_speakers_clips_and_each_clip_alone(three_corpora, tmp_path, capsys):
+    output = tmp_path / "cv.json"
+    config = tiny_config(tmp_path, three_corpora)
+    assert cli.main(["bench", "cv", "--test-folds", "1", "--seeds", "0", "--no-baselines", "--output", str(output),
+                     "--data-roots", str(three_corpora), "--prepared-dir", config.data.prepared_dir,
+                     "--cache-dir", config.data.cache_dir, "--output-dir", config.train.output_dir,
+                     "--epochs", "1", "--clip-seconds", "0.5", "--n-mels", "32", "--time-mask-width", "5",
+                     "--freq-mask-width", "4", "--normalization", "speaker"]) == 0
+    rows = {row["model"]: row for row in json.loads(output.read_text())["rows"]}
+    [own] = [name for name in rows if "normalization=speaker" in name and "alone" not in name]
+    alone = rows[f"{own}, each clip alone (training statistics)"]
+    assert len(rows) == 2
+    for corpus in ("ased", "ravdess"):
+        assert alone["summary"]["per_corpus"][corpus]["clips"] == rows[own]["summary"]["per_corpus"][corpus]["clips"] == 8
+    assert "each clip alone (training statistics)" in output.with_suffix(".md").read_text()
+
+
 def test_summary_pools_out_of_fold_predictions_per_corpus():
     classes = ("angry", "sad")
     rows = []

@@ -151,3 +151,22 @@ def test_the_audio_native_backbone_exports_with_builtin_ops(audiocnn_run, clips,
     for clip in clips[:2]:  # whole clips of other lengths: the pooling takes any number of frames
         np.testing.assert_allclose(load_export(out)(clip[None]), model(clip[None]).numpy(), rtol=0,
                                    atol=TOLERANCE[format])
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_a_per_speaker_run_exports_with_a_speaker_statistics_input(speaker_run, clips, format, tmp_path):
+    out = tmp_path / {"savedmodel": "sm", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
+    exported = export(speaker_run, format, out)
+    recognizer = EmotionRecognizer.load(speaker_run)
+    batch = windows(clips, 8000)
+    for statistics in (recognizer.speaker_statistics, recognizer.for_speaker(clips[:3]).speaker_statistics):
+        tiled = np.repeat(statistics[None], len(batch), axis=0)
+        expected = recognizer.model({"waveform": batch, "speaker_statistics": tiled}).numpy()
+        assert np.abs(expected - expected.mean(axis=0)).max() > 1e-4
+        np.testing.assert_allclose(load_export(out)(batch, tiled), expected, rtol=0, atol=TOLERANCE[format])
+    metadata = exported.metadata
+    assert metadata["speaker_statistics"]["shape"] == ["batch", 2, recognizer.frontend.n_mels]
+    np.testing.assert_allclose(metadata["training_statistics"], recognizer.speaker_statistics, atol=1e-6)
+    # The synthetic check inputs (noise, a chirp), normalised by their own statistics, lie further
+    # from speech than real clips: 2e-5 measured for ONNX.
+    assert 0 <= metadata["check"]["max_abs_difference"] <= 10 * TOLERANCE[format]

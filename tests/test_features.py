@@ -12,12 +12,15 @@ import soundfile as sf
 import tensorflow as tf
 
 from aed_tf.config import Config, FrontEndConfig
+from aed_tf.errors import InputError
 from aed_tf.features import (
     LogMelFrontEnd,
     log_mel,
     mel_matrix,
     mel_power,
+    log_mel_statistics,
     normalize_per_clip,
+    normalize_per_speaker,
     to_image,
     SpectrogramImage,
     waveform_to_features,
@@ -149,6 +152,49 @@ def test_normalize_per_clip() -> None:
     # What varies within the clip is kept, scaled by one factor per clip.
     centred = features - features.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(normalized * centred.std(axis=(1, 2), keepdims=True), centred, atol=1e-3)
+
+
+def test_normalize_per_speaker_is_the_per_clip_normalisation_with_the_speakers_statistics() -> None:
+    rng = np.random.default_rng(0)
+    clips = rng.normal(2.0, 3.0, (4, 50, 16)) + np.linspace(0, 4, 16)  # one speaker's four clips
+    clips[0] += 1.5  # a louder take
+    frames = clips.reshape(-1, 16)
+    statistics = log_mel_statistics(tf.constant(frames, tf.float32), np.zeros(len(frames), np.int64), 1)
+    np.testing.assert_allclose(statistics[0], [frames.mean(axis=0), frames.std(axis=0)], atol=1e-4)
+    normalized = normalize_per_speaker(tf.constant(clips, tf.float32), np.repeat(statistics, 4, 0)).numpy()
+    # Over the speaker's clips: every band's mean removed and unit variance ...
+    np.testing.assert_allclose(normalized.reshape(-1, 16).mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(normalized.std(), 1, atol=1e-3)
+    # ... so the louder take stays louder, which per-clip normalisation removes.
+    assert normalized[0].mean() > 0.3 > abs(normalize_per_clip(tf.constant(clips, tf.float32)).numpy()[0].mean())
+    # One variance for all bands: a nearly constant band is not blown up.
+    clips[..., -1] = -13.8 + 1e-3 * rng.standard_normal((4, 50))
+    frames = clips.reshape(-1, 16)
+    statistics = log_mel_statistics(tf.constant(frames, tf.float32), np.zeros(len(frames), np.int64), 1)
+    normalized = normalize_per_speaker(tf.constant(clips, tf.float32), np.repeat(statistics, 4, 0)).numpy()
+    assert np.abs(normalized[..., -1]).max() < 0.01
+
+
+def test_log_mel_statistics_of_groups_and_of_a_group_without_frames() -> None:
+    frames = tf.constant([[1.0, 10.0], [3.0, 10.0], [5.0, -2.0]])
+    statistics = log_mel_statistics(frames, np.array([0, 0, 1]), 2)
+    np.testing.assert_allclose(statistics, [[[2.0, 10.0], [1.0, 0.0]], [[5.0, -2.0], [0.0, 0.0]]])
+    with pytest.raises(ValueError, match="1 of 3 groups have no whole frame"):
+        log_mel_statistics(frames, np.array([0, 0, 1]), 3)
+
+
+def test_the_front_end_takes_statistics_exactly_when_it_normalises_per_speaker() -> None:
+    clip, speaker = FrontEndConfig(clip_seconds=0.5), FrontEndConfig(clip_seconds=0.5, normalization="speaker")
+    waves = np.random.default_rng(0).normal(0, 0.1, (2, clip.clip_samples)).astype(np.float32)
+    statistics = np.stack([np.zeros((2, clip.n_mels)), np.ones((2, clip.n_mels))], axis=1).astype(np.float32)
+    with pytest.raises(ValueError, match="needs the speaker's statistics"):
+        waveform_to_features(waves, speaker)
+    with pytest.raises(ValueError, match="takes no statistics"):
+        waveform_to_features(waves, clip, statistics)
+    # Zero means and unit deviations leave the log-mel as it is.
+    np.testing.assert_allclose(waveform_to_features(waves, speaker, statistics), log_mel(waves, clip), atol=1e-5)
+    with pytest.raises(InputError, match="normalization"):
+        FrontEndConfig(normalization="corpus")
 
 
 def test_silent_clip_gives_finite_features() -> None:

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from aed_tf.bench import bench_pipeline
 from aed_tf.config import Config
-from aed_tf.features import mel_power, waveform_to_features, white_noise_mel_power
+from aed_tf.features import log_mel, mel_power, waveform_to_features, white_noise_mel_power
 from aed_tf.pipeline import (
     add_white_noise,
     change_speed,
@@ -24,6 +24,7 @@ from aed_tf.pipeline import (
     random_gain,
     random_start_frames,
     spec_augment,
+    speaker_statistics,
     speed_factors,
     train_dataset,
     waveform_dataset,
@@ -439,3 +440,77 @@ def test_bench_pipeline_names_an_unreadable_file(tmp_path: Path) -> None:
         bench_pipeline(waveforms, [0, 1, 2, 3], [], CONFIG)
     with pytest.raises(ValueError, match="librosa_clips = 0"):
         bench_pipeline(waveforms, [0, 1, 2, 3], [broken], CONFIG, librosa_clips=0)
+
+
+# -- per-speaker normalisation ----------------------------------------------------------------
+
+
+SPEAKER_CONFIG = CONFIG.replace(normalization="speaker")
+
+
+def _speaker_clips() -> tuple[list[np.ndarray], list[str]]:
+    """Two speakers saying the same three tones: "quiet" at 0.05 of full scale, "loud" at 0.5."""
+    n = FRONTEND.clip_samples
+    waves = clips([n, n + 300, n - 200])
+    return [w * 0.05 for w in waves] + [w * 0.5 for w in waves], ["quiet"] * 3 + ["loud"] * 3
+
+
+def test_speaker_statistics_are_each_speakers_band_means_and_deviations_over_their_clips() -> None:
+    waves, speakers = _speaker_clips()
+    statistics = speaker_statistics(waves, speakers, FRONTEND)
+    assert statistics.shape == (6, 2, FRONTEND.n_mels)
+    for rows in ([0, 1, 2], [3, 4, 5]):
+        # Every frame of the speaker's clips, as the serving front end computes them.
+        frames = np.concatenate([log_mel(waves[i][None], FRONTEND)[0].numpy() for i in rows])
+        for i in rows:
+            np.testing.assert_allclose(statistics[i, 0], frames.mean(axis=0), atol=1e-4)
+            np.testing.assert_allclose(statistics[i, 1], frames.std(axis=0), atol=1e-3)
+    # 20 dB louder is log(100) higher in every band well above the floor of silence; the
+    # deviations there do not change.
+    heard = statistics[0, 0] > -7
+    assert heard.sum() > 5
+    np.testing.assert_allclose((statistics[3, 0] - statistics[0, 0])[heard], np.log(100.0), atol=0.15)
+    np.testing.assert_allclose(statistics[3, 1][heard], statistics[0, 1][heard], rtol=0.05)
+    with pytest.raises(ValueError, match="2 speakers for 6 clips"):
+        speaker_statistics(waves, speakers[:2], FRONTEND)
+
+
+def test_per_speaker_training_examples_are_the_front_end_with_their_speakers_statistics() -> None:
+    """Augment off: each example is `waveform_to_features` of a window of its clip with its
+    speaker's statistics, so a loud speaker's clips are not brought to the quiet one's level."""
+    waves, speakers = _speaker_clips()
+    statistics = speaker_statistics(waves, speakers, FRONTEND)
+    config = SPEAKER_CONFIG.replace(augment=False, batch_size=1)
+    n, hop = FRONTEND.clip_samples, FRONTEND.hop_length
+    dataset = train_dataset(waves, list(range(6)), NUM_CLASSES, config, seed=0, speakers=speakers)
+    for features, one_hot in dataset:
+        clip = int(np.argmax(one_hot[0]))
+        windows = [fit_to_length(tf.constant(waves[clip]), n, offset)
+                   for offset in range(0, abs(len(waves[clip]) - n) + 1, hop)]
+        expected = waveform_to_features(tf.stack(windows), SPEAKER_CONFIG.frontend,
+                                        np.repeat(statistics[clip][None], len(windows), 0)).numpy()
+        assert np.abs(expected - features.numpy()).max(axis=(1, 2)).min() < 1e-3
+    with pytest.raises(ValueError, match="the speaker of every training clip"):
+        train_dataset(waves, list(range(6)), NUM_CLASSES, config, seed=0)
+    # Augmented, the same statistics normalise: finite features of the two speakers' scale.
+    for features, _ in train_dataset(waves, list(range(6)), NUM_CLASSES, SPEAKER_CONFIG.replace(
+            speed_perturbation=0.1), seed=0, speakers=speakers):
+        assert np.isfinite(features.numpy()).all() and np.abs(features.numpy()).max() < 50
+
+
+def test_per_speaker_eval_dataset_uses_each_clips_statistics() -> None:
+    waves, speakers = _speaker_clips()
+    statistics = speaker_statistics(waves, speakers, FRONTEND)
+    features = np.concatenate([f.numpy() for f, _ in eval_dataset(waves, [0] * 6, NUM_CLASSES,
+                                                                    SPEAKER_CONFIG, statistics)])
+    n = FRONTEND.clip_samples
+    for wave, stats, feature in zip(waves, statistics, features):
+        centred = fit_to_length(tf.constant(wave), n, abs(len(wave) - n) // 2)
+        np.testing.assert_allclose(feature, waveform_to_features(centred[None], SPEAKER_CONFIG.frontend, stats[None])[0], atol=1e-4)
+    # Each speaker standardised by their own statistics: 20 dB apart before, alike after.
+    # (Bands near the floor of silence keep some of the difference.)
+    assert np.abs(features[:3] - features[3:]).mean() < 0.25
+    with pytest.raises(ValueError, match="statistics are needed"):
+        eval_dataset(waves, [0] * 6, NUM_CLASSES, SPEAKER_CONFIG)
+    with pytest.raises(ValueError, match="statistics are not used"):
+        eval_dataset(waves, [0] * 6, NUM_CLASSES, CONFIG, statistics)

@@ -401,3 +401,90 @@ def test_bench_predict_measures_a_recording_in_a_child_process(tiny_run, shared_
     assert measured["windows_classified"] > 0 and sum(measured["shares"].values()) == pytest.approx(1.0)
     assert 100 < result["peak_rss_megabytes"] and measured["rss_after_recording_megabytes"] > 0
     assert not list(tmp_path.glob("tmp*/*.flac"))  # the recording is removed
+
+
+# -- per-speaker normalisation -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speaker_recognizer(speaker_run) -> EmotionRecognizer:
+    return EmotionRecognizer.load(speaker_run)
+
+
+def _per_speaker_output(recognizer: EmotionRecognizer, clip: np.ndarray, statistics: np.ndarray) -> np.ndarray:
+    return recognizer.model({"waveform": clip[None], "speaker_statistics": statistics[None]}).numpy()[0]
+
+
+def test_a_per_speaker_run_falls_back_to_the_statistics_of_its_training_clips(speaker_run, speaker_recognizer, speech):
+    from aed_tf.train import TRAINING_STATISTICS_FILE, load_training_data
+    from aed_tf.config import Config
+    from aed_tf.features import log_mel
+
+    saved = json.loads((speaker_run / TRAINING_STATISTICS_FILE).read_text())
+    config = Config.from_dict(json.loads((speaker_run / "config.json").read_text())["config"])
+    train_part = load_training_data(config, progress=False).partitions["train"]
+    assert saved["clips"] == len(train_part.labels) and saved["speakers"] == len(set(train_part.speakers))
+    # The band means and deviations over every frame of every training clip.
+    frames = np.concatenate([log_mel(w[None], speaker_recognizer.frontend)[0].numpy() for w in train_part.waveforms])
+    np.testing.assert_allclose(saved["mean"], frames.mean(axis=0), atol=1e-3)
+    np.testing.assert_allclose(saved["deviation"], frames.std(axis=0), atol=1e-3)
+    np.testing.assert_allclose(speaker_recognizer.speaker_statistics, [saved["mean"], saved["deviation"]], atol=1e-6)
+
+    clip = speech_core(speech, 0.5)
+    prediction = speaker_recognizer.predict(clip, sample_rate=16000)
+    np.testing.assert_allclose(probabilities(prediction),
+                               _per_speaker_output(speaker_recognizer, clip, speaker_recognizer.speaker_statistics),
+                               atol=1e-5)
+
+
+def test_for_speaker_normalises_with_the_references_so_their_level_no_longer_matters(speaker_recognizer, speech, tmp_path):
+    clip = speech_core(speech, 0.5)
+    quiet, loud = clip * 0.5, clip * 2.0  # 12 dB apart (RAVDESS is quiet: far above the log's floor)
+    assert np.abs(loud).max() < 1
+    paths = []
+    for name, samples in (("quiet.wav", quiet), ("loud.wav", loud)):
+        paths.append(tmp_path / name)
+        sf.write(paths[-1], samples, 16000, subtype="FLOAT")
+    by_quiet, by_loud = speaker_recognizer.for_speaker([paths[0]]), speaker_recognizer.for_speaker([loud])
+    assert not np.allclose(by_quiet.speaker_statistics, speaker_recognizer.speaker_statistics, atol=0.1)
+    for recognizer, samples in ((by_quiet, quiet), (by_loud, loud)):
+        expected = _per_speaker_output(recognizer, samples, recognizer.speaker_statistics)
+        np.testing.assert_allclose(probabilities(recognizer.predict(samples, sample_rate=16000)), expected, atol=1e-5)
+    # Each take normalised by itself: the 12 dB between them is gone.
+    np.testing.assert_allclose(probabilities(by_quiet.predict(paths[0])), probabilities(by_loud.predict(paths[1])),
+                               atol=0.02)
+    # The training statistics keep the level, so the two takes look different to the model.
+    default = [_per_speaker_output(speaker_recognizer, s, speaker_recognizer.speaker_statistics) for s in (quiet, loud)]
+    assert np.abs(default[0] - default[1]).max() > 10 * np.abs(
+        probabilities(by_quiet.predict(paths[0])) - probabilities(by_loud.predict(paths[1]))).max()
+
+
+def test_speaker_references_that_cannot_be_used_are_refused(speaker_recognizer, recognizer, tmp_path):
+    with pytest.raises(InputError, match="at least one reference"):
+        speaker_recognizer.for_speaker([])
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(AudioError, match="empty.wav"):
+        speaker_recognizer.for_speaker([empty])
+    with pytest.raises(InputError, match="too short"):
+        speaker_recognizer.for_speaker([np.zeros(100, np.float32)])
+    with pytest.raises(InputError, match="normalises each clip on its own"):
+        recognizer.for_speaker([np.zeros(16000, np.float32)])
+    with pytest.raises(InputError, match="needs speaker_statistics"):
+        EmotionRecognizer(speaker_recognizer.model, speaker_recognizer.classes, speaker_recognizer.frontend)
+
+
+def test_cli_predict_takes_speaker_references(speaker_run, shared_datasets, tmp_path, capsys):
+    assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(speaker_run)]) == 0
+    default = json.loads(capsys.readouterr().out)
+    folder = tmp_path / "speaker"
+    folder.mkdir()
+    sf.write(folder / "take.wav", decode(RAVDESS_CLIP).samples * 0.05, 16000, subtype="FLOAT")
+    assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(speaker_run), "--speaker-reference", str(folder)]) == 0
+    referenced = json.loads(capsys.readouterr().out)
+    expected = EmotionRecognizer.load(speaker_run).for_speaker([folder / "take.wav"]).predict(RAVDESS_CLIP)
+    assert referenced["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+    assert referenced["probabilities"] != pytest.approx(default["probabilities"], abs=1e-4)
+    assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(speaker_run), "--speaker-reference",
+                 str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: speaker reference not found" in capsys.readouterr().err
