@@ -160,8 +160,10 @@ def change_speed(wave: np.ndarray, speed: float) -> np.ndarray:
 
 def augmented_views(waveform: np.ndarray, config: Config, count: int = 4, seed: int = 0) -> np.ndarray:
     """[count, frames, n_mels]: what training makes of one clip in `count` draws of the
-    training pipeline (crop, shift, gain, noise, masks; mixup only mixes the clip with itself)."""
-    dataset = train_dataset([waveform] * count, [0] * count, 1, config.replace(batch_size=count), seed=seed)
+    training pipeline (crop, shift, gain, noise, masks; mixup only mixes the clip with itself).
+    Normalising per speaker, the clip is its speaker's only clip."""
+    dataset = train_dataset([waveform] * count, [0] * count, 1, config.replace(batch_size=count), seed=seed,
+                            speakers=["the clip"] * count)
     features, _ = next(iter(dataset))
     return features.numpy()
 

@@ -15,6 +15,7 @@ from aed_tf.config import Config
 from aed_tf.features import log_mel, mel_power, waveform_to_features, white_noise_mel_power
 from aed_tf.pipeline import (
     add_white_noise,
+    augmented_views,
     change_speed,
     clip_mel_powers,
     crop_frames,
@@ -514,3 +515,13 @@ def test_per_speaker_eval_dataset_uses_each_clips_statistics() -> None:
         eval_dataset(waves, [0] * 6, NUM_CLASSES, SPEAKER_CONFIG)
     with pytest.raises(ValueError, match="statistics are not used"):
         eval_dataset(waves, [0] * 6, NUM_CLASSES, CONFIG, statistics)
+
+
+def test_augmented_views_of_a_clip_normalised_per_speaker_use_the_clips_own_statistics() -> None:
+    n = FRONTEND.clip_samples
+    wave = clips([n])[0] * 0.3
+    [plain] = augmented_views(wave, SPEAKER_CONFIG.replace(augment=False), count=1)
+    own = speaker_statistics([wave], ["the speaker"], FRONTEND)
+    np.testing.assert_allclose(plain, waveform_to_features(wave[None], SPEAKER_CONFIG.frontend, own)[0], atol=1e-3)
+    views = augmented_views(wave, SPEAKER_CONFIG, count=3)
+    assert views.shape == (3, FRONTEND.num_frames, FRONTEND.n_mels) and np.isfinite(views).all()
