@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import json
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class DataConfig:
     workers: int = param(0, "parallel decoding workers; 0: one per CPU core")
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "in (0, 1)")
         _check(0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "in (0, 1)")
         _check(
@@ -112,6 +114,7 @@ class FrontEndConfig:
     )
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.sample_rate >= 8000, "sample_rate", self.sample_rate, ">= 8000")
         _check(self.clip_seconds > 0, "clip_seconds", self.clip_seconds, "> 0")
         _check(self.hop_ms > 0, "hop_ms", self.hop_ms, "> 0")
@@ -177,6 +180,7 @@ class AugmentConfig:
     )
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.gain_db >= 0, "gain_db", self.gain_db, ">= 0")
         _check(
             0 <= self.noise_probability <= 1, "noise_probability", self.noise_probability, "in [0, 1]"
@@ -234,6 +238,7 @@ class TrainConfig:
     resume: bool = param(False, "continue the run in <output_dir>/<run_id> from its last epoch")
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.image_size >= 0, "image_size", self.image_size, ">= 0")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         _check(self.epochs >= 1, "epochs", self.epochs, ">= 1")
@@ -246,6 +251,9 @@ class TrainConfig:
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        # A folder name, not a path: "../elsewhere" would write outside output_dir.
+        _check(self.run_id == Path(self.run_id).name and self.run_id not in (".", ".."),
+               "run_id", self.run_id, "a folder name (no / or ..)")
 
     @property
     def from_scratch(self) -> bool:
@@ -375,6 +383,15 @@ class Config:
 
 def _names(section: type) -> list[str]:
     return [f.name for f in dataclasses.fields(section)]
+
+
+def _check_finite(section: Any) -> None:
+    """Every float parameter is a number: inf and NaN pass comparisons such as `> 0` and then
+    overflow or poison training far from the flag that caused it."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float):
+            _check(math.isfinite(value), f.name, value, "a finite number")
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:

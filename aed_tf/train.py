@@ -36,7 +36,7 @@ from aed_tf import __version__, distributed
 from aed_tf.backbones import resolve_image_size
 from aed_tf.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from aed_tf.config import Config
-from aed_tf.errors import InputError
+from aed_tf.errors import InputError, UserError
 from aed_tf.files import atomic_write, write_csv, write_json
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import classification_metrics
@@ -170,52 +170,25 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     image_size = resolve_image_size(config.train.backbone, config.train.image_size)
     num_classes = len(data.classes)
     train_part, val_part = data.partitions["train"], data.partitions["val"]
+    steps_per_epoch = len(train_part.labels) // config.train.batch_size
+    if steps_per_epoch == 0:  # before the pipeline, which refuses it less helpfully
+        raise InputError(f"{len(train_part.labels)} training clips give no full batch of "
+                         f"{config.train.batch_size}: lower --batch-size")
     train_ds = train_dataset(train_part.waveforms, train_part.labels, num_classes, config,
                              seed=config.data.seed, speakers=train_part.speakers)
     val_ds = val_part.eval_dataset(num_classes, config)
-    steps_per_epoch = len(train_part.labels) // config.train.batch_size
-    if steps_per_epoch == 0:
-        raise InputError(f"{len(train_part.labels)} training clips give no full batch of "
-                         f"{config.train.batch_size}: lower --batch-size")
 
     with strategy.scope():
         model = build_classifier(config.train, num_classes, config.frontend.n_mels)
     _write_run_files(run_dir, config, data, image_size, strategy, status="training")
     class_weight = _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
 
-    model_is_current = True  # does `model` hold the weights of the last finished epoch?
-    for phase in phases(config):
-        if phase.name in state["completed_phases"]:
-            model_is_current = False
-            continue
-        resuming = state["phase"] == phase.name and (run_dir / _CHECKPOINT).is_file()
-        with strategy.scope():
-            if resuming or not model_is_current:
-                # The last finished epoch; resuming, also the optimizer's state and step count.
-                model = keras.models.load_model(run_dir / _CHECKPOINT)
-            set_backbone_trainable(model, phase.backbone_share)
-            if not resuming:
-                _compile(model, config, phase, steps_per_epoch)
-        initial_epoch = state["epoch"] if resuming else 0
-        state.update(phase=phase.name, epoch=initial_epoch)
-        callbacks = [EpochCheckpoint(run_dir, state, phase.name, val_ds, val_part.labels)] + (
-            [keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
-            if config.train.patience else []) + (
-            # After EpochCheckpoint, so that the validation UAR it adds to the logs is logged too.
-            [keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR / phase.name))]
-            if config.train.tensorboard else [])
-        if distributed.is_multi_worker(strategy):
-            distributed.fit(model, train_ds, epochs=phase.epochs, loss=_loss(config, reduction=None),
-                            class_weight=class_weight, callbacks=callbacks, verbose=1 if progress else 0)
-        else:
-            model.fit(
-                train_ds, epochs=phase.epochs, initial_epoch=initial_epoch, class_weight=class_weight,
-                shuffle=False,  # the dataset reshuffles itself, seeded, every epoch
-                verbose=1 if progress else 0, callbacks=callbacks,
-            )
-        model_is_current = True
-        state["completed_phases"].append(phase.name)
-        write_json(run_dir / _STATE, state)
+    try:
+        model = _fit_phases(config, strategy, run_dir, state, model, train_ds, val_ds, val_part.labels,
+                            steps_per_epoch, class_weight, progress)
+    except NonFiniteLossError:
+        _write_run_files(run_dir, config, data, image_size, strategy, status="failed: non-finite loss")
+        raise
 
     with np.load(run_dir / _BEST_WEIGHTS) as best:
         model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
@@ -246,6 +219,75 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     for leftover in (_CHECKPOINT, _STATE, _BEST_WEIGHTS):
         (run_dir / leftover).unlink(missing_ok=True)
     return TrainResult(run_dir, val_metrics, history, seconds, model)
+
+
+def _fit_phases(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, state: dict,
+                model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
+                val_labels: np.ndarray, steps_per_epoch: int, class_weight: dict | None,
+                progress: bool) -> keras.Model:
+    """Trains every phase not yet completed (from its last epoch when resuming); returns the
+    model of the last phase."""
+    model_is_current = True  # does `model` hold the weights of the last finished epoch?
+    for phase in phases(config):
+        if phase.name in state["completed_phases"]:
+            model_is_current = False
+            continue
+        resuming = state["phase"] == phase.name and (run_dir / _CHECKPOINT).is_file()
+        with strategy.scope():
+            if resuming or not model_is_current:
+                # The last finished epoch; resuming, also the optimizer's state and step count.
+                model = keras.models.load_model(run_dir / _CHECKPOINT)
+            set_backbone_trainable(model, phase.backbone_share)
+            if not resuming:
+                _compile(model, config, phase, steps_per_epoch)
+        initial_epoch = state["epoch"] if resuming else 0
+        state.update(phase=phase.name, epoch=initial_epoch)
+        callbacks = [StopAtNonFiniteLoss(phase),
+                     EpochCheckpoint(run_dir, state, phase.name, val_ds, val_labels)] + (
+            [keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
+            if config.train.patience else []) + (
+            # After EpochCheckpoint, so that the validation UAR it adds to the logs is logged too.
+            [keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR / phase.name))]
+            if config.train.tensorboard else [])
+        if distributed.is_multi_worker(strategy):
+            distributed.fit(model, train_ds, epochs=phase.epochs, loss=_loss(config, reduction=None),
+                            class_weight=class_weight, callbacks=callbacks, verbose=1 if progress else 0)
+        else:
+            model.fit(
+                train_ds, epochs=phase.epochs, initial_epoch=initial_epoch, class_weight=class_weight,
+                shuffle=False,  # the dataset reshuffles itself, seeded, every epoch
+                verbose=1 if progress else 0, callbacks=callbacks,
+            )
+        model_is_current = True
+        state["completed_phases"].append(phase.name)
+        write_json(run_dir / _STATE, state)
+    return model
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite."""
+
+
+class StopAtNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is not finite, before the epoch's end saves
+    its weights: the run keeps its last finite epoch, and the user learns the likely cause at
+    once rather than after a poisoned epoch."""
+
+    def __init__(self, phase: Phase):
+        super().__init__()
+        self.phase = phase
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss} at epoch {self.epoch + 1}, batch {batch + 1} "
+                f"(phase {self.phase.name}, learning rate {self.phase.learning_rate:g}): the "
+                "learning rate is likely too high; lower --learning-rate (or "
+                "--fine-tune-learning-rate), or set --clip-norm. The run folder is marked failed.")
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

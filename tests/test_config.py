@@ -46,6 +46,16 @@ def test_unknown_parameter_suggests_the_close_name():
         ({"augment": "maybe"}, "augment"),
         ({"speed_perturbation": 0.5}, "speed_perturbation"),
         ({"protocol": "leave-one-out"}, "protocol"),
+        ({"normalization": "corpus"}, "normalization"),
+        # Non-finite floats pass `> 0`, then overflow or poison training far from the flag.
+        ({"clip_seconds": float("inf")}, "clip_seconds = inf: must be a finite number"),
+        ({"learning_rate": float("inf")}, "learning_rate = inf: must be a finite number"),
+        ({"gain_db": float("nan")}, "gain_db = nan: must be a finite number"),
+        ({"max_clip_seconds": float("inf")}, "max_clip_seconds"),
+        # A folder name: "../elsewhere" would write outside output_dir.
+        ({"run_id": "../elsewhere"}, "run_id = '../elsewhere': must be a folder name"),
+        ({"run_id": "a/b"}, "run_id"),
+        ({"run_id": ".."}, "run_id"),
     ],
 )
 def test_invalid_values_name_the_parameter(change, message):

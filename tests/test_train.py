@@ -12,6 +12,7 @@ import pytest
 
 from aed_tf.calibration import apply_temperature, fit_temperature
 from aed_tf.config import Config
+from aed_tf.errors import InputError
 from aed_tf.labels import CLASSES
 from aed_tf.pipeline import eval_dataset
 from aed_tf.train import (
@@ -92,6 +93,24 @@ def test_an_existing_run_is_never_overwritten(tmp_path, data_root):
     (tmp_path / "runs" / "run").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny_config(tmp_path, data_root), progress=False)
+
+
+def test_a_non_finite_loss_stops_training_at_once_with_its_likely_cause(tmp_path, data_root):
+    """A learning rate of 1e30 makes the loss NaN within the first epoch: training stops at that
+    batch with a UserError, and the run folder says it failed."""
+    from aed_tf.train import NonFiniteLossError
+
+    config = tiny_config(tmp_path, data_root, backbone="audiocnn", learning_rate=1e30, epochs=3)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch \d+ .*learning rate 1e\+30.*--learning-rate"):
+        train(config, progress=False)
+    run = tmp_path / "runs" / "run"
+    assert json.loads((run / CONFIG_FILE).read_text())["status"] == "failed: non-finite loss"
+    assert not (run / HISTORY_FILE).exists()  # no poisoned epoch was recorded
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_the_pipeline(tmp_path, data_root):
+    with pytest.raises(InputError, match=r"training clips give no full batch of 100000: lower --batch-size"):
+        train(tiny_config(tmp_path, data_root, batch_size=100000), progress=False)
 
 
 def test_tensorboard_logs_each_epoch_with_the_validation_uar(tmp_path, data_root):
