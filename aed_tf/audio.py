@@ -86,6 +86,8 @@ def to_mono_float32(samples: np.ndarray, source_rate: int, target_rate: int) -> 
         )
     if source_rate <= 0 or target_rate <= 0:
         raise InputError(f"sample rates must be positive, got {source_rate} -> {target_rate}")
+    if not MIN_SAMPLE_RATE <= source_rate <= MAX_SAMPLE_RATE:
+        raise InputError(f"sample_rate {source_rate} Hz: supported rates are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
     if np.issubdtype(samples.dtype, np.signedinteger):
         scaled = samples / -float(np.iinfo(samples.dtype).min)
     elif np.issubdtype(samples.dtype, np.floating):
@@ -107,6 +109,11 @@ def decode(path: str | Path, sample_rate: int = 16000, max_seconds: float | None
         return _decode(path, file, data, sample_rate, _digest(data))
 
 
+# Below 8 kHz nothing of speech above 4 kHz is left (telephone audio is 8 kHz); 1 Hz or 384 kHz
+# is a broken header or not speech, refused rather than resampled without a word.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
+# Bytes after a WAV's last chunk that are tolerated as padding or junk from a careless writer.
+UNDECLARED_WAV_BYTES = 1024
 # A sample at or above this magnitude is taken to be clipped (full scale is 1.0).
 CLIP_LEVEL = 0.999
 # Bytes read from the start of a WAV to find its data chunk's declared size.
@@ -156,6 +163,11 @@ class AudioStream:
         if declared is not None and declared > info.frames:
             raise AudioError(self.path, f"truncated: header says {declared} frames, only "
                                         f"{info.frames} are in the file")
+        try:
+            with self.path.open("rb") as file:
+                _refuse_undeclared_audio(self.path, file, info.frames)
+        except OSError as error:
+            raise _unreadable(self.path, error) from None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         path, source_rate = self.path, self.source_sample_rate
@@ -307,6 +319,9 @@ def _check_header(path: Path, max_seconds: float | None) -> None:
         info = sf.info(path)
     except sf.LibsndfileError as error:
         raise AudioError(path, f"not a readable audio file ({_libsndfile_reason(error)})") from None
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(path, f"recorded at {info.samplerate} Hz: supported rates are "
+                               f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
     if max_seconds is not None and info.duration > max_seconds:
         raise AudioError(path, f"too long: {info.duration:.1f} s, the limit is {max_seconds:g} s")
 
@@ -351,6 +366,7 @@ def _decode(path: Path, file: BinaryIO, data: bytes, sample_rate: int, data_hash
     expected = declared if declared is not None else header_frames
     if len(frames) < expected:
         raise AudioError(path, f"truncated: header says {expected} frames, only {len(frames)} could be read")
+    _refuse_undeclared_audio(path, file, len(frames))
     if len(frames) == 0:
         raise AudioError(path, "no audio samples (0 frames)")
     problem = _nonfinite(frames)
@@ -406,6 +422,41 @@ def _wav_declared_frames(data: bytes) -> int | None:
             return size // block_align
         position += 8 + size + size % 2  # chunks are padded to an even size
     return None
+
+
+def _refuse_undeclared_audio(path: Path, file: BinaryIO, frames: int) -> None:
+    undeclared = _wav_undeclared_bytes(file)
+    if undeclared >= UNDECLARED_WAV_BYTES:
+        raise AudioError(path, f"corrupt WAV header: its data chunk declares {frames} frames, and "
+                               f"{undeclared} bytes after them belong to no chunk")
+
+
+def _wav_undeclared_bytes(file: BinaryIO) -> int:
+    """Bytes after a RIFF/WAVE file's data chunk that no chunk declares (0 for other formats).
+
+    libsndfile reads only the frames the data chunk declares: with a header that understates them,
+    seconds of audio would be read as a few milliseconds and the rest ignored without a word.
+    Chunks after the data (LIST, id3 ...) are walked; the first bytes that are not a chunk header
+    whose size fits in the file are undeclared."""
+    file.seek(0, os.SEEK_END)
+    end = file.tell()
+    file.seek(0)
+    header = file.read(12)
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return 0
+    position, seen_data = 12, False
+    while position + 8 <= end:
+        file.seek(position)
+        chunk_header = file.read(8)
+        chunk, size = chunk_header[:4], int.from_bytes(chunk_header[4:8], "little")
+        if not all(32 <= c < 127 for c in chunk) or position + 8 + size > end:
+            return end - position if seen_data else 0
+        if chunk == b"data":
+            if size == 0xFFFFFFFF:
+                return 0
+            seen_data = True
+        position += 8 + size + size % 2
+    return 0 if position >= end - 1 else end - position
 
 
 def _libsndfile_reason(error: sf.LibsndfileError) -> str:

@@ -218,6 +218,7 @@ class EmotionRecognizer:
         config = json.loads(config_file.read_text())
         model = keras.saving.load_model(serving, compile=False)
         frontend = FrontEndConfig(**config["frontend"])
+        _check_run_matches_model(run_dir, model, config["classes"], frontend)
         if frontend.normalization == "speaker" and "speaker_statistics" not in options:
             pooled = json.loads((run_dir / TRAINING_STATISTICS_FILE).read_text())
             options["speaker_statistics"] = np.array([pooled["mean"], pooled["deviation"]], np.float32)
@@ -349,6 +350,7 @@ class EmotionRecognizer:
             analysis.cores.append((window.core_start, window.core_end))
             speech = analysis.vad.speech_samples(window.core_start, window.core_end)
             if speech >= max(self.min_speech_samples, 1):
+                analysis.queued += 1
                 yield analysis, index, _centre_pad(window.samples, self.plan.window)
         analysis.finish(self)
 
@@ -398,6 +400,7 @@ class _Analysis:
         self.starts: list[int] = []
         self.cores: list[tuple[int, int]] = []
         self.probabilities: dict[int, np.ndarray] = {}
+        self.queued = 0  # windows given to the model
         self.warnings: list[str] = []
 
     def finish(self, recognizer: EmotionRecognizer) -> None:
@@ -405,7 +408,7 @@ class _Analysis:
         if isinstance(self.blocks, AudioStream):
             self.source_frames, self.clipped_frames = self.blocks.frames_read, self.blocks.clipped_frames
             self.duration = self.source_frames / self.source_rate
-        if self.total < recognizer.plan.window and self.vad.speech_seconds() > 0:
+        if self.total < recognizer.plan.window and self.queued:  # padded, and classified
             self.warnings.append(
                 f"shorter than the {recognizer.window_seconds:g} s window ({self.duration:.2f} s): "
                 "padded with silence")
@@ -436,6 +439,23 @@ class _Analysis:
             label, probabilities = None, {}
         return Prediction(self.source, label, probabilities, self.duration, self.vad.speech_seconds(),
                           len(self.probabilities), self.source_rate, self.channels, tuple(self.warnings))
+
+
+def _check_run_matches_model(run_dir: Path, model: keras.Model, classes: Sequence[str],
+                             frontend: FrontEndConfig) -> None:
+    """config.json describes the model in serving.keras: as many classes as it has outputs, and
+    the front end it was saved with. An edited or mixed-up run folder would otherwise drop
+    probabilities or change every answer without a word."""
+    outputs = model.output_shape[-1]
+    if len(classes) != outputs:
+        raise UserError(f"{run_dir}: {CONFIG_FILE} names {len(classes)} classes, the model in "
+                        f"{SERVING_FILE} has {outputs} outputs")
+    saved = [layer.frontend for layer in model.layers if hasattr(layer, "frontend")]
+    if saved and saved[0] != frontend:
+        differ = {k: (v, getattr(saved[0], k)) for k, v in dataclasses.asdict(frontend).items()
+                  if getattr(saved[0], k) != v}
+        raise UserError(f"{run_dir}: the front end in {CONFIG_FILE} is not the one {SERVING_FILE} "
+                        f"was saved with (config.json, model): {differ}")
 
 
 def _centre_pad(samples: np.ndarray, length: int) -> np.ndarray:

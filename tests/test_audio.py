@@ -16,6 +16,7 @@ from aed_tf.audio import (
     CACHE_VERSION,
     AudioCache,
     AudioError,
+    AudioStream,
     DecodedAudio,
     decode,
     decode_many,
@@ -215,6 +216,25 @@ def _float_wav_with(value: float) -> Callable[[Path], Path]:
     return make
 
 
+def _understated_wav(d: Path) -> Path:
+    """2 s at 16 kHz whose data chunk declares 500 frames (0.03 s): the rest follows unclaimed."""
+    path = write_audio(d / "understated.wav", seconds=2.0, sample_rate=16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    size_at = data.index(b"data") + 4
+    data[size_at : size_at + 4] = struct.pack("<I", 500 * 2)
+    path.write_bytes(data)
+    return path
+
+
+def _at_rate(rate: int) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        path = d / f"rate-{rate}.wav"
+        path.write_bytes(_wav_header(4 * rate, rate) + np.zeros(4 * rate, np.int16).tobytes())
+        return path
+
+    return make
+
+
 def _directory(d: Path) -> Path:
     (d / "folder.wav").mkdir()
     return d / "folder.wav"
@@ -232,6 +252,10 @@ BAD_FILES = {
     "float with NaN": (_float_wav_with(np.nan), "contains 3 NaN and 0 infinite samples"),
     "float with inf": (_float_wav_with(-np.inf), "contains 0 NaN and 3 infinite samples"),
     "a directory": (_directory, "not a regular file"),
+    "data chunk declares too few frames": (
+        _understated_wav, "corrupt WAV header: its data chunk declares 500 frames, and 63000 bytes"),
+    "1 Hz": (_at_rate(1), "recorded at 1 Hz: supported rates are 8000-192000 Hz"),
+    "384 kHz": (_at_rate(384000), "recorded at 384000 Hz: supported rates are 8000-192000 Hz"),
 }
 
 
@@ -246,6 +270,19 @@ def test_a_bad_file_raises_an_error_naming_it_and_the_reason(tmp_path, kind):
     assert caught.value.path == path
     assert reason in caught.value.reason
     assert str(caught.value) == f"{path}: {caught.value.reason}"
+
+
+def test_the_block_reader_refuses_an_understated_wav_and_keeps_chunks_after_the_data(tmp_path):
+    with pytest.raises(AudioError, match="corrupt WAV header"):
+        list(AudioStream(_understated_wav(tmp_path)))
+    # A LIST chunk after the audio (as many editors write) is declared: the file is fine.
+    path = write_audio(tmp_path / "tagged.wav", seconds=1.0, sample_rate=16000, subtype="PCM_16")
+    info = b"INFOISFT" + struct.pack("<I", 6) + b"aed-tf"
+    data = bytearray(path.read_bytes() + b"LIST" + struct.pack("<I", len(info)) + info)
+    data[4:8] = struct.pack("<I", len(data) - 8)
+    path.write_bytes(data)
+    assert decode(path).samples.shape == (16000,)
+    assert sum(len(block) for block in AudioStream(path)) == 16000
 
 
 def test_too_long_is_refused_from_the_header_without_decoding(tmp_path, monkeypatch):

@@ -488,3 +488,24 @@ def test_cli_predict_takes_speaker_references(speaker_run, shared_datasets, tmp_
     assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(speaker_run), "--speaker-reference",
                  str(tmp_path / "nowhere")]) == 2
     assert "nowhere: speaker reference not found" in capsys.readouterr().err
+
+
+def test_a_run_folder_whose_config_does_not_match_its_model_is_refused(tiny_run, tmp_path):
+    import shutil
+
+    from aed_tf.errors import UserError
+
+    for name, edit in (("classes", lambda c: {**c, "classes": c["classes"][:-1]}),
+                       ("front end", lambda c: {**c, "frontend": {**c["frontend"], "fmax": 7000.0}})):
+        run = tmp_path / name
+        shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps(edit(config)))
+        with pytest.raises(UserError, match="classes, the model in serving.keras has" if name == "classes"
+                           else r"not the one serving.keras was saved with .*'fmax': \(7000.0, 8000.0\)"):
+            EmotionRecognizer.load(run)
+
+
+def test_a_clip_too_short_to_classify_is_no_speech_without_a_padding_warning(recognizer, speech):
+    prediction = recognizer.predict(speech_core(speech, 0.05), sample_rate=16000)
+    assert prediction.label is None and prediction.warnings == ()
