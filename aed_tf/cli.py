@@ -164,14 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     serve = commands.add_parser(
-        "serve", help="a web demo: upload or record audio, see the emotion",
+        "serve", help="a web demo and an HTTP API: upload or record audio, see the emotion",
         description="Starts a Gradio app on --host:--port: upload or record audio and see the "
-        "probabilities of every emotion and, for audio longer than one window, the timeline.",
+        "probabilities of every emotion and, for audio longer than one window, the timeline. "
+        "Beside it, POST /api/predict answers the JSON of aed-tf predict for an uploaded file "
+        "(?timeline=1: of aed-tf predict --timeline); its docs are at /docs.",
     )
     serve.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
                        help="a finished run (default: the newest finished run in saved_models/)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    serve.add_argument("--max-upload-mb", type=float, default=100, metavar="MB",
+                       help="the largest upload, to the page and the API, in MiB (default: 100)")
     serve.set_defaults(run=_serve)
     return parser
 
@@ -388,8 +392,14 @@ def _export(config: Config, args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
+    # Checked before the imports: TensorFlow and Gradio take a while.
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be 0 to 65535, got {args.port}")
+    if not 0 < args.max_upload_mb < float("inf"):  # also refuses nan
+        raise UserError(f"--max-upload-mb must be a positive number, got {args.max_upload_mb:g}")
     from aed_tf.recognizer import latest_run
     from aed_tf.serve import serve
 
-    serve(args.run_dir or latest_run(config.train.output_dir), host=args.host, port=args.port)
+    serve(args.run_dir or latest_run(config.train.output_dir), host=args.host, port=args.port,
+          max_upload_mb=args.max_upload_mb)
     return 0

@@ -7,17 +7,29 @@ what `aed-tf predict` prints for the same file. Audio the recognizer cannot use 
 the status line ("empty file (0 bytes)"), never a traceback; audio without speech gets "no speech
 found" and no emotion; warnings (padded, clipping, a low sample rate) are listed under the answer.
 
+Beside the page, `POST /api/predict` takes an audio file (a multipart form field `file`, or the
+raw bytes with an audio Content-Type) and answers the JSON of `aed-tf predict` for it, or of
+`aed-tf predict --timeline` with `?timeline=1`; audio the recognizer cannot use gets 400 with its
+reason, an upload over `--max-upload-mb` 413. FastAPI documents it at /docs.
+
 Gradio's analytics and version check are off, so the app asks nothing of the internet, and
 server-side rendering is off (it would need Node.js).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import mimetypes
 import os
 import re
+import socket
 import tempfile
+import threading
+import time
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +37,37 @@ from typing import Any
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import fastapi  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.datastructures import UploadFile  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.requests import ClientDisconnect  # noqa: E402
 
+from aed_tf import __version__  # noqa: E402
 from aed_tf.audio import AudioError  # noqa: E402
 from aed_tf.errors import UserError  # noqa: E402
-from aed_tf.recognizer import EmotionRecognizer, InputWarning, Timeline  # noqa: E402
+from aed_tf.recognizer import EmotionRecognizer, InputWarning, Prediction, Timeline  # noqa: E402
 
 TITLE = "Speech emotion recognition"
 SEGMENT_COLUMNS = ["start (s)", "end (s)", "emotion", "probability"]
+DEFAULT_MAX_UPLOAD_MB = 100.0
+# A multipart body is the file plus boundaries and part headers: this much more is let in before
+# the file itself is measured against the limit.
+MULTIPART_OVERHEAD = 64 * 1024
+# The temporary file's suffix when the upload names none: libsndfile reads most formats by their
+# header, but a suffix keeps the recognizer's reading the same as for a file on disk.
+CONTENT_TYPE_SUFFIXES = {
+    "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/vnd.wave": ".wav",
+    "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/opus": ".opus",
+    "audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/aiff": ".aiff", "audio/x-aiff": ".aiff",
+    "audio/basic": ".au",
+}
+UPLOAD_NAME = "<upload>"  # the `source` of an upload that gives no file name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +111,10 @@ def analyse(recognizer: EmotionRecognizer, path: str | Path | None) -> Answer:
                   _segments_table(timeline) if over_time else None)
 
 
-def build_app(recognizer: EmotionRecognizer, run_name: str = "") -> gr.Blocks:
-    """The Blocks app: audio in (upload or microphone), the answer out, on every change."""
+def build_app(recognizer: EmotionRecognizer, run_name: str = "",
+              lock: threading.Lock | None = None) -> gr.Blocks:
+    """The Blocks app: audio in (upload or microphone), the answer out, on every change; `lock`
+    is held for each answer (the API's lock, shared with the page's)."""
     # Uploads and recordings are deleted after an hour: people's voices are not kept.
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(f"# {TITLE}\nUpload or record speech: the model gives the probability of "
@@ -96,7 +131,8 @@ def build_app(recognizer: EmotionRecognizer, run_name: str = "") -> gr.Blocks:
                                 interactive=False, elem_id="segments")
 
         def show(path: str | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
-            answer = analyse(recognizer, path)
+            with lock or contextlib.nullcontext():
+                answer = analyse(recognizer, path)
             over_time = answer.timeline is not None
             return (answer.status, answer.probabilities,
                     gr.Image(value=answer.timeline, visible=over_time),
@@ -106,20 +142,230 @@ def build_app(recognizer: EmotionRecognizer, run_name: str = "") -> gr.Blocks:
     return app
 
 
+def build_server(recognizer: EmotionRecognizer, run_name: str = "",
+                 max_upload_bytes: int = round(DEFAULT_MAX_UPLOAD_MB * 2**20),
+                 host: str = "127.0.0.1", port: int = 7860) -> fastapi.FastAPI:
+    """The FastAPI app: `POST /api/predict` and its docs at /docs, the Blocks app at /."""
+    # One model call at a time, from the page and the API alike: the recognizer is not known to
+    # be thread-safe. Requests wait for it in the thread pool; the event loop stays free.
+    lock = threading.Lock()
+    blocks = build_app(recognizer, run_name, lock)
+    blocks.queue(default_concurrency_limit=1)
+    app = fastapi.FastAPI(
+        title=f"{TITLE} API", version=__version__,
+        description=f"The emotion of speech in an audio file ({', '.join(recognizer.classes)})"
+        + (f"; model {run_name}" if run_name else "") + ". The web demo is at /.")
+    too_large = (f"the upload is over the limit of {max_upload_bytes / 2**20:g} MB "
+                 "(aed-tf serve --max-upload-mb)")
+
+    def recognise(path: Path, name: str, timeline: bool) -> dict[str, Any]:
+        try:
+            with lock, warnings.catch_warnings():
+                warnings.simplefilter("ignore", InputWarning)  # in the answer's "warnings" instead
+                result = recognizer.timeline(path) if timeline else recognizer.predict(path)
+        except AudioError as error:
+            raise _Refused(400, error.reason) from None
+        except UserError as error:
+            raise _Refused(400, str(error).replace(str(path), name)) from None
+        return _named(result, name).to_dict()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: fastapi.Request, error: RequestValidationError) -> fastapi.Response:
+        return _error(400, "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'request'}: {e['msg']}"
+                                     for e in error.errors()))
+
+    @app.post("/api/predict", summary="The emotion of an audio file",
+              description=API_DESCRIPTION, responses=API_RESPONSES, openapi_extra=API_BODY)
+    async def predict(request: fastapi.Request, timeline: bool = fastapi.Query(
+            False, description="the timeline (segments and shares), as `aed-tf predict --timeline`")
+    ) -> fastapi.Response:
+        # The file the recognizer reads: in a folder of its own, deleted whatever happens.
+        with tempfile.TemporaryDirectory(prefix="aed-tf-api-") as folder:
+            try:
+                name, path = await _receive_upload(request, Path(folder), max_upload_bytes)
+                data = await run_in_threadpool(recognise, path, name, timeline)
+            except _TooLarge:
+                return _error(413, too_large)
+            except _Refused as refused:
+                return _error(refused.status, refused.reason)
+            except ClientDisconnect:
+                return _error(400, "the client closed the connection before the upload ended")
+        # json.dumps as `aed-tf predict` writes it (JSONResponse would refuse a NaN).
+        return fastapi.Response(json.dumps(data, indent=2) + "\n", media_type="application/json")
+
+    # Mounted last: the routes above come before the page's catch-all "/".
+    return gr.mount_gradio_app(app, blocks, path="/", server_name=host, server_port=port,
+                               max_file_size=max_upload_bytes, show_error=False, ssr_mode=False,
+                               mcp_server=False, pwa=False)
+
+
+@dataclasses.dataclass
+class Server:
+    """A server started by `serve(..., block=False)`: its URL, and `close()` to stop it."""
+
+    url: str
+    app: fastapi.FastAPI
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join()
+
+
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
-          **recognizer_options: Any) -> gr.Blocks:
-    """Serves the app of the run in `run_dir` on http://host:port; returns at once with
-    `block` False (the server runs in a thread until `.close()`)."""
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, **recognizer_options: Any) -> Server | None:
+    """Serves the app and the API of the run in `run_dir` on http://host:port (port 0: any free
+    one); with `block` False, returns at once (the server runs in a thread until `.close()`)."""
     recognizer = EmotionRecognizer.load(run_dir, **recognizer_options)
-    app = build_app(recognizer, Path(run_dir).name)
-    app.queue(default_concurrency_limit=1)  # one model, one request at a time
+    listener = _listen(host, port)
+    port = listener.getsockname()[1]
+    app = build_server(recognizer, Path(run_dir).name, round(max_upload_mb * 2**20), host, port)
+    # Gradio's SSE streams stay open: without a bound, Ctrl-C would wait for every browser tab.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    if block:
+        print(f"aed-tf serve: the demo on {url}, the API on {url}api/predict (docs: {url}docs)",
+              flush=True)
+        server.run(sockets=[listener])
+        return None
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    return Server(url, app, server, thread)
+
+
+API_DESCRIPTION = """The body is an audio file: a multipart form with the file in the field `file`
+(`curl -F file=@clip.wav URL`), or the file's bytes with an audio Content-Type
+(`curl -H 'Content-Type: audio/wav' --data-binary @clip.wav URL`).
+
+The answer is the JSON of `aed-tf predict` for the file: `label` (null when no speech was found),
+every class's `probabilities`, `warnings`, ...; with `timeline=1`, that of `aed-tf predict
+--timeline`: `segments` and `shares` over the recording, the prediction inside. `source` is the
+uploaded file's name."""
+
+API_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "audio the recognizer cannot use, or a malformed request: "
+                         '`{"error": "<reason>"}`'},
+    413: {"description": "an upload over the server's limit (aed-tf serve --max-upload-mb)"},
+    415: {"description": "a body that is neither a multipart form nor audio"},
+}
+
+API_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "the audio file"}}}},
+    "audio/*": {"schema": {"type": "string", "format": "binary"}},
+}}}
+
+
+class _TooLarge(Exception):
+    """The request's body is over the upload limit."""
+
+
+class _Refused(Exception):
+    """A request answered with `status` and `{"error": reason}`."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def _error(status: int, reason: str) -> fastapi.Response:
+    return fastapi.responses.JSONResponse({"error": reason}, status_code=status)
+
+
+async def _receive_upload(request: fastapi.Request, folder: Path, max_bytes: int) -> tuple[str, Path]:
+    """Writes the request's audio to a file in `folder`; its name (for `source`) and path."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = content_type == "multipart/form-data"
+    if not (multipart or content_type.startswith("audio/") or content_type == "application/octet-stream"):
+        raise _Refused(415, "expected the audio file as the multipart form field 'file' (curl -F "
+                       "file=@clip.wav) or as the body with an audio Content-Type, got "
+                       + (f"Content-Type {content_type}" if content_type else "no Content-Type"))
+    body_limit = max_bytes + (MULTIPART_OVERHEAD if multipart else 0)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise _TooLarge  # before a byte of it is read
+    # Without a Content-Length (chunked), the body is counted as it arrives.
+    limited = fastapi.Request(request.scope, _within(request.receive, body_limit))
+    if multipart:
+        return await _save_form_file(limited, folder, max_bytes)
+    path = folder / f"upload{_suffix(None, content_type)}"
+    with open(path, "wb") as file:
+        async for chunk in limited.stream():
+            file.write(chunk)
+    return UPLOAD_NAME, path
+
+
+async def _save_form_file(request: fastapi.Request, folder: Path, max_bytes: int) -> tuple[str, Path]:
     try:
-        app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, share=False,
-                   inbrowser=False, show_error=False, ssr_mode=False, mcp_server=False, pwa=False,
-                   quiet=not block)
-    except OSError as error:  # the port is taken, or the address is not this machine's
-        raise UserError(f"cannot serve on {host}:{port}: {str(error).split('. ')[0]}") from error
-    return app
+        form = await request.form(max_files=1, max_fields=16)
+    except HTTPException as error:  # Starlette's answer to a malformed multipart body
+        raise _Refused(400, f"malformed multipart form: {error.detail}") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _Refused(400, "no file in the multipart form field 'file' (curl -F file=@clip.wav)")
+        if upload.size is not None and upload.size > max_bytes:
+            raise _TooLarge
+        path = folder / f"upload{_suffix(upload.filename, upload.content_type)}"
+        with open(path, "wb") as file:
+            while chunk := await upload.read(1 << 20):
+                file.write(chunk)
+        return Path(upload.filename).name if upload.filename else UPLOAD_NAME, path
+    finally:
+        await form.close()
+
+
+def _within(receive: Callable[[], Awaitable[dict]], limit: int) -> Callable[[], Awaitable[dict]]:
+    """`receive` that raises _TooLarge once the body passes `limit` bytes."""
+    received = 0
+
+    async def receive_within_limit() -> dict:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _TooLarge
+        return message
+
+    return receive_within_limit
+
+
+def _suffix(filename: str | None, content_type: str | None) -> str:
+    """The upload's file name's suffix, else one for its Content-Type ("" if unknown)."""
+    suffix = Path(filename or "").suffix
+    if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", suffix):
+        return suffix
+    content_type = (content_type or "").split(";")[0].strip().lower()
+    if content_type in CONTENT_TYPE_SUFFIXES:
+        return CONTENT_TYPE_SUFFIXES[content_type]
+    return (mimetypes.guess_extension(content_type) or "") if content_type.startswith("audio/") else ""
+
+
+def _named(result: Prediction | Timeline, name: str) -> Prediction | Timeline:
+    """`result` with `source` the upload's name, not its temporary file's path."""
+    if isinstance(result, Timeline):
+        return dataclasses.replace(result, prediction=dataclasses.replace(result.prediction, source=name))
+    return dataclasses.replace(result, source=name)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port: a taken port is the user's error here, not uvicorn's exit."""
+    listener = None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except (OSError, OverflowError) as error:  # taken, not this machine's, or not a port
+        if listener is not None:
+            listener.close()
+        reason = getattr(error, "strerror", None) or str(error)
+        raise UserError(f"cannot serve on {host}:{port}: {reason}") from error
+    return listener
 
 
 def _timeline_image(timeline: Timeline) -> np.ndarray:
