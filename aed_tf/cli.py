@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from aed_tf import quiet
 from aed_tf.config import CPU_SETTING, Config
 from aed_tf.errors import UserError
 from aed_tf.files import write_json, write_text
 
+# Commands that never load TensorFlow: they are not made to import it.
+_WITHOUT_TENSORFLOW = {"prepare"}
 # Problems a user can act on: printed as one message, without a traceback.
 _USER_ERRORS = (UserError, FileExistsError, FileNotFoundError)
 
@@ -30,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    if args.verbose:
+        os.environ[quiet.VERBOSE_ENV] = "1"
+    if args.command not in _WITHOUT_TENSORFLOW:
+        quiet.import_quietly()
     try:
         config = Config.from_args(args)
         return args.run(config, args) or 0
@@ -40,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aed-tf", description=__doc__)
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"keep TensorFlow's start-up log lines (also: {quiet.VERBOSE_ENV}=1)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     prepare = commands.add_parser(

@@ -509,3 +509,25 @@ def test_a_run_folder_whose_config_does_not_match_its_model_is_refused(tiny_run,
 def test_a_clip_too_short_to_classify_is_no_speech_without_a_padding_warning(recognizer, speech):
     prediction = recognizer.predict(speech_core(speech, 0.05), sample_rate=16000)
     assert prediction.label is None and prediction.warnings == ()
+
+
+TF_STARTUP_MARKERS = ("oneDNN", "cuda", "cuInit", "cpu_feature_guard", "absl::InitializeLog")
+
+
+def test_cli_commands_keep_tensorflows_start_up_lines_off_the_console_unless_verbose(tiny_run, shared_datasets):
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "aed_tf", "predict", str(RAVDESS_CLIP), "--run-dir", str(tiny_run)]
+    environment = {k: v for k, v in os.environ.items() if k not in ("AED_TF_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert quiet.returncode == 0 and json.loads(quiet.stdout)["source"] == str(RAVDESS_CLIP)
+    assert not [line for line in quiet.stderr.splitlines() if any(m in line for m in TF_STARTUP_MARKERS)], quiet.stderr
+    loud = subprocess.run(command, capture_output=True, text=True, env={**environment, "AED_TF_VERBOSE": "1"},
+                          timeout=300)
+    assert loud.returncode == 0 and any(m in loud.stderr for m in TF_STARTUP_MARKERS), loud.stderr
+    # An error still reaches the console, in one line.
+    missing = subprocess.run(command[:4] + ["missing.wav"] + command[5:], capture_output=True, text=True,
+                             env=environment, timeout=300)
+    assert missing.returncode == 2 and missing.stderr.strip() == "aed-tf predict: error: missing.wav: file not found"
