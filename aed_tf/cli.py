@@ -375,10 +375,8 @@ def _predict(config: Config, args: argparse.Namespace) -> int:
             "results": dicts, "errors": [{"source": str(e.path if hasattr(e, "path") else ""),
                                           "reason": getattr(e, "reason", str(e))} for e in errors]}
         text = json.dumps(data, indent=2) + "\n"
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+    if args.out:  # atomically: a killed command leaves the last whole file, not half a new one
+        write_text(Path(args.out), text)
     else:
         sys.stdout.write(text)
     if errors:

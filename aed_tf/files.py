@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,33 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)  # only left when the write failed
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Deletes the temporary files that writers killed mid-write (kill -9, power loss) left in
+    `folder`: those of `atomic_write` whose process is gone. Returns what was deleted."""
+    removed = []
+    for tmp in Path(folder).glob(".tmp-*-*"):
+        pid = tmp.name.split("-")[1]
+        if pid.isdigit() and not _running(int(pid)):
+            if tmp.is_dir():  # a SavedModel export
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -37,7 +37,7 @@ from aed_tf.backbones import resolve_image_size
 from aed_tf.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from aed_tf.config import Config
 from aed_tf.errors import InputError, UserError
-from aed_tf.files import atomic_write, write_csv, write_json
+from aed_tf.files import atomic_write, remove_stale_temporaries, write_csv, write_json
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
@@ -165,6 +165,8 @@ def train(config: Config, progress: bool = True) -> TrainResult:
 def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, progress: bool) -> TrainResult:
     started = time.perf_counter()
     state = _start_or_resume(run_dir, config)
+    if run_dir.is_dir():  # resuming: what a killed write left behind goes
+        remove_stale_temporaries(run_dir)
     _configure_runtime(config)
     data = load_training_data(config, progress=progress)
     image_size = resolve_image_size(config.train.backbone, config.train.image_size)

@@ -36,3 +36,25 @@ def test_write_json_writes_paths_and_numpy_scalars_as_text(tmp_path):
 
     path = write_json(tmp_path / "a" / "b.json", {"path": tmp_path, "n": np.int64(3)})
     assert json.loads(path.read_text()) == {"path": str(tmp_path), "n": "3"}
+
+
+def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from aed_tf.files import remove_stale_temporaries
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that has exited
+    stale = tmp_path / f".tmp-{gone}-config.json"
+    stale.write_text("{")
+    stale_dir = tmp_path / f".tmp-{gone}-savedmodel"
+    stale_dir.mkdir()
+    (stale_dir / "saved_model.pb").write_bytes(b"")
+    live = tmp_path / f".tmp-{os.getpid()}-history.csv"
+    live.write_text("")
+    kept = tmp_path / "config.json"
+    kept.write_text("{}")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([stale, stale_dir])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, kept.name])
