@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -129,6 +130,14 @@ def parameters_table(run: dict[str, Any]) -> pd.DataFrame:
     rows = [(section, name, value) for section, fields in run["config"].items()
             for name, value in fields.items()]
     return pd.DataFrame(rows, columns=["section", "parameter", "value"]).set_index(["section", "parameter"])
+
+
+def parameters_details(run: dict[str, Any]) -> str:
+    """`parameters_table` as HTML folded in a <details> element: the end of a report, where it no
+    longer pushes the figures screens down and is one click away."""
+    table = parameters_table(run)
+    return (f"<details><summary>All {len(table)} parameters of the run, by config section "
+            f"(click to show)</summary>{table.to_html()}</details>")
 
 
 def corpus_overview(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -299,3 +308,193 @@ def format_held_out(summary: Mapping[str, Any]) -> str:
         per_corpus = format_per_corpus(figures.get("uar_per_corpus"), digits=3)
         lines.append(f"  {name}: UAR {figures['uar']:.3f}" + (f" ({per_corpus})" if per_corpus else ""))
     return "\n".join(lines)
+
+
+# -- the headline block: what a reader of the evaluation report sees first --------------------
+
+# Below these, the report says plainly that its figures are weak.
+FEW_VALIDATION_SPEAKERS = 4  # fewer validation speakers than this choose the epoch and temperature
+LOW_CLASS_RECALL = 0.2
+DOMINANT_SPEAKER_SHARE = 0.5  # one speaker holding more than this share of the evaluated clips
+
+
+def intervals_per_corpus(predictions: pd.DataFrame, num_classes: int, resamples: int = 1000,
+                         level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """`bootstrap_intervals` over all clips (corpus "overall") and within each corpus: index
+    (corpus, metric), columns clips, value, low and high."""
+    groups = [("overall", predictions), *predictions.groupby("corpus")]
+    tables = {corpus: bootstrap_intervals(rows["label"], rows["predicted"], num_classes, resamples,
+                                          level, seed).assign(clips=len(rows))
+              for corpus, rows in groups}
+    return pd.concat(tables, names=["corpus"])[["clips", "value", "low", "high"]]
+
+
+def speakers_of(clips: pd.DataFrame) -> list[str]:
+    """The distinct speakers of `clips` (rows with corpus and speaker), as "corpus speaker": speaker
+    ids repeat across corpora."""
+    pairs = clips[["corpus", "speaker"]].drop_duplicates().sort_values(["corpus", "speaker"])
+    return [f"{corpus} {speaker}" for corpus, speaker in pairs.itertuples(index=False, name=None)]
+
+
+def protocol_sentence(evaluation: Evaluation, validation_clips: pd.DataFrame) -> str:
+    """The protocol of `evaluation` in one sentence: whose clips were evaluated, whether they were
+    heard in training, and what chose the epoch. `validation_clips`: the validation partition's
+    manifest (or predictions)."""
+    clips, partition = len(evaluation.predictions), evaluation.partition
+    speakers = len(speakers_of(evaluation.predictions))
+    if not has_held_out_test(evaluation.protocol) and partition == "val":
+        return (f"Split protocol {evaluation.protocol}, no held-out test: the {clips} clips are those of the "
+                f"{speakers} validation speakers, which chose the epoch; every other speaker was "
+                "used in training.")
+    if not evaluation.speaker_independent:
+        return (f"Split protocol {evaluation.protocol}, SPEAKER-DEPENDENT: the {speakers} speakers of the "
+                f"{clips} {partition} clips were also heard in training, so the figures overstate "
+                "what new voices get.")
+    chose = (", who also chose the epoch" if partition == "val" else
+             f"; the epoch was chosen on {len(speakers_of(validation_clips))} other (validation) speakers")
+    return (f"Split protocol {evaluation.protocol}: the {clips} {partition} clips come "
+            f"from {speakers} speakers never heard in training{chose}, and the baseline was trained "
+            "on the same training clips.")
+
+
+def weak_figure_warnings(predictions: pd.DataFrame, classes: Sequence[str], validation_clips: pd.DataFrame,
+                         partition: str = "test") -> list[str]:
+    """Why the figures of `predictions` (the `partition` evaluated) may mislead, one plain
+    sentence each: few validation speakers, a class the model almost never recognises, one
+    speaker holding most of the clips. Empty when none applies."""
+    warnings = (few_validation_speakers(validation_clips), classes_rarely_recognised(predictions, classes),
+                dominant_speaker(predictions, partition))
+    return [warning for warning in warnings if warning]
+
+
+def few_validation_speakers(validation_clips: pd.DataFrame) -> str | None:
+    speakers = speakers_of(validation_clips)
+    if len(speakers) >= FEW_VALIDATION_SPEAKERS:
+        return None
+    return (f"The validation set has only {len(speakers)} speaker(s) ({', '.join(speakers)}): the epoch "
+            "and the temperature were chosen on so few voices that they may suit them more than new ones.")
+
+
+def classes_rarely_recognised(predictions: pd.DataFrame, classes: Sequence[str]) -> str | None:
+    """The classes with clips whose recall is below LOW_CLASS_RECALL (a class with no clips has no
+    recall to speak of)."""
+    per_class = per_class_table(predictions, classes)
+    low = per_class[(per_class["clips"] > 0) & (per_class["recall"] < LOW_CLASS_RECALL)]
+    if low.empty:
+        return None
+    hits = (low["recall"] * low["clips"]).round().astype(int)
+    listed = ", ".join(f"{name} {low.loc[name, 'recall']:.2f} ({hits[name]} of {low.loc[name, 'clips']} clips)"
+                       for name in low.index)
+    return (f"Recall below {LOW_CLASS_RECALL} for {listed}: the model almost never recognises these "
+            "classes, which the averages hide.")
+
+
+def dominant_speaker(predictions: pd.DataFrame, partition: str = "test") -> str | None:
+    """The speaker with the most clips, where they hold over DOMINANT_SPEAKER_SHARE of them."""
+    counts = predictions.groupby(["corpus", "speaker"]).size().sort_values(ascending=False, kind="stable")
+    (corpus, speaker), most = counts.index[0], int(counts.iloc[0])
+    if most / len(predictions) <= DOMINANT_SPEAKER_SHARE:
+        return None
+    return (f"One speaker, {corpus} {speaker}, has {most / len(predictions):.0%} of the {partition} clips "
+            f"({most} of {len(predictions)}): the figures say more about that voice than about speakers "
+            "in general.")
+
+
+def _figure(intervals: pd.DataFrame, corpus: str, metric: str) -> str:
+    """One figure of `intervals_per_corpus` with its interval, as HTML; empty where absent."""
+    if (corpus, metric) not in intervals.index:
+        return ""
+    row = intervals.loc[(corpus, metric)]
+    return f'{row["value"]:.3f} <span class="aed-ci">[{row["low"]:.2f}, {row["high"]:.2f}]</span>'
+
+
+def _uar_difference(model: pd.DataFrame, baseline: pd.DataFrame, corpus: str) -> str:
+    if (corpus, "uar") not in baseline.index:
+        return ""
+    return f'{model.loc[(corpus, "uar"), "value"] - baseline.loc[(corpus, "uar"), "value"]:+.3f}'
+
+
+def headline_table_html(model: pd.DataFrame, baseline: pd.DataFrame, model_name: str) -> str:
+    """UAR, accuracy and macro-F1 with their intervals, overall then per corpus (rows), of the
+    model and beside them of the baseline, and the model's UAR minus the baseline's.
+    `model`, `baseline`: `intervals_per_corpus` of each."""
+    metrics = (("uar", "UAR"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+    groups = "".join(f'<th colspan="{len(metrics)}" class="aed-group">{html.escape(name)}</th>'
+                     for name in (model_name, f"baseline {BASELINE_NAME}"))
+    names = "".join(f"<th>{label}</th>" for _, label in metrics) * 2
+    head = (f'<tr><th rowspan="2">corpus</th><th rowspan="2">clips</th>{groups}'
+            f'<th rowspan="2">UAR minus<br>baseline</th></tr><tr>{names}</tr>')
+    rows = []
+    for corpus in model.index.unique("corpus"):
+        cells = [_figure(table, corpus, metric) for table in (model, baseline) for metric, _ in metrics]
+        marked = ' class="aed-overall"' if corpus == "overall" else ""
+        rows.append(f"<tr{marked}>"
+                    f"<th>{html.escape(str(corpus))}</th><td>{int(model.loc[(corpus, 'uar'), 'clips'])}</td>"
+                    + "".join(f"<td>{cell}</td>" for cell in cells)
+                    + f"<td>{_uar_difference(model, baseline, corpus)}</td></tr>")
+    return f'<table class="aed-figures"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+# Scoped to the block, so that the notebook's own tables keep their look.
+_HEADLINE_STYLE = """<style>
+.aed-headline{border:1px solid #ccd;border-radius:6px;padding:12px 16px;margin:4px 0 16px;max-width:1100px}
+.aed-headline .aed-answer{font-size:1.35em;margin:0 0 8px}
+.aed-headline .aed-protocol{margin:0 0 8px}
+.aed-headline .aed-warnings{background:#fff4e0;border-left:4px solid #d98200;padding:6px 12px;margin:8px 0}
+.aed-headline .aed-warnings ul{margin:4px 0;padding-left:1.2em}
+.aed-headline .aed-fine{color:#2b6a2b;margin:8px 0}
+.aed-headline table.aed-figures{border-collapse:collapse;margin:8px 0 4px}
+.aed-headline table.aed-figures th,.aed-headline table.aed-figures td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
+.aed-headline table.aed-figures th.aed-group{text-align:center;background:#f2f2f6}
+.aed-headline tr.aed-overall{font-weight:bold;background:#f7f7fb}
+.aed-headline .aed-ci{color:#666;font-weight:normal;font-size:.9em}
+.aed-headline .aed-caption{color:#555;font-size:.9em;margin:0}
+</style>"""
+
+
+def headline_block(run: dict[str, Any], evaluation: Evaluation, baseline_predictions: pd.DataFrame,
+                   validation_clips: pd.DataFrame, resamples: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> str:
+    """The top of the evaluation report, as HTML: the answer in one line (the model's UAR with its
+    interval, the baseline's beside it), the protocol in one sentence, the warnings of
+    `weak_figure_warnings`, and UAR, accuracy and macro-F1 with intervals overall and per corpus
+    for the model and the baseline. `baseline_predictions`: the evaluated clips with the
+    baseline's "predicted"; `validation_clips`: the validation partition's manifest."""
+    classes = list(evaluation.classes)
+    model = intervals_per_corpus(evaluation.predictions, len(classes), resamples, level, seed)
+    baseline = intervals_per_corpus(baseline_predictions, len(classes), resamples, level, seed)
+    name = run["config"]["train"]["backbone"]
+    partition, clips = evaluation.partition, len(evaluation.predictions)
+    corpora = sorted(evaluation.predictions["corpus"].unique())
+    if len(corpora) > 1:
+        # The mean over corpora leads: pooled, the largest corpus (or one speaker) would decide it.
+        def per_corpus(intervals: pd.DataFrame) -> str:
+            mean = np.mean([intervals.loc[(c, "uar"), "value"] for c in corpora])
+            parts = ", ".join(f"{html.escape(c)} {intervals.loc[(c, 'uar'), 'value']:.3f}" for c in corpora)
+            return f"{mean:.3f} ({parts})"
+
+        answer = (f'<p class="aed-answer"><b>UAR, mean over corpora {per_corpus(model)}</b> for '
+                  f"{html.escape(name)} on the {clips} {partition} clips of run "
+                  f"<code>{html.escape(Path(run['run_dir']).name)}</code>; baseline "
+                  f"{html.escape(BASELINE_NAME)}: {per_corpus(baseline)}. Pooled over all clips: "
+                  f'{_figure(model, "overall", "uar")} against {_figure(baseline, "overall", "uar")}.</p>')
+    else:
+        answer = (f'<p class="aed-answer"><b>UAR {_figure(model, "overall", "uar")}</b> for {html.escape(name)} '
+                  f"on the {clips} {partition} clips of run <code>{html.escape(Path(run['run_dir']).name)}</code>; "
+                  f'baseline {html.escape(BASELINE_NAME)}: {_figure(baseline, "overall", "uar")}.</p>')
+    warnings = weak_figure_warnings(evaluation.predictions, classes, validation_clips, partition)
+    if not has_held_out_test(evaluation.protocol) and partition == "val":
+        warnings.insert(0, NO_HELD_OUT_TEST.format(protocol=evaluation.protocol))
+    if warnings:
+        checks = ('<div class="aed-warnings"><b>Weak figures</b><ul>'
+                  + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul></div>")
+    else:
+        checks = (f'<p class="aed-fine">No warning: at least {FEW_VALIDATION_SPEAKERS} validation speakers, '
+                  f"every class recalled at {LOW_CLASS_RECALL} or more, no speaker holds over "
+                  f"{DOMINANT_SPEAKER_SHARE:.0%} of the clips.</p>")
+    caption = (f'<p class="aed-caption">Brackets: {level:.0%} bootstrap interval over the clips of each row '
+               f"({resamples} resamples, seed {seed}). UAR: unweighted average recall, the mean recall "
+               "of the classes present.</p>")
+    return (f'{_HEADLINE_STYLE}<div class="aed-headline">{answer}'
+            f'<p class="aed-protocol">{html.escape(protocol_sentence(evaluation, validation_clips))}</p>'
+            f"{checks}{headline_table_html(model, baseline, name)}{caption}</div>")

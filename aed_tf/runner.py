@@ -12,6 +12,7 @@ import ast
 import html
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,8 +181,6 @@ def render_html(notebook: Path) -> Path:
 
 def _strip_remote_scripts(body: str) -> str:
     """Drops the <script src> elements the template still emits: remote or empty."""
-    import re
-
     return re.sub(r'<script[^>]*\bsrc="(https?://[^"]*)?"[^>]*>\s*</script>', "", body)
 
 
@@ -220,9 +219,44 @@ def run(names: Sequence[str], parameters: Mapping[str, Any], reports_dir: Path =
 
 
 def write_index(reports_dir: Path) -> Path:
-    """`reports/index.html`: one row per report with a summary.json, newest first. A summary.json
-    older than the per-corpus figures gets empty cells for them."""
-    from aed_tf.report import SUMMARY_FILE, format_per_corpus, summary_has_held_out_test
+    """`reports/index.html`: one row per report with a summary.json, newest first, sortable by any
+    column, above a chart of each run's UAR. A summary.json older than the per-corpus figures
+    gets empty cells for them."""
+    rows = index_rows(reports_dir)
+    corpora = sorted({corpus for summary, _, _ in rows for corpus in summary.get("uar_per_corpus") or {}})
+    columns = [*INDEX_COLUMNS[:INDEX_CORPORA_AT], *((f"UAR {corpus}", True) for corpus in corpora),
+               *INDEX_COLUMNS[INDEX_CORPORA_AT:]]
+    header = "".join(f'<th data-type="{"number" if numeric else "text"}" aria-sort="none">'
+                     f'<button type="button">{html.escape(name)}</button></th>' for name, numeric in columns)
+    numeric = [numeric for _, numeric in columns]
+    body = "\n".join("<tr>" + "".join(_cell(text, value, number) for (text, value), number
+                                      in zip(index_cells(summary, run_id, pages, corpora), numeric))
+                     + "</tr>" for summary, run_id, pages in rows)
+    lines = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>aed-tf reports</title>',
+        f"<style>{_INDEX_STYLE}</style>", "</head><body><h1>aed-tf reports</h1>",
+        f"<p>{len(rows)} run(s). Figures are on each run's held-out test partition; the protocol says "
+        "whether its speakers were heard in training. A run marked \"no held-out test\" (protocol "
+        "all-speakers) trained on every speaker but its validation ones, and its figures are on "
+        "those validation speakers, which chose the epoch: they overstate what new voices get.</p>",
+        uar_chart([(run_id, summary) for summary, run_id, _ in rows]),
+        "<p class=\"hint\">Click a column's header to sort by it; click again to reverse.</p>",
+        f'<div class="wrap"><table class="runs"><thead><tr>{header}</tr></thead>', f"<tbody>\n{body}\n</tbody></table></div>",
+        f"<script>{_SORT_SCRIPT}</script>", "</body></html>",
+    ]
+    return write_text(reports_dir / INDEX_FILE, "\n".join(lines) + "\n")
+
+
+# The index's columns, (header, sorts as a number); the UAR of each corpus goes in at INDEX_CORPORA_AT.
+INDEX_COLUMNS = (("run", False), ("backbone", False), ("weights", False), ("protocol", False),
+                 ("partition", False), ("clips", True), ("accuracy", True), ("UAR", True),
+                 ("macro-F1", True), ("baseline UAR", True), ("date", False), ("pages", False))
+INDEX_CORPORA_AT = 9
+
+
+def index_rows(reports_dir: Path) -> list[tuple[dict[str, Any], str, list[str]]]:
+    """(summary, run id, its HTML pages) of every report under `reports_dir`, newest first."""
+    from aed_tf.report import SUMMARY_FILE
 
     rows = []
     for summary_path in sorted(reports_dir.glob(f"*/{SUMMARY_FILE}")):
@@ -230,34 +264,138 @@ def write_index(reports_dir: Path) -> Path:
         pages = sorted(p.name for p in summary_path.parent.glob("*.html"))
         rows.append((summary, summary_path.parent.name, pages))
     rows.sort(key=lambda row: row[0].get("date", ""), reverse=True)
-    lines = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>aed-tf reports</title>',
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}</style>",
-        "</head><body><h1>aed-tf reports</h1>",
-        f"<p>{len(rows)} run(s). Figures are on each run's held-out test partition; the protocol says "
-        "whether its speakers were heard in training. A run marked \"no held-out test\" (protocol "
-        "all-speakers) trained on every speaker but its validation ones, and its figures are on "
-        "those validation speakers, which chose the epoch: they overstate what new voices get.</p>",
-        "<table><tr><th>run</th><th>backbone</th><th>weights</th><th>protocol</th><th>partition</th>"
-        "<th>accuracy</th><th>UAR</th><th>macro-F1</th><th>UAR per corpus</th><th>baseline UAR</th>"
-        "<th>baseline UAR per corpus</th><th>date</th><th>pages</th></tr>",
-    ]
-    for summary, run_id, pages in rows:
-        protocol = summary["protocol"] + (" (speaker-independent)" if summary["speaker_independent"]
-                                          else " (SPEAKER-DEPENDENT)")
-        partition = summary["partition"] + ("" if summary_has_held_out_test(summary) else " (no held-out test)")
-        baseline = summary.get("baseline") or {}
-        links = " ".join(f'<a href="{html.escape(run_id)}/{html.escape(p)}">{html.escape(p)}</a>' for p in pages)
-        cells = [run_id, summary["backbone"], summary["weights"], protocol, partition,
-                 f"{summary['accuracy']:.3f}", f"{summary['uar']:.3f}", f"{summary['macro_f1']:.3f}",
-                 format_per_corpus(summary.get("uar_per_corpus")),
-                 f"{baseline['uar']:.3f}" if "uar" in baseline else "",
-                 format_per_corpus(baseline.get("uar_per_corpus")), summary["date"]]
-        lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-                     + f"<td>{links}</td></tr>")
-    lines += ["</table></body></html>"]
-    return write_text(reports_dir / INDEX_FILE, "\n".join(lines) + "\n")
+    return rows
+
+
+def index_cells(summary: Mapping[str, Any], run_id: str, pages: Sequence[str],
+                corpora: Sequence[str]) -> list[tuple[str, str | None]]:
+    """One index row: each cell's HTML and the value it sorts by (None: its text)."""
+    from aed_tf.report import format_per_corpus, summary_has_held_out_test
+
+    def figure(value: float | None) -> tuple[str, str | None]:
+        return ("", "") if value is None else (f"{value:.3f}", f"{value:.6g}")
+
+    independence = "speaker-independent" if summary["speaker_independent"] else "SPEAKER-DEPENDENT"
+    protocol = html.escape(summary["protocol"]) + ("" if summary["protocol"].lower() == independence.lower()
+                                                   else f'<span class="sub">{independence}</span>')
+    held_out = summary_has_held_out_test(summary)
+    partition = html.escape(summary["partition"]) + ("" if held_out else '<span class="sub">no held-out test</span>')
+    baseline = summary.get("baseline") or {}
+    baseline_text, baseline_value = figure(baseline.get("uar"))
+    baseline_per_corpus = format_per_corpus(baseline.get("uar_per_corpus"))
+    if baseline_per_corpus:
+        baseline_text += f'<span class="sub">{html.escape(baseline_per_corpus)}</span>'
+    per_corpus = summary.get("uar_per_corpus") or {}
+    # "03_evaluate.html" reads "evaluate": the order is the table's, and the column stays narrow.
+    links = "".join(f'<a href="{html.escape(run_id)}/{html.escape(p)}">{html.escape(re.sub(r"^[0-9]+_", "", Path(p).stem))}</a>'
+                    for p in pages)
+    date = summary.get("date", "")
+    return [(html.escape(run_id), None), (html.escape(summary["backbone"]), None),
+            (html.escape(summary["weights"]), None), (protocol, summary["protocol"]),
+            (partition, summary["partition"]), (str(summary.get("clips", "")), str(summary.get("clips", ""))),
+            figure(summary["accuracy"]), figure(summary["uar"]), figure(summary["macro_f1"]),
+            *(figure(per_corpus.get(corpus)) for corpus in corpora),
+            (baseline_text, baseline_value), (html.escape(date.replace("T", " ")), date), (links, None)]
+
+
+def _cell(text: str, value: str | None, numeric: bool) -> str:
+    attributes = (' class="num"' if numeric else "") + ("" if value is None else f' data-value="{html.escape(value)}"')
+    return f"<td{attributes}>{text}</td>"
+
+
+# Bar geometry of `uar_chart`, in pixels.
+CHART_LABEL_WIDTH, CHART_BAR_WIDTH, CHART_ROW_HEIGHT = 230, 480, 20
+
+
+def uar_chart(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Inline SVG, no script: one horizontal bar per (run id, summary), its UAR on a 0 to 1 scale,
+    highest first, with the baseline's UAR as a tick across the bar. A run with no held-out test
+    gets a pale bar: its figure is on the validation speakers."""
+    from aed_tf.report import summary_has_held_out_test
+
+    ranked = sorted(runs, key=lambda run: run[1]["uar"], reverse=True)
+    left, top = CHART_LABEL_WIDTH, 24
+    width, height = left + CHART_BAR_WIDTH + 60, top + CHART_ROW_HEIGHT * len(ranked) + 4
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="UAR per run">',
+             "<title>UAR per run, highest first; tick: the baseline's UAR</title>"]
+    for tick in (0, 0.25, 0.5, 0.75, 1):
+        x = left + tick * CHART_BAR_WIDTH
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height}" stroke="#ddd"/>'
+                     f'<text x="{x:.1f}" y="{top - 10}" text-anchor="middle" class="axis">{tick:g}</text>')
+    for row, (run_id, summary) in enumerate(ranked):
+        y, uar = top + row * CHART_ROW_HEIGHT, float(summary["uar"])
+        held_out = summary_has_held_out_test(summary)
+        baseline = (summary.get("baseline") or {}).get("uar")
+        label = html.escape(run_id) + ("" if held_out else " (val)")
+        tip = html.escape(f"{run_id}: UAR {uar:.3f}" + (f", baseline {baseline:.3f}" if baseline is not None else "")
+                          + ("" if held_out else ", no held-out test (validation speakers)"))
+        parts.append(f'<g><title>{tip}</title>'
+                     f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{label}</text>'
+                     f'<rect class="bar" data-run="{html.escape(run_id)}" data-uar="{uar:.6g}" x="{left}" y="{y + 3}" '
+                     f'width="{uar * CHART_BAR_WIDTH:.1f}" height="{CHART_ROW_HEIGHT - 6}" '
+                     f'fill="{"#4c78a8" if held_out else "#b9cde3"}"/>'
+                     f'<text x="{left + uar * CHART_BAR_WIDTH + 4:.1f}" y="{y + 14}">{uar:.3f}</text>')
+        if baseline is not None:
+            x = left + float(baseline) * CHART_BAR_WIDTH
+            parts.append(f'<line class="baseline" x1="{x:.1f}" y1="{y + 1}" x2="{x:.1f}" '
+                         f'y2="{y + CHART_ROW_HEIGHT - 1}" stroke="#222" stroke-width="2"/>')
+        parts.append("</g>")
+    parts.append("</svg>")
+    legend = ('<p class="hint">Bars: UAR of each run, highest first; black tick: the baseline trained on the '
+              "same split; pale bar, (val): no held-out test, the figure is on the validation speakers.</p>")
+    return "<h2>UAR per run</h2>" + "".join(parts) + legend
+
+
+# Narrow enough for a 1300 px window: a smaller font, long cells wrap, and a wrapper scrolls
+# sideways rather than cutting off a column if the page is narrower still.
+_INDEX_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;font-size:14px}"
+    ".wrap{overflow-x:auto;max-width:100%}"
+    "table.runs{border-collapse:collapse;width:100%;font-size:13px}"
+    "table.runs td,table.runs th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;"
+    "overflow-wrap:break-word}"
+    # Run ids are long and unbroken: the one column that may break anywhere.
+    "table.runs td:first-child{overflow-wrap:anywhere;min-width:8em}"
+    "table.runs th{background:#eee;cursor:pointer}"
+    "table.runs th button{all:unset;font-weight:bold}"
+    "table.runs th button:focus-visible{outline:2px solid #4c78a8}"
+    # On the cell, not the button: the arrow stays out of the button's accessible name.
+    "table.runs th[aria-sort=ascending]::after{content:' \\25B2'}"
+    "table.runs th[aria-sort=descending]::after{content:' \\25BC'}"
+    "table.runs td.num{white-space:nowrap;text-align:right}"
+    "table.runs td a{display:block;white-space:nowrap}"
+    ".sub{display:block;color:#666;font-size:11px;white-space:normal}"
+    ".hint{color:#555;font-size:12px}"
+    "svg.chart text{font:12px sans-serif}svg.chart text.axis{fill:#666}"
+)
+
+# Sorts the rows of the index by the clicked column, ascending then descending: by data-value
+# where a cell has one (as a number in a numeric column), else by its text; empty cells last.
+_SORT_SCRIPT = """
+document.querySelectorAll("table.runs th").forEach(function (th) {
+  // The whole cell takes the click; its button, the keyboard (Enter and Space click it).
+  th.addEventListener("click", function () {
+    var table = th.closest("table"), body = table.tBodies[0];
+    var column = Array.prototype.indexOf.call(th.parentElement.children, th);
+    var numeric = th.dataset.type === "number", ascending = th.getAttribute("aria-sort") !== "ascending";
+    table.querySelectorAll("th").forEach(function (other) { other.setAttribute("aria-sort", "none"); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    function key(row) {
+      var cell = row.cells[column], text = cell.hasAttribute("data-value") ? cell.dataset.value : cell.textContent.trim();
+      return numeric ? (text === "" ? null : parseFloat(text)) : (text === "" ? null : text);
+    }
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (x === null || y === null) return (x === null) - (y === null);
+      var order = numeric ? x - y : x.localeCompare(y);
+      return ascending ? order : -order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  });
+});
+"""
 
 
 def work_from_project_root() -> Path:

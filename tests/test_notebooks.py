@@ -21,8 +21,8 @@ from aed_tf.runner import (
 )
 from tests.synth import make_ravdess_tree
 
-SECTIONS = ("Run card", "Learning curves", "Overall", "Per class", "Confusion matrix", "Per corpus",
-            "Per speaker", "Calibration", "Errors you can listen to", "Baseline")
+SECTIONS = ("Run card", "Learning curves", "Per class", "Confusion matrix", "Per corpus",
+            "Per speaker", "Calibration", "Errors you can listen to", "Baseline", "Parameters")
 
 
 def config_defaults(*sections: str) -> dict:
@@ -148,6 +148,16 @@ def test_run_all_executes_explore_train_evaluate_into_a_self_contained_report(tm
     text = " ".join(elements.text)
     for section in SECTIONS:
         assert section in text, section
+    # The answer leads: the headline block (UAR with its interval, the protocol, the figures per
+    # corpus beside the baseline's) comes before the first section; every parameter comes last,
+    # folded in a <details> element.
+    headline, run_card = text.index("UAR"), text.index("Run card")
+    assert headline < text.index("Split protocol speaker-independent") < text.index("bootstrap interval") < run_card
+    assert [tag for tag, attrs in elements.tags if attrs.get("class") == "aed-headline"] == ["div"]
+    assert [tag for tag, _ in elements.tags].count("details") == 1
+    assert text.index("All ", text.index("Parameters")) > text.index("Baseline")
+    page_text = page.read_text(encoding="utf-8")
+    assert page_text.index("<details>") > page_text.index("headline figures:")
     assert "Traceback" not in text
     assert not [a for _, a in elements.tags if a.get("data-mime-type") == "application/vnd.jupyter.stderr"]
     assert "speaker-independent" in text
@@ -167,11 +177,10 @@ def test_run_all_executes_explore_train_evaluate_into_a_self_contained_report(tm
     assert summary["protocol"] == "speaker-independent" and summary["backbone"] == "mobilenetv3small"
     assert 0 <= summary["uar"] <= 1 and 0 <= summary["baseline"]["uar"] <= 1
     assert set(summary["uar_per_corpus"]) == set(summary["baseline"]["uar_per_corpus"]) == {"ravdess"}
-    assert "per corpus beside the overall figure" in text
     index = parse_html(tmp_path / "reports" / "index.html")
     index_text = " ".join(index.text)
     assert "tiny" in index_text and f"{summary['uar']:.3f}" in index_text
-    assert f"ravdess {summary['uar_per_corpus']['ravdess']:.2f}" in index_text
+    assert "UAR ravdess" in index_text and f"{summary['uar_per_corpus']['ravdess']:.3f}" in index_text
     assert any(a.get("href") == "tiny/03_evaluate.html" for tag, a in index.tags if tag == "a")
 
     screenshot = tmp_path / "report.png"
