@@ -91,7 +91,7 @@ def ensure_kernel() -> str:
     manager = KernelSpecManager()
     try:
         spec = manager.get_kernel_spec(KERNEL_NAME)
-        current = spec.argv[:1] == [sys.executable] and _KERNEL_ARGUMENT in spec.argv
+        current = spec.argv[:1] == [sys.executable] and all(a in spec.argv for a in _KERNEL_ARGUMENTS)
     except NoSuchKernel:
         spec, current = None, False
     if not current:
@@ -106,9 +106,17 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
-# TensorFlow's C++ logging writes to file descriptor 2; left to the terminal rather than captured
-# into cells, it stays out of the records and the reports.
-_KERNEL_ARGUMENT = "--IPKernelApp.capture_fd_output=False"
+_KERNEL_ARGUMENTS = [
+    # TensorFlow's C++ logging writes to file descriptor 2; left to the terminal rather than
+    # captured into cells, it stays out of the records and the reports ...
+    "--IPKernelApp.capture_fd_output=False",
+    # ... and the kernel imports TensorFlow before the first cell with it silenced (unless
+    # AED_TF_VERBOSE is set), so the console is not filled with it once per notebook.
+    "--IPKernelApp.exec_lines=import aed_tf.quiet; aed_tf.quiet.import_quietly()",
+    # "Kernel is running over TCP without encryption", once per notebook: the kernel listens on
+    # 127.0.0.1 for this process alone.
+    "--IPKernelApp.log_level=ERROR",
+]
 
 
 def _install_kernel(manager) -> None:
@@ -118,7 +126,7 @@ def _install_kernel(manager) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         source = write_kernel_spec(
-            Path(tmp) / KERNEL_NAME, extra_arguments=[_KERNEL_ARGUMENT],
+            Path(tmp) / KERNEL_NAME, extra_arguments=_KERNEL_ARGUMENTS,
             overrides={"display_name": "Python (aed-tf)",
                        "env": {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"}},
         )

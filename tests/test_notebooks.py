@@ -93,6 +93,24 @@ def test_a_failing_cell_names_the_cell_exits_non_zero_and_keeps_the_partial_reco
         run_notebook(str(source), {"divisor": 1}, tmp_path / "reports" / "r1", progress=False)
 
 
+def test_the_kernels_console_holds_no_tensorflow_start_up_lines_nor_transport_warnings(tmp_path, capfd):
+    """The kernel imports TensorFlow silenced before the first cell and logs errors only; its
+    standard error is the console's (file descriptor 2, which capfd holds here)."""
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("answer = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import tensorflow as tf\nprint(tf.constant(answer).numpy())"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    source = tmp_path / "quiet.ipynb"
+    nbformat.write(notebook, source)
+    capfd.readouterr()
+    run_notebook(str(source), {"answer": 42}, tmp_path / "reports" / "quiet", progress=False)
+    console = capfd.readouterr().err
+    for noise in ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "without encryption"):
+        assert noise not in console, console
+    executed = nbformat.read(tmp_path / "reports" / "quiet" / "quiet.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["text"].strip() == "42"
+
+
 def test_the_kernel_spec_runs_this_environment():
     from jupyter_client.kernelspec import KernelSpecManager
 
