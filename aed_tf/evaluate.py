@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import keras
 import numpy as np
 import pandas as pd
 
 from aed_tf.config import Config
 from aed_tf.errors import InputError
 from aed_tf.metrics import classification_metrics
+from aed_tf.model import load_model
 from aed_tf.train import CLASSIFIER_FILE, CONFIG_FILE, TRAINING_STATISTICS_FILE, TrainingData, load_training_data
 
 SpeakerStatistics = Literal["own clips", "training"]
@@ -54,7 +54,7 @@ def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = Fals
     part = data.partitions[partition]
     if not len(part.labels):
         raise InputError(f"{run_dir}: the {partition} partition of its split is empty")
-    classifier = keras.models.load_model(run_dir / CLASSIFIER_FILE)
+    classifier = load_model(run_dir / CLASSIFIER_FILE)
     fixed = None
     if config.frontend.normalization == "speaker" and speaker_statistics == "training":
         pooled = json.loads((run_dir / TRAINING_STATISTICS_FILE).read_text())

@@ -12,6 +12,8 @@ and deviations [B, 2, n_mels] (`aed_tf.features.log_mel_statistics`).
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -19,6 +21,7 @@ import tensorflow as tf
 
 from aed_tf.backbones import BackbonePreprocess, build_backbone, get_backbone, resolve_image_size
 from aed_tf.config import FrontEndConfig, TrainConfig
+from aed_tf.errors import UserError
 from aed_tf.features import LogMelFrontEnd, SpectrogramImage
 
 BACKBONE_LAYER = "backbone"
@@ -130,3 +133,19 @@ def build_serving_model(classifier: keras.Model, frontend: FrontEndConfig,
         inputs, features = waves, LogMelFrontEnd(frontend, name="log_mel")(clips)
     probabilities = TemperatureScaling(temperature, name="temperature")(classifier(features))
     return keras.Model(inputs, probabilities, name="aed_serving")
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """A saved `.keras` model (Keras safe mode: no code is run from the file); a file that is
+    missing, truncated or refused is a UserError naming it and why, not a Keras traceback (a
+    truncated archive makes Keras say "File not found")."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a readable .keras archive (truncated or corrupt)")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: Keras could not load the model: {first}") from None

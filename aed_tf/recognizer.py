@@ -40,14 +40,15 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-# Imported for their registered Keras layers, which serving.keras is made of.
+# Imported for its registered Keras layers, which serving.keras is made of (aed_tf.model's come
+# with load_model).
 import aed_tf.backbones  # noqa: F401
-import aed_tf.model  # noqa: F401
 from aed_tf import timeline as tl
 from aed_tf.audio import AUDIO_EXTENSIONS, AudioError, AudioStream, clipped_frames, decode, to_mono_float32
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
 from aed_tf.features import log_mel, log_mel_statistics
+from aed_tf.model import load_model
 from aed_tf.timeline import Segment
 from aed_tf.train import CONFIG_FILE, SERVING_FILE, TRAINING_STATISTICS_FILE
 
@@ -216,7 +217,7 @@ class EmotionRecognizer:
         if not serving.is_file() or not config_file.is_file():
             raise UserError(f"{run_dir}: not a finished run (no {SERVING_FILE} or {CONFIG_FILE})")
         config = json.loads(config_file.read_text())
-        model = keras.saving.load_model(serving, compile=False)
+        model = load_model(serving)
         frontend = FrontEndConfig(**config["frontend"])
         _check_run_matches_model(run_dir, model, config["classes"], frontend)
         if frontend.normalization == "speaker" and "speaker_statistics" not in options:

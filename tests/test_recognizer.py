@@ -531,3 +531,25 @@ def test_cli_commands_keep_tensorflows_start_up_lines_off_the_console_unless_ver
     missing = subprocess.run(command[:4] + ["missing.wav"] + command[5:], capture_output=True, text=True,
                              env=environment, timeout=300)
     assert missing.returncode == 2 and missing.stderr.strip() == "aed-tf predict: error: missing.wav: file not found"
+
+
+def test_a_truncated_or_missing_model_file_is_a_one_line_error(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from aed_tf.errors import UserError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    serving = run / "serving.keras"
+    serving.write_bytes(serving.read_bytes()[: serving.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"serving.keras: not a readable .keras archive \(truncated or corrupt\)"):
+        EmotionRecognizer.load(run)
+    assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(run)]) == 2
+    assert capsys.readouterr().err.strip().endswith("not a readable .keras archive (truncated or corrupt)")
+    # A zip that is not a Keras model: Keras's reason, in one line.
+    import zipfile
+
+    with zipfile.ZipFile(serving, "w") as archive:
+        archive.writestr("config.json", "{}")
+    with pytest.raises(UserError, match="serving.keras: Keras could not load the model: "):
+        EmotionRecognizer.load(run)
