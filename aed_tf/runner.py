@@ -150,8 +150,8 @@ def run_notebook(name: str, parameters: Mapping[str, Any], report_dir: Path,
     report_dir.mkdir(parents=True, exist_ok=True)
     record = report_dir / source.name
     if record.exists():
-        raise FileExistsError(f"{record} already records a run; choose another run_id "
-                              "(-p run_id NAME) or move the old report away")
+        raise FileExistsError(f"{record} already records a run; move the old report away, or write "
+                              "elsewhere (-p run_id NAME when training, --reports-dir DIR)")
     kernel = ensure_kernel()
     try:
         papermill.execute_notebook(
@@ -210,6 +210,8 @@ def run(names: Sequence[str], parameters: Mapping[str, Any], reports_dir: Path =
         from aed_tf.recognizer import latest_run
 
         parameters["run_dir"] = str(latest_run(config.train.output_dir))
+    if evaluates and not trains:  # refused here, before a kernel starts and a partial report is kept
+        _check_finished_run(Path(parameters["run_dir"]))
     if "run_dir" in parameters:
         run_id = Path(parameters["run_dir"]).name
     else:
@@ -224,6 +226,19 @@ def run(names: Sequence[str], parameters: Mapping[str, Any], reports_dir: Path =
         runs.append(run_notebook(name, mine, report_dir, progress=progress))
     write_index(reports_dir)
     return runs
+
+
+def _check_finished_run(run_dir: Path) -> None:
+    from aed_tf.train import CONFIG_FILE
+
+    config_file = run_dir / CONFIG_FILE
+    if not config_file.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE}); -p run_dir takes a folder "
+                        "that aed-tf train wrote, e.g. saved_models/<run-id>")
+    status = json.loads(config_file.read_text()).get("status")
+    if status != "finished":
+        raise UserError(f"{run_dir}: the run has not finished (status {status!r}); resume it with "
+                        "aed-tf train --resume --run-id " + run_dir.name)
 
 
 def write_index(reports_dir: Path) -> Path:

@@ -111,6 +111,25 @@ def test_the_kernels_console_holds_no_tensorflow_start_up_lines_nor_transport_wa
     assert executed.cells[-1].outputs[0]["text"].strip() == "42"
 
 
+def test_evaluating_a_folder_that_is_not_a_finished_run_fails_before_any_kernel(tmp_path, monkeypatch, capsys):
+    import aed_tf.runner as runner
+
+    monkeypatch.chdir(tmp_path)
+    started = []
+    monkeypatch.setattr(runner, "run_notebook", lambda *a, **k: started.append(a))
+    assert main(["run", "evaluate", "-p", "run_dir", str(tmp_path / "nonexistent")]) == 2
+    assert capsys.readouterr().err.strip() == (f"aed-tf run: error: {tmp_path / 'nonexistent'}: not a run folder "
+                                               "(no config.json); -p run_dir takes a folder that aed-tf train "
+                                               "wrote, e.g. saved_models/<run-id>")
+    killed = tmp_path / "saved_models" / "killed"
+    killed.mkdir(parents=True)
+    (killed / "config.json").write_text('{"status": "training"}')
+    assert main(["run", "evaluate", "-p", "run_dir", str(killed)]) == 2
+    assert "has not finished (status 'training'); resume it with aed-tf train --resume --run-id killed" \
+        in capsys.readouterr().err
+    assert started == [] and not (tmp_path / "reports").exists()
+
+
 def test_the_kernel_spec_runs_this_environment():
     from jupyter_client.kernelspec import KernelSpecManager
 
