@@ -74,6 +74,14 @@ def is_silent(samples: np.ndarray, threshold_db: float = -60.0) -> bool:
     return samples.size == 0 or float(np.max(np.abs(samples))) < 10.0 ** (threshold_db / 20.0)
 
 
+def scale_to_unit(samples: np.ndarray) -> np.ndarray:
+    """Signed integer samples scaled to [-1, 1) (full scale is the type's most negative value);
+    floats as they are."""
+    if np.issubdtype(samples.dtype, np.signedinteger):
+        return samples / -float(np.iinfo(samples.dtype).min)
+    return samples
+
+
 def to_mono_float32(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     """Samples given as an array, shaped (frames,) or (frames, channels), as mono float32 at
     `target_rate`. Integer samples are scaled to [-1, 1); bad input raises ValueError."""
@@ -88,13 +96,9 @@ def to_mono_float32(samples: np.ndarray, source_rate: int, target_rate: int) -> 
         raise InputError(f"sample rates must be positive, got {source_rate} -> {target_rate}")
     if not MIN_SAMPLE_RATE <= source_rate <= MAX_SAMPLE_RATE:
         raise InputError(f"sample_rate {source_rate} Hz: supported rates are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
-    if np.issubdtype(samples.dtype, np.signedinteger):
-        scaled = samples / -float(np.iinfo(samples.dtype).min)
-    elif np.issubdtype(samples.dtype, np.floating):
-        scaled = samples
-    else:
+    if not (np.issubdtype(samples.dtype, np.signedinteger) or np.issubdtype(samples.dtype, np.floating)):
         raise InputError(f"samples of dtype {samples.dtype}: expected floats or signed integers")
-    frames = np.asarray(scaled, dtype=np.float32).reshape(len(samples), -1)
+    frames = np.asarray(scale_to_unit(samples), dtype=np.float32).reshape(len(samples), -1)
     problem = _nonfinite(frames)
     if problem:
         raise InputError(f"samples contain {problem}")

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import keras
 
 from aed_tf.audionet import AudioCNN
+from aed_tf.config import is_from_scratch
 from aed_tf.errors import InputError, UserError
 
 IMAGENET = "imagenet"
@@ -116,7 +117,7 @@ def build_backbone(name: str, image_size: int, weights: str | None = IMAGENET,
             raise InputError(f"{name} is an audio-native backbone with no ImageNet weights: train "
                              "it from scratch (--weights none) or give a weights file of it")
         model = backbone.constructor(n_mels)
-        if weights not in (None, "", "none", "scratch"):
+        if not is_from_scratch(weights):
             model.load_weights(_weights_argument(backbone, weights))
         return model
     weights_arg = _weights_argument(backbone, weights)
@@ -133,7 +134,7 @@ def build_backbone(name: str, image_size: int, weights: str | None = IMAGENET,
 
 
 def _weights_argument(backbone: Backbone, weights: str | None) -> str | None:
-    if weights is None or str(weights).lower() in ("", "none", "scratch"):
+    if is_from_scratch(weights):
         return None
     if weights == IMAGENET:
         cached = keras_cache_file(backbone)

@@ -257,7 +257,7 @@ class TrainConfig:
 
     @property
     def from_scratch(self) -> bool:
-        return self.weights.lower() in ("", "none", "scratch")
+        return is_from_scratch(self.weights)
 
 
 @dataclass(frozen=True)
@@ -383,6 +383,11 @@ class Config:
 
 def _names(section: type) -> list[str]:
     return [f.name for f in dataclasses.fields(section)]
+
+
+def is_from_scratch(weights: str | None) -> bool:
+    """Whether `weights` asks for random initialisation: None, "", "none" or "scratch"."""
+    return weights is None or str(weights).lower() in ("", "none", "scratch")
 
 
 def _check_finite(section: Any) -> None:

@@ -44,7 +44,8 @@ from tqdm.auto import tqdm
 # with load_model).
 import aed_tf.backbones  # noqa: F401
 from aed_tf import timeline as tl
-from aed_tf.audio import AUDIO_EXTENSIONS, AudioError, AudioStream, clipped_frames, decode, to_mono_float32
+from aed_tf.audio import (AUDIO_EXTENSIONS, AudioError, AudioStream, clipped_frames, decode, scale_to_unit,
+                          to_mono_float32)
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
 from aed_tf.features import log_mel, log_mel_statistics
@@ -325,7 +326,7 @@ class EmotionRecognizer:
             analysis = _Analysis("<array>", len(source) / sample_rate, sample_rate,
                                  1 if source.ndim == 1 else source.shape[1], vad, [mono])
             analysis.source_frames = len(source)
-            analysis.clipped_frames = clipped_frames(_as_float(source))
+            analysis.clipped_frames = clipped_frames(scale_to_unit(source))
             return analysis
         if sample_rate is not None:
             raise InputError("sample_rate is for arrays only: a file's rate is read from its header")
@@ -465,13 +466,6 @@ def _centre_pad(samples: np.ndarray, length: int) -> np.ndarray:
         return samples
     before = (length - len(samples)) // 2
     return np.pad(samples, (before, length - len(samples) - before))
-
-
-def _as_float(samples: np.ndarray) -> np.ndarray:
-    """Integer samples scaled to [-1, 1), as to_mono_float32 scales them."""
-    if np.issubdtype(samples.dtype, np.signedinteger):
-        return samples / -float(np.iinfo(samples.dtype).min)
-    return samples
 
 
 # -- finding runs and files ---------------------------------------------------------------------
