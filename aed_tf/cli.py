@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -17,6 +18,9 @@ from aed_tf.files import write_json, write_text
 
 # Commands that never load TensorFlow: they are not made to import it.
 _WITHOUT_TENSORFLOW = {"prepare"}
+# The machine's faults, not the program's: a full disk, a read-only or forbidden place. One line
+# naming the file, as for a user's mistake.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 # Problems a user can act on: printed as one message, without a traceback.
 _USER_ERRORS = (UserError, FileExistsError, FileNotFoundError)
 
@@ -42,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(config, args) or 0
     except _USER_ERRORS as error:
         print(f"aed-tf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT_ERRNOS:
+            raise  # a bug keeps its traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"aed-tf {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
 
 

@@ -3,6 +3,7 @@ killed mid-write, never sees half a file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,7 +29,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
         write(tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)  # only left when the write failed
+        # Only left when the write failed; on a read-only or vanished folder the cleanup fails
+        # too, and must not hide the error that says why.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
 
 

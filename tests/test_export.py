@@ -170,3 +170,19 @@ def test_a_per_speaker_run_exports_with_a_speaker_statistics_input(speaker_run, 
     # The synthetic check inputs (noise, a chirp), normalised by their own statistics, lie further
     # from speech than real clips: 2e-5 measured for ONNX.
     assert 0 <= metadata["check"]["max_abs_difference"] <= 10 * TOLERANCE[format]
+
+
+def test_a_full_disk_during_export_is_one_line_naming_the_file(tiny_run, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import aed_tf.export as export_module
+
+    out = tmp_path / "model.tflite"
+
+    def disk_full(model, n_mels):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(export_module, "_tflite_bytes", disk_full)
+    assert main(["export", str(tiny_run), "--format", "tflite", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"aed-tf export: error: {out}: No space left on device"
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*"))

@@ -58,3 +58,19 @@ def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
     kept.write_text("{}")
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted([stale, stale_dir])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, kept.name])
+
+
+def test_a_failed_write_on_a_read_only_folder_keeps_its_own_error(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from aed_tf.files import write_text
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "x.json"))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)  # the cleanup fails the same way
+    with pytest.raises(OSError) as raised:
+        write_text(tmp_path / "x.json", "{}")
+    assert raised.value.errno == errno.EROFS and raised.value.__context__ is None

@@ -113,6 +113,37 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_the_pipeline(tmp
         train(tiny_config(tmp_path, data_root, batch_size=100000), progress=False)
 
 
+def test_a_full_disk_during_training_is_one_line_and_the_run_resumes_once_there_is_room(tmp_path, data_root,
+                                                                                         monkeypatch, capsys):
+    import errno
+
+    import aed_tf.train as train_module
+    from aed_tf.cli import main
+
+    config = tiny_config(tmp_path, data_root, backbone="audiocnn", epochs=2)
+    real_write_csv = train_module.write_csv
+    writes = []
+
+    def full_after_the_split(df, path):
+        writes.append(path)
+        if len(writes) > 1:  # the split is written; the first epoch's history finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write_csv(df, path)
+
+    monkeypatch.setattr(train_module, "write_csv", full_after_the_split)
+    flags = ["--data-roots", str(data_root), "--prepared-dir", config.data.prepared_dir, "--cache-dir",
+             config.data.cache_dir, "--output-dir", config.train.output_dir, "--run-id", "run", "--backbone",
+             "audiocnn", "--weights", "none", "--batch-size", "8", "--epochs", "2", "--clip-seconds", "0.5",
+             "--n-mels", "32", "--time-mask-width", "5", "--freq-mask-width", "4", "--val-fraction", "0.2",
+             "--test-fraction", "0.2"]
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("aed-tf train: error: ") and err[-1].endswith(": No space left on device")
+    monkeypatch.setattr(train_module, "write_csv", real_write_csv)
+    assert main(["train", *flags, "--resume"]) == 0
+    assert json.loads((tmp_path / "runs" / "run" / CONFIG_FILE).read_text())["status"] == "finished"
+
+
 def test_tensorboard_logs_each_epoch_with_the_validation_uar(tmp_path, data_root):
     import tensorflow as tf
 
