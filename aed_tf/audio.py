@@ -314,6 +314,8 @@ def _check_header(path: Path, max_seconds: float | None) -> None:
     """Refuses what the file system and the header alone show: nothing is decoded here, so a
     multi-hour file over `max_seconds` costs one header read."""
     if not path.exists():
+        if path.is_symlink():  # exists() follows the link: a loop or a dangling target
+            raise AudioError(path, f"a symbolic link that leads nowhere (to {os.readlink(path)})")
         raise AudioError(path, "file not found")
     if not path.is_file():
         raise AudioError(path, "not a regular file")

@@ -235,6 +235,11 @@ def _at_rate(rate: int) -> Callable[[Path], Path]:
     return make
 
 
+def _symlink_loop(d: Path) -> Path:
+    (d / "loop.wav").symlink_to(d / "loop.wav")
+    return d / "loop.wav"
+
+
 def _directory(d: Path) -> Path:
     (d / "folder.wav").mkdir()
     return d / "folder.wav"
@@ -254,6 +259,7 @@ BAD_FILES = {
     "a directory": (_directory, "not a regular file"),
     "data chunk declares too few frames": (
         _understated_wav, "corrupt WAV header: its data chunk declares 500 frames, and 63000 bytes"),
+    "symbolic link loop": (_symlink_loop, "a symbolic link that leads nowhere (to "),
     "1 Hz": (_at_rate(1), "recorded at 1 Hz: supported rates are 8000-192000 Hz"),
     "384 kHz": (_at_rate(384000), "recorded at 384000 Hz: supported rates are 8000-192000 Hz"),
 }
