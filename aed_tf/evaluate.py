@@ -3,7 +3,6 @@ per corpus and per speaker."""
 
 from __future__ import annotations
 
-import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +11,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from aed_tf.config import Config
 from aed_tf.errors import InputError
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import load_model
-from aed_tf.train import CLASSIFIER_FILE, CONFIG_FILE, TRAINING_STATISTICS_FILE, TrainingData, load_training_data
+from aed_tf.runs import CLASSIFIER_FILE, Run
+from aed_tf.train import TrainingData, load_training_data
 
 SpeakerStatistics = Literal["own clips", "training"]
 
@@ -47,8 +46,8 @@ def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = Fals
     partition (``"own clips"``: their labels unused), or the training clips' for every clip
     (``"training"``: a clip whose speaker has no other audio)."""
     run_dir = Path(run_dir)
-    saved = json.loads((run_dir / CONFIG_FILE).read_text())
-    config = Config.from_dict(saved["config"])
+    run = Run.load(run_dir)
+    config = run.config
     if data is None:
         data = load_training_data(config, progress=progress)
     part = data.partitions[partition]
@@ -57,8 +56,7 @@ def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = Fals
     classifier = load_model(run_dir / CLASSIFIER_FILE)
     fixed = None
     if config.frontend.normalization == "speaker" and speaker_statistics == "training":
-        pooled = json.loads((run_dir / TRAINING_STATISTICS_FILE).read_text())
-        fixed = np.array([pooled["mean"], pooled["deviation"]], np.float32)
+        fixed = run.training_statistics()
     elif speaker_statistics not in typing.get_args(SpeakerStatistics):
         raise InputError(f"speaker_statistics {speaker_statistics!r}: choose one of "
                          f"{', '.join(typing.get_args(SpeakerStatistics))}")
@@ -72,8 +70,8 @@ def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = Fals
         predictions[f"p_{name}"] = probabilities[:, index]
     return Evaluation(
         partition=partition,
-        protocol=saved["split"]["protocol"],
-        speaker_independent=saved["split"]["speaker_independent"],
+        protocol=run.split["protocol"],
+        speaker_independent=run.split["speaker_independent"],
         classes=tuple(data.classes),
         predictions=predictions,
         overall=classification_metrics(part.labels, probabilities),

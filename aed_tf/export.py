@@ -58,6 +58,7 @@ from aed_tf import features
 from aed_tf.errors import UserError
 from aed_tf.files import atomic_write, write_json
 from aed_tf.model import STATISTICS_INPUT, WAVEFORM_INPUT
+from aed_tf.runs import Run
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 # What `export` writes in the run folder when no path is given.
@@ -92,7 +93,6 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
     `model.onnx`), replacing what is there, checks it against the Keras model and writes the
     metadata JSON beside it."""
     from aed_tf.recognizer import EmotionRecognizer
-    from aed_tf.train import CONFIG_FILE
 
     if format not in FORMATS:
         raise UserError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
@@ -121,7 +121,7 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
     checks = check_waveforms(frontend.sample_rate, frontend.clip_samples)
     silence = np.zeros((1, frontend.clip_samples), np.float32)
 
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    run = Run.load(run_dir)
     metadata = {
         "format": format,
         "path": path.name,
@@ -144,7 +144,7 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
         "signature": SIGNATURE if format != "onnx" else None,
         "onnx_opset": ONNX_OPSET if format == "onnx" else None,
         "frontend": dataclasses.asdict(frontend),
-        "backbone": config.get("config", {}).get("train", {}).get("backbone"),
+        "backbone": run.backbone,
         "check": {
             "against": "the run's Keras serving model (serving.keras)",
             "inputs": f"{sum(len(w) for w in checks)} synthetic waveforms (check_waveforms: noise, a "

@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -44,14 +43,14 @@ from tqdm.auto import tqdm
 # with load_model).
 import aed_tf.backbones  # noqa: F401
 from aed_tf import timeline as tl
-from aed_tf.audio import (AUDIO_EXTENSIONS, AudioError, AudioStream, clipped_frames, decode, scale_to_unit,
+from aed_tf.audio import (AUDIO_EXTENSIONS, AudioStream, clipped_frames, decode, scale_to_unit,
                           to_mono_float32)
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
 from aed_tf.features import log_mel, log_mel_statistics
 from aed_tf.model import load_model
 from aed_tf.timeline import Segment
-from aed_tf.train import CONFIG_FILE, SERVING_FILE, TRAINING_STATISTICS_FILE
+from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run, latest_run  # noqa: F401  (latest_run: re-exported)
 
 # Seconds of a file's own audio read at a time: memory does not grow with the file's length.
 BLOCK_SECONDS = 10.0
@@ -212,19 +211,16 @@ class EmotionRecognizer:
     def load(cls, run_dir: str | Path, **options: Any) -> EmotionRecognizer:
         """The recognizer of a finished run (`aed-tf train`'s folder); options as in __init__."""
         run_dir = Path(run_dir)
-        serving, config_file = run_dir / SERVING_FILE, run_dir / CONFIG_FILE
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such run folder")
-        if not serving.is_file() or not config_file.is_file():
+        if not (run_dir / SERVING_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
             raise UserError(f"{run_dir}: not a finished run (no {SERVING_FILE} or {CONFIG_FILE})")
-        config = json.loads(config_file.read_text())
-        model = load_model(serving)
-        frontend = FrontEndConfig(**config["frontend"])
-        _check_run_matches_model(run_dir, model, config["classes"], frontend)
-        if frontend.normalization == "speaker" and "speaker_statistics" not in options:
-            pooled = json.loads((run_dir / TRAINING_STATISTICS_FILE).read_text())
-            options["speaker_statistics"] = np.array([pooled["mean"], pooled["deviation"]], np.float32)
-        return cls(model, config["classes"], frontend, **options)
+        run = Run.load(run_dir)
+        model = load_model(run_dir / SERVING_FILE)
+        _check_run_matches_model(run_dir, model, run.classes, run.frontend)
+        if run.frontend.normalization == "speaker" and "speaker_statistics" not in options:
+            options["speaker_statistics"] = run.training_statistics()
+        return cls(model, run.classes, run.frontend, **options)
 
     def for_speaker(self, references: Iterable[Source]) -> EmotionRecognizer:
         """This recognizer, its per-speaker normalisation taken from `references`: recordings of
@@ -476,23 +472,6 @@ def _centre_pad(samples: np.ndarray, length: int) -> np.ndarray:
 def audio_files(folder: str | Path) -> list[Path]:
     """The files with an audio suffix under `folder`, at any depth, sorted."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-
-
-def latest_run(output_dir: str | Path = "saved_models", backbone: str | None = None) -> Path:
-    """The most recently written finished run in `output_dir` (of `backbone` when given)."""
-    runs = []
-    for config_file in Path(output_dir).glob(f"*/{CONFIG_FILE}"):
-        try:
-            config = json.loads(config_file.read_text())
-        except (OSError, ValueError):
-            continue
-        finished = config.get("status") == "finished" and (config_file.parent / SERVING_FILE).is_file()
-        if finished and backbone in (None, config.get("config", {}).get("train", {}).get("backbone")):
-            runs.append(config_file.parent)
-    if not runs:
-        which = f"{backbone} run" if backbone else "run"
-        raise UserError(f"no finished {which} in {output_dir}/: train one (aed-tf train) or pass --run-dir")
-    return max(runs, key=lambda run: (run / SERVING_FILE).stat().st_mtime)
 
 
 # -- output ----------------------------------------------------------------------------------------

@@ -229,14 +229,13 @@ def run(names: Sequence[str], parameters: Mapping[str, Any], reports_dir: Path =
 
 
 def _check_finished_run(run_dir: Path) -> None:
-    from aed_tf.train import CONFIG_FILE
+    from aed_tf.runs import CONFIG_FILE, FINISHED, Run
 
-    config_file = run_dir / CONFIG_FILE
-    if not config_file.is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE}); -p run_dir takes a folder "
                         "that aed-tf train wrote, e.g. saved_models/<run-id>")
-    status = json.loads(config_file.read_text()).get("status")
-    if status != "finished":
+    status = Run.load(run_dir).status
+    if status != FINISHED:
         raise UserError(f"{run_dir}: the run has not finished (status {status!r}); resume it with "
                         "aed-tf train --resume --run-id " + run_dir.name)
 

@@ -43,18 +43,12 @@ from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
 from aed_tf.pipeline import eval_dataset, speaker_statistics, train_dataset
 from aed_tf.prepare import prepare
+from aed_tf.runs import (  # noqa: F401  (the run folder's names, also read from here)
+    CLASSIFIER_FILE, CONFIG_FILE, FINISHED, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE,
+    TENSORBOARD_DIR, TRAINING_STATISTICS_FILE,
+)
 from aed_tf.splits import PROTOCOLS, load_split
 
-CLASSIFIER_FILE = "classifier.keras"
-SERVING_FILE = "serving.keras"
-# Per-speaker normalisation: the band means and deviations over every training clip, for a clip
-# whose speaker has no other audio.
-TRAINING_STATISTICS_FILE = "training_statistics.json"
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
-SPLIT_FILE = "split.csv"
-TENSORBOARD_DIR = "tensorboard"
 _CHECKPOINT = "checkpoint.keras"  # the last finished epoch, with optimizer state
 _BEST_WEIGHTS = "best-weights.npz"  # model arrays only, not the optimizer's
 _STATE = "state.json"

@@ -49,7 +49,6 @@ def test_bench_train_reports_held_out_speakers_per_corpus(shared_datasets, share
 
 
 def test_the_ensemble_averages_the_models_probabilities_on_the_same_clips():
-    import numpy as np
     import pandas as pd
 
     from aed_tf.bench import ensemble_metrics, recall_per_class
