@@ -26,6 +26,8 @@ demo: $(BIN)/.installed
 	$(BIN)/aed-tf run all $(DEMO_PARAMETERS)
 
 test: $(BIN)/.installed $(CHROMIUM)
+	$(BIN)/ruff check aed_tf tests
+	$(BIN)/ruff format --check aed_tf tests
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed

@@ -25,6 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 from tqdm.auto import tqdm
+
 from aed_tf.errors import InputError, UserError
 
 # The file suffixes of audio that `decode` reads (libsndfile >= 1.1): the one list for finding
@@ -95,7 +96,9 @@ def to_mono_float32(samples: np.ndarray, source_rate: int, target_rate: int) -> 
     if source_rate <= 0 or target_rate <= 0:
         raise InputError(f"sample rates must be positive, got {source_rate} -> {target_rate}")
     if not MIN_SAMPLE_RATE <= source_rate <= MAX_SAMPLE_RATE:
-        raise InputError(f"sample_rate {source_rate} Hz: supported rates are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+        raise InputError(
+            f"sample_rate {source_rate} Hz: supported rates are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+        )
     if not (np.issubdtype(samples.dtype, np.signedinteger) or np.issubdtype(samples.dtype, np.floating)):
         raise InputError(f"samples of dtype {samples.dtype}: expected floats or signed integers")
     frames = np.asarray(scale_to_unit(samples), dtype=np.float32).reshape(len(samples), -1)
@@ -142,8 +145,13 @@ class AudioStream:
     `clipped_frames` count the file's frames and those at full scale.
     """
 
-    def __init__(self, path: str | Path, sample_rate: int = 16000, block_seconds: float = 10.0,
-                 max_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int = 16000,
+        block_seconds: float = 10.0,
+        max_seconds: float | None = None,
+    ) -> None:
         if block_seconds <= 0:
             raise InputError(f"block_seconds = {block_seconds}: must be > 0")
         self.path = Path(path)
@@ -165,8 +173,9 @@ class AudioStream:
         # libsndfile quietly shortens a WAV whose data chunk runs past the end of the file: seen
         # here, from the header alone, before any audio is read.
         if declared is not None and declared > info.frames:
-            raise AudioError(self.path, f"truncated: header says {declared} frames, only "
-                                        f"{info.frames} are in the file")
+            raise AudioError(
+                self.path, f"truncated: header says {declared} frames, only {info.frames} are in the file"
+            )
         try:
             with self.path.open("rb") as file:
                 _refuse_undeclared_audio(self.path, file, info.frames)
@@ -175,8 +184,11 @@ class AudioStream:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         path, source_rate = self.path, self.source_sample_rate
-        resampler = (soxr.ResampleStream(source_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
-                     if source_rate != self.sample_rate else None)
+        resampler = (
+            soxr.ResampleStream(source_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+            if source_rate != self.sample_rate
+            else None
+        )
         self.frames_read = self.clipped_frames = 0
         try:
             with sf.SoundFile(path) as audio:
@@ -186,8 +198,10 @@ class AudioStream:
                         break
                     problem = _nonfinite(frames)
                     if problem:
-                        raise AudioError(path, f"contains {problem} (in the block from "
-                                               f"{self.frames_read / source_rate:.1f} s)")
+                        raise AudioError(
+                            path,
+                            f"contains {problem} (in the block from {self.frames_read / source_rate:.1f} s)",
+                        )
                     self.frames_read += len(frames)
                     self.clipped_frames += clipped_frames(frames)
                     mono = frames.mean(axis=1, dtype=np.float32)
@@ -201,8 +215,10 @@ class AudioStream:
         if self.frames_read == 0:
             raise AudioError(path, "no audio samples (0 frames)")
         if self.frames_read < self.header_frames:
-            raise AudioError(path, f"truncated: header says {self.header_frames} frames, only "
-                                   f"{self.frames_read} could be read")
+            raise AudioError(
+                path,
+                f"truncated: header says {self.header_frames} frames, only {self.frames_read} could be read",
+            )
         if resampler is not None:
             tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             if tail.size:
@@ -326,8 +342,10 @@ def _check_header(path: Path, max_seconds: float | None) -> None:
     except sf.LibsndfileError as error:
         raise AudioError(path, f"not a readable audio file ({_libsndfile_reason(error)})") from None
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
-        raise AudioError(path, f"recorded at {info.samplerate} Hz: supported rates are "
-                               f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+        raise AudioError(
+            path,
+            f"recorded at {info.samplerate} Hz: supported rates are {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz",
+        )
     if max_seconds is not None and info.duration > max_seconds:
         raise AudioError(path, f"too long: {info.duration:.1f} s, the limit is {max_seconds:g} s")
 
@@ -433,8 +451,11 @@ def _wav_declared_frames(data: bytes) -> int | None:
 def _refuse_undeclared_audio(path: Path, file: BinaryIO, frames: int) -> None:
     undeclared = _wav_undeclared_bytes(file)
     if undeclared >= UNDECLARED_WAV_BYTES:
-        raise AudioError(path, f"corrupt WAV header: its data chunk declares {frames} frames, and "
-                               f"{undeclared} bytes after them belong to no chunk")
+        raise AudioError(
+            path,
+            f"corrupt WAV header: its data chunk declares {frames} frames, and "
+            f"{undeclared} bytes after them belong to no chunk",
+        )
 
 
 def _wav_undeclared_bytes(file: BinaryIO) -> int:

@@ -53,8 +53,9 @@ class AttentiveStatisticsPooling(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-def AudioCNN(n_mels: int, widths: tuple[int, ...] = AUDIO_CNN_WIDTHS,
-             bn_momentum: float = 0.9, name: str = "audiocnn") -> keras.Model:
+def AudioCNN(
+    n_mels: int, widths: tuple[int, ...] = AUDIO_CNN_WIDTHS, bn_momentum: float = 0.9, name: str = "audiocnn"
+) -> keras.Model:
     """[B, frames, n_mels] -> [B, 2 * EMBEDDING_UNITS]: 3x3 convolution blocks (BatchNorm, ReLU,
     2x2 max pooling), the remaining frequency bins and channels of each frame projected to an
     embedding, then attentive statistics pooling over time. Any number of frames."""

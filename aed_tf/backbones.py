@@ -43,27 +43,40 @@ BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
         Backbone(
-            "resnet50", keras.applications.ResNet50, keras.applications.resnet.preprocess_input,
-            224, 32, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "resnet50",
+            keras.applications.ResNet50,
+            keras.applications.resnet.preprocess_input,
+            224,
+            32,
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             f"{_KERAS_APPS}/resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         ),
         Backbone(
-            "inceptionv3", keras.applications.InceptionV3,
+            "inceptionv3",
+            keras.applications.InceptionV3,
             keras.applications.inception_v3.preprocess_input,
-            299, 75, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            299,
+            75,
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
             f"{_KERAS_APPS}/inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
         ),
         # Small enough to train from scratch on a laptop CPU; its rescaling is built in.
         Backbone(
-            "efficientnetb0", keras.applications.EfficientNetB0,
+            "efficientnetb0",
+            keras.applications.EfficientNetB0,
             keras.applications.efficientnet.preprocess_input,
-            224, 32, "efficientnetb0_notop.h5",
+            224,
+            32,
+            "efficientnetb0_notop.h5",
             "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
         ),
         Backbone(
-            "mobilenetv3small", keras.applications.MobileNetV3Small,
+            "mobilenetv3small",
+            keras.applications.MobileNetV3Small,
             keras.applications.mobilenet_v3.preprocess_input,
-            224, 32, "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+            224,
+            32,
+            "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
             f"{_KERAS_APPS}/mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
         ),
         # Audio-native: a compact CNN over time x frequency with attentive statistics pooling.
@@ -102,8 +115,9 @@ def keras_cache_file(backbone: Backbone) -> Path:
     return Path(home) / "models" / backbone.imagenet_file
 
 
-def build_backbone(name: str, image_size: int, weights: str | None = IMAGENET,
-                   n_mels: int = 128) -> keras.Model:
+def build_backbone(
+    name: str, image_size: int, weights: str | None = IMAGENET, n_mels: int = 128
+) -> keras.Model:
     """The backbone without its classifier, with global average pooling: images -> features (an
     audio-native one: log-mel features of ``n_mels`` bands -> an embedding).
 
@@ -114,15 +128,18 @@ def build_backbone(name: str, image_size: int, weights: str | None = IMAGENET,
     backbone = get_backbone(name)
     if not backbone.image:
         if weights == IMAGENET:
-            raise InputError(f"{name} is an audio-native backbone with no ImageNet weights: train "
-                             "it from scratch (--weights none) or give a weights file of it")
+            raise InputError(
+                f"{name} is an audio-native backbone with no ImageNet weights: train "
+                "it from scratch (--weights none) or give a weights file of it"
+            )
         model = backbone.constructor(n_mels)
         if not is_from_scratch(weights):
             model.load_weights(_weights_argument(backbone, weights))
         return model
     weights_arg = _weights_argument(backbone, weights)
-    kwargs: dict[str, Any] = dict(include_top=False, weights=weights_arg, pooling="avg",
-                                  input_shape=(image_size, image_size, 3))
+    kwargs: dict[str, Any] = dict(
+        include_top=False, weights=weights_arg, pooling="avg", input_shape=(image_size, image_size, 3)
+    )
     if name == "mobilenetv3small":
         kwargs["include_preprocessing"] = True
     try:

@@ -26,23 +26,27 @@ from sklearn.svm import LinearSVC
 
 REFERENCE_MFCCS = 40
 # The recipe's classifier settings.
-REFERENCE_MLP = dict(hidden_layer_sizes=(300,), alpha=0.01, batch_size=256, learning_rate="adaptive",
-                     max_iter=500)
+REFERENCE_MLP = dict(
+    hidden_layer_sizes=(300,), alpha=0.01, batch_size=256, learning_rate="adaptive", max_iter=500
+)
 
 
 def reference_features(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     """[180] time-averaged MFCC (40), chroma (12) and mel power (128) of one clip."""
     waveform = np.asarray(waveform, np.float32)
     stft = np.abs(librosa.stft(waveform))
-    return np.concatenate([
-        librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=REFERENCE_MFCCS).mean(axis=1),
-        librosa.feature.chroma_stft(S=stft, sr=sample_rate).mean(axis=1),
-        librosa.feature.melspectrogram(y=waveform, sr=sample_rate).mean(axis=1),
-    ]).astype(np.float32)
+    return np.concatenate(
+        [
+            librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=REFERENCE_MFCCS).mean(axis=1),
+            librosa.feature.chroma_stft(S=stft, sr=sample_rate).mean(axis=1),
+            librosa.feature.melspectrogram(y=waveform, sr=sample_rate).mean(axis=1),
+        ]
+    ).astype(np.float32)
 
 
-def reference_feature_matrix(waveforms: Sequence[np.ndarray], sample_rate: int,
-                             workers: int = 2) -> np.ndarray:
+def reference_feature_matrix(
+    waveforms: Sequence[np.ndarray], sample_rate: int, workers: int = 2
+) -> np.ndarray:
     """[clips, 180] features; numpy's FFTs release the GIL, so threads share the work."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return np.stack(list(pool.map(lambda w: reference_features(w, sample_rate), waveforms)))
@@ -67,16 +71,16 @@ def egemaps_features(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     return _egemaps().process_signal(np.asarray(waveform, np.float32), sample_rate).to_numpy()[0]
 
 
-def egemaps_feature_matrix(waveforms: Sequence[np.ndarray], sample_rate: int,
-                           workers: int = 2) -> np.ndarray:
+def egemaps_feature_matrix(waveforms: Sequence[np.ndarray], sample_rate: int, workers: int = 2) -> np.ndarray:
     """[clips, 88] eGeMAPS functionals. openSMILE's library is not thread-safe (two threads
     crash it), so `workers` processes share the clips."""
     if workers <= 1 or len(waveforms) < 2 * workers:
         return _egemaps_block(list(waveforms), sample_rate)
     blocks = np.array_split(np.arange(len(waveforms)), workers)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = pool.map(_egemaps_block, [[waveforms[i] for i in rows] for rows in blocks],
-                         [sample_rate] * workers)
+        parts = pool.map(
+            _egemaps_block, [[waveforms[i] for i in rows] for rows in blocks], [sample_rate] * workers
+        )
         return np.concatenate(list(parts))
 
 
@@ -88,15 +92,15 @@ def _egemaps_block(waveforms: list[np.ndarray], sample_rate: int) -> np.ndarray:
 def _egemaps():
     import opensmile  # imported on first use: only this baseline needs it
 
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                           feature_level=opensmile.FeatureLevel.Functionals)
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+    )
 
 
 def fit_egemaps_baseline(features: np.ndarray, labels: Sequence[int], seed: int = 0) -> Pipeline:
     """Standardised features into a linear SVM (scikit-learn's defaults, solved in the primal)
     with balanced class weights, as the CNN's training weights its classes."""
-    model = make_pipeline(StandardScaler(), LinearSVC(dual=False, class_weight="balanced",
-                                                      random_state=seed))
+    model = make_pipeline(StandardScaler(), LinearSVC(dual=False, class_weight="balanced", random_state=seed))
     return model.fit(features, np.asarray(labels))
 
 

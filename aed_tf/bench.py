@@ -65,9 +65,7 @@ def bench_pipeline(
     spread = np.linspace(0, len(paths) - 1, min(librosa_clips, len(paths))).round().astype(int)
     chosen = [Path(paths[i]) for i in np.unique(spread)]
     reference_seconds = _time_files(chosen, _reference_features)
-    same_settings_seconds = _time_files(
-        chosen, lambda path: _same_settings_features(path, config.frontend)
-    )
+    same_settings_seconds = _time_files(chosen, lambda path: _same_settings_features(path, config.frontend))
     pipeline_rate = pipeline_clips / pipeline_seconds
     reference_rate = len(chosen) / reference_seconds
     same_settings_rate = len(chosen) / same_settings_seconds
@@ -105,9 +103,7 @@ def _time_pipeline(
     one uncounted warm-up batch."""
     num_classes = len(class_names(config.data.calm))
     start = time.perf_counter()
-    dataset = train_dataset(
-        waveforms, labels, num_classes, config, seed=config.data.seed
-    )
+    dataset = train_dataset(waveforms, labels, num_classes, config, seed=config.data.seed)
     precompute_seconds = time.perf_counter() - start
     batches = iter(dataset)
     next(batches)  # traces the functions and fills the buffers
@@ -159,8 +155,11 @@ def _time_files(paths: Sequence[Path], featurize: Callable[[Path], np.ndarray]) 
 
 def benchmark_environment() -> dict[str, Any]:
     """What every benchmark result records about where and when it was measured."""
-    return {"cpu_count": _usable_cpus(), "tensorflow_version": tf.__version__,
-            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "cpu_count": _usable_cpus(),
+        "tensorflow_version": tf.__version__,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _usable_cpus() -> int:
@@ -185,14 +184,22 @@ def bench_run_id(config: Config) -> str:
     settings name the same run, so a benchmark run that finished is reused and one that was
     killed resumes; a field added later, at its default, leaves every name as it was."""
     defaults = Config().to_flat()
-    settings = {name: value for name, value in config.replace(run_id="", resume=False).to_flat().items()
-                if value != defaults[name]}
+    settings = {
+        name: value
+        for name, value in config.replace(run_id="", resume=False).to_flat().items()
+        if value != defaults[name]
+    }
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:8]
     return f"bench-{config.train.backbone}-{digest}"
 
 
-def bench_train(config: Config, backbones: Sequence[str], command: str,
-                previous: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+def bench_train(
+    config: Config,
+    backbones: Sequence[str],
+    command: str,
+    previous: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Trains each backbone from scratch on the shared-si protocol (or reuses its finished run
     with the same settings, or resumes a killed one), tests it on the held-out speakers overall,
     per corpus and per class, and measures what the input pipeline costs a step.
@@ -205,24 +212,32 @@ def bench_train(config: Config, backbones: Sequence[str], command: str,
         run_config = config.replace(backbone=name, weights="none", protocol=SHARED_SI)
         run_config = run_config.replace(run_id=bench_run_id(run_config))
         run_dir = run_directory(run_config)
-        status = (json.loads((run_dir / CONFIG_FILE).read_text())["status"]
-                  if (run_dir / CONFIG_FILE).is_file() else None)
+        status = (
+            json.loads((run_dir / CONFIG_FILE).read_text())["status"]
+            if (run_dir / CONFIG_FILE).is_file()
+            else None
+        )
         if status != "finished":
             train(run_config.replace(resume=status is not None), progress=progress)
         rows[name] = {"backbone": name, **_bench_row(run_dir), "command": command}
     results = list(rows.values())
     evaluations = _test_evaluations([Path(row["run_dir"]) for row in results])
     for row, test in zip(results, evaluations):
-        row.update(test=test.overall,
-                   test_per_corpus=test.per_corpus.set_index("corpus").to_dict(orient="index"),
-                   test_recall_per_class=recall_per_class(test.predictions, test.classes))
+        row.update(
+            test=test.overall,
+            test_per_corpus=test.per_corpus.set_index("corpus").to_dict(orient="index"),
+            test_recall_per_class=recall_per_class(test.predictions, test.classes),
+        )
     ensemble = None
     if len(evaluations) > 1:
         ensemble = {"backbones": [row["backbone"] for row in results], **ensemble_metrics(evaluations)}
     return {
-        "protocol": SHARED_SI, "protocol_description": PROTOCOLS[SHARED_SI].description,
+        "protocol": SHARED_SI,
+        "protocol_description": PROTOCOLS[SHARED_SI].description,
         "weights": "none: from scratch (ImageNet weights cannot be downloaded on this machine)",
-        "baselines_uar": SHARED_SI_BASELINES_UAR, "results": results, "ensemble": ensemble,
+        "baselines_uar": SHARED_SI_BASELINES_UAR,
+        "results": results,
+        "ensemble": ensemble,
         "pipeline_cost": pipeline_cost(config.replace(backbone=backbones[0], protocol=SHARED_SI)),
         **benchmark_environment(),
     }
@@ -246,19 +261,23 @@ def _bench_row(run_dir: Path) -> dict[str, Any]:
     saved = json.loads((run_dir / CONFIG_FILE).read_text())
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
     return {
-        "run_dir": str(run_dir), "image_size": saved["image_size"],
+        "run_dir": str(run_dir),
+        "image_size": saved["image_size"],
         "epochs": len(pd.read_csv(run_dir / HISTORY_FILE)),
         "train_seconds": metrics["epoch_seconds"],
         "train_images_per_second": metrics["train_images_per_second"],
-        "val": metrics["val"], "git_commit": saved.get("git_commit", ""),
+        "val": metrics["val"],
+        "git_commit": saved.get("git_commit", ""),
     }
 
 
 def recall_per_class(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, float]:
     """Where the errors are: the share of each class's clips that are recognised."""
     hits = predictions["label"] == predictions["predicted"]
-    return {classes[label]: float(hits[predictions["label"] == label].mean())
-            for label in sorted(predictions["label"].unique())}
+    return {
+        classes[label]: float(hits[predictions["label"] == label].mean())
+        for label in sorted(predictions["label"].unique())
+    }
 
 
 def ensemble_metrics(evaluations: Sequence[Evaluation]) -> dict[str, Any]:
@@ -271,7 +290,9 @@ def ensemble_metrics(evaluations: Sequence[Evaluation]) -> dict[str, Any]:
     predictions = first.predictions.assign(predicted=mean.argmax(axis=1))
     return {
         "test": classification_metrics(predictions["label"], mean),
-        "test_per_corpus": grouped_metrics(predictions, mean, ["corpus"]).set_index("corpus").to_dict(orient="index"),
+        "test_per_corpus": grouped_metrics(predictions, mean, ["corpus"])
+        .set_index("corpus")
+        .to_dict(orient="index"),
         "test_recall_per_class": recall_per_class(predictions, first.classes),
     }
 
@@ -281,11 +302,11 @@ def pipeline_cost(config: Config, steps: int = 30, rounds: int = 2) -> dict[str,
     memory, alternated `rounds` times; the cost is the share of speed the pipeline takes."""
     data = load_training_data(config, progress=False)
     part = data.partitions["train"]
-    dataset = train_dataset(part.waveforms, part.labels, len(data.classes), config,
-                            seed=config.data.seed).repeat()
+    dataset = train_dataset(
+        part.waveforms, part.labels, len(data.classes), config, seed=config.data.seed
+    ).repeat()
     in_memory = tf.data.Dataset.from_tensors(next(iter(dataset))).repeat()
-    model = build_classifier(config.replace(weights="none").train, len(data.classes),
-                             config.frontend.n_mels)
+    model = build_classifier(config.replace(weights="none").train, len(data.classes), config.frontend.n_mels)
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     rates: dict[str, list[float]] = {"pipeline": [], "in_memory": []}
     for source in (dataset, in_memory):  # traces the step for both inputs before timing
@@ -296,8 +317,11 @@ def pipeline_cost(config: Config, steps: int = 30, rounds: int = 2) -> dict[str,
             model.fit(source, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
             rates[name].append(steps * config.train.batch_size / (time.perf_counter() - start))
     pipeline, memory = float(np.mean(rates["pipeline"])), float(np.mean(rates["in_memory"]))
-    return {"pipeline_images_per_second": pipeline, "in_memory_images_per_second": memory,
-            "cost": 1.0 - pipeline / memory}
+    return {
+        "pipeline_images_per_second": pipeline,
+        "in_memory_images_per_second": memory,
+        "cost": 1.0 - pipeline / memory,
+    }
 
 
 def format_train_table(result: dict[str, Any]) -> str:
@@ -305,10 +329,15 @@ def format_train_table(result: dict[str, Any]) -> str:
     mostly one TESS speaker's (1,399 of 1,639 test clips)."""
     lines = [
         f"# Accuracy on held-out speakers: protocol `{result['protocol']}`",
-        "", result["protocol_description"], "", f"Weights: {result['weights']}.", "",
+        "",
+        result["protocol_description"],
+        "",
+        f"Weights: {result['weights']}.",
+        "",
         "Per corpus first: 1,399 of the 1,639 test clips are one TESS speaker, so the pooled "
         "figure is mostly hers. The cross-validation benchmark (`cv.md`) measures many more "
-        "speakers.", "",
+        "speakers.",
+        "",
         "| model | UAR RAVDESS 17-20 | UAR TESS YAF | mean of the corpora | pooled test UAR | test acc | test macro-F1 | val UAR | images/s (train) | training s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -331,22 +360,33 @@ def format_train_table(result: dict[str, Any]) -> str:
             f"| {ensemble['test']['accuracy']:.3f} | {ensemble['test']['macro_f1']:.3f} | | | |"
         )
     for name, uar in result["baselines_uar"].items():
-        lines.append(f"| {name} | {uar['ravdess']:.2f} | {uar['tess']:.2f} "
-                     f"| {(uar['ravdess'] + uar['tess']) / 2:.2f} | {uar['overall']:.2f} | | | | | |")
+        lines.append(
+            f"| {name} | {uar['ravdess']:.2f} | {uar['tess']:.2f} "
+            f"| {(uar['ravdess'] + uar['tess']) / 2:.2f} | {uar['overall']:.2f} | | | | | |"
+        )
     classes = list(result["results"][0]["test_recall_per_class"])
-    lines += ["", "Test recall per class (where the errors are):", "",
-              "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    lines += [
+        "",
+        "Test recall per class (where the errors are):",
+        "",
+        "| model | " + " | ".join(classes) + " |",
+        "|---|" + "---|" * len(classes),
+    ]
     for name, row in [(r["backbone"], r["test_recall_per_class"]) for r in result["results"]] + (
-            [("ensemble", ensemble["test_recall_per_class"])] if ensemble else []):
+        [("ensemble", ensemble["test_recall_per_class"])] if ensemble else []
+    ):
         lines.append(f"| {name} | " + " | ".join(f"{row.get(c, float('nan')):.2f}" for c in classes) + " |")
     lines += ["", "Commands:", ""]
     for command in dict.fromkeys(r["command"] for r in result["results"]):
         made = ", ".join(r["backbone"] for r in result["results"] if r["command"] == command)
         lines.append(f"- {made}: `{command}`")
     cost = result["pipeline_cost"]
-    lines += ["", f"Input pipeline cost: {cost['cost']:.1%} of training speed "
-              f"({cost['pipeline_images_per_second']:.0f} images/s from the pipeline, "
-              f"{cost['in_memory_images_per_second']:.0f} from a batch in memory)."]
+    lines += [
+        "",
+        f"Input pipeline cost: {cost['cost']:.1%} of training speed "
+        f"({cost['pipeline_images_per_second']:.0f} images/s from the pipeline, "
+        f"{cost['in_memory_images_per_second']:.0f} from a batch in memory).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -355,8 +395,9 @@ def format_train_table(result: dict[str, Any]) -> str:
 PREDICT_BENCH_RUN_ID = "bench-predict-mobilenetv3small"
 
 
-def make_long_recording(clips: Sequence[Path], path: Path, seconds: float, sample_rate: int = 48000,
-                        seed: int = 0) -> float:
+def make_long_recording(
+    clips: Sequence[Path], path: Path, seconds: float, sample_rate: int = 48000, seed: int = 0
+) -> float:
     """Writes a FLAC recording of about `seconds` to `path`: real clips in a seeded random order
     (repeated as needed) with 0.3-2 s of silence between them, resampled to `sample_rate`. It is
     written clip by clip, so the recording never sits in memory. Returns its duration."""
@@ -378,8 +419,13 @@ def make_long_recording(clips: Sequence[Path], path: Path, seconds: float, sampl
     return written / sample_rate
 
 
-def bench_predict(run_dir: Path, clips: Sequence[Path], hours: Sequence[float] = (0.1, 1.0),
-                  sample_rate: int = 48000, workdir: Path | None = None) -> dict[str, Any]:
+def bench_predict(
+    run_dir: Path,
+    clips: Sequence[Path],
+    hours: Sequence[float] = (0.1, 1.0),
+    sample_rate: int = 48000,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
     """× real time and peak memory of `EmotionRecognizer.timeline` on recordings of `hours`
     made of real `clips` (FLAC at `sample_rate`).
 
@@ -401,21 +447,36 @@ def bench_predict(run_dir: Path, clips: Sequence[Path], hours: Sequence[float] =
             duration = make_long_recording(clips, recording, length * 3600.0, sample_rate)
             generated = time.perf_counter() - started
             child = subprocess.run(
-                [sys.executable, "-c", "import sys; from aed_tf.bench import _predict_child; "
-                 "_predict_child(sys.argv[1], sys.argv[2], sys.argv[3])",
-                 str(run_dir), str(recording), str(clips[0])],
-                capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from aed_tf.bench import _predict_child; "
+                    "_predict_child(sys.argv[1], sys.argv[2], sys.argv[3])",
+                    str(run_dir),
+                    str(recording),
+                    str(clips[0]),
+                ],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
             )
             if child.returncode != 0:
                 raise RuntimeError(f"the benchmark's child process failed:\n{child.stderr[-4000:]}")
             measured = json.loads(child.stdout.strip().splitlines()[-1])
-            results.append({
-                "hours": length, "duration_seconds": duration,
-                "file": {"format": "FLAC PCM_16, mono", "sample_rate": sample_rate,
-                         "megabytes": recording.stat().st_size / 1e6},
-                "generate_seconds": generated, **measured,
-                "times_real_time": duration / measured["timeline_seconds"],
-            })
+            results.append(
+                {
+                    "hours": length,
+                    "duration_seconds": duration,
+                    "file": {
+                        "format": "FLAC PCM_16, mono",
+                        "sample_rate": sample_rate,
+                        "megabytes": recording.stat().st_size / 1e6,
+                    },
+                    "generate_seconds": generated,
+                    **measured,
+                    "times_real_time": duration / measured["timeline_seconds"],
+                }
+            )
             recording.unlink()
     longest = max(results, key=lambda r: r["duration_seconds"])
     return {
@@ -423,7 +484,8 @@ def bench_predict(run_dir: Path, clips: Sequence[Path], hours: Sequence[float] =
         "peak_rss_megabytes": longest["peak_rss_megabytes"],
         "duration_seconds": longest["duration_seconds"],
         "targets": {"times_real_time": ">= 60 (one hour in under a minute)", "peak_rss_megabytes": "< 2000"},
-        "run_dir": str(run_dir), "results": results,
+        "run_dir": str(run_dir),
+        "results": results,
         "what_is_timed": "EmotionRecognizer.timeline on the file: block reading (libsndfile), "
         "resampling (soxr HQ), voice activity detection (webrtcvad), windows through the serving "
         "model (front end included), smoothing and segments; model loading and a warm-up on one "
@@ -447,17 +509,26 @@ def _predict_child(run_dir: str, recording: str, warm_up_clip: str) -> None:
     rss_before = _rss_megabytes()
     result = recognizer.timeline(recording)
     finished = time.perf_counter()
-    print(json.dumps({
-        "load_seconds": loaded - started, "warm_up_seconds": warmed - loaded,
-        "timeline_seconds": finished - warmed,
-        "peak_rss_megabytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_before_recording_megabytes": peak_before,
-        "rss_before_recording_megabytes": rss_before, "rss_after_recording_megabytes": _rss_megabytes(),
-        "window_seconds": recognizer.window_seconds, "hop_seconds": recognizer.hop_seconds,
-        "windows": len(result.window_centres), "windows_classified": result.prediction.windows,
-        "speech_seconds": result.prediction.speech_seconds, "segments": len(result.segments),
-        "shares": result.shares,
-    }))
+    print(
+        json.dumps(
+            {
+                "load_seconds": loaded - started,
+                "warm_up_seconds": warmed - loaded,
+                "timeline_seconds": finished - warmed,
+                "peak_rss_megabytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_before_recording_megabytes": peak_before,
+                "rss_before_recording_megabytes": rss_before,
+                "rss_after_recording_megabytes": _rss_megabytes(),
+                "window_seconds": recognizer.window_seconds,
+                "hop_seconds": recognizer.hop_seconds,
+                "windows": len(result.window_centres),
+                "windows_classified": result.prediction.windows,
+                "speech_seconds": result.prediction.speech_seconds,
+                "segments": len(result.segments),
+                "shares": result.shares,
+            }
+        )
+    )
 
 
 def _rss_megabytes() -> float | None:

@@ -41,13 +41,15 @@ def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
         raise ValueError("fit_temperature needs at least one labelled clip")
     result = minimize_scalar(
         lambda log_t: negative_log_likelihood(labels, apply_temperature(probabilities, np.exp(log_t))),
-        bounds=_LOG_TEMPERATURE_BOUNDS, method="bounded",
+        bounds=_LOG_TEMPERATURE_BOUNDS,
+        method="bounded",
     )
     return float(np.exp(result.x))
 
 
-def reliability_table(labels: np.ndarray, probabilities: np.ndarray,
-                      bins: int = RELIABILITY_BINS) -> pd.DataFrame:
+def reliability_table(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = RELIABILITY_BINS
+) -> pd.DataFrame:
     """Clips binned by confidence (the top probability) into `bins` equal-width bins: per bin the
     clip count, the mean confidence and the accuracy. Empty bins are left out."""
     probabilities = np.asarray(probabilities)
@@ -56,15 +58,19 @@ def reliability_table(labels: np.ndarray, probabilities: np.ndarray,
     # Bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins bin 0.
     index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
     table = pd.DataFrame({"bin": index, "confidence": confidence, "correct": correct})
-    table = table.groupby("bin").agg(clips=("correct", "size"), confidence=("confidence", "mean"),
-                                     accuracy=("correct", "mean")).reset_index()
+    table = (
+        table.groupby("bin")
+        .agg(clips=("correct", "size"), confidence=("confidence", "mean"), accuracy=("correct", "mean"))
+        .reset_index()
+    )
     table["lower"] = table["bin"] / bins
     table["upper"] = (table["bin"] + 1) / bins
     return table[["lower", "upper", "clips", "confidence", "accuracy"]]
 
 
-def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
-                               bins: int = RELIABILITY_BINS) -> float:
+def expected_calibration_error(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = RELIABILITY_BINS
+) -> float:
     """Sum over confidence bins of (share of clips) * |accuracy - mean confidence|."""
     table = reliability_table(labels, probabilities, bins)
     weights = table["clips"] / table["clips"].sum()

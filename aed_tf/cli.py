@@ -57,12 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aed-tf", description=__doc__)
-    parser.add_argument("--verbose", action="store_true",
-                        help=f"keep TensorFlow's start-up log lines (also: {quiet.VERBOSE_ENV}=1)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"keep TensorFlow's start-up log lines (also: {quiet.VERBOSE_ENV}=1)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     prepare = commands.add_parser(
-        "prepare", help="scan corpora, decode once (cached), write manifest, summary and splits",
+        "prepare",
+        help="scan corpora, decode once (cached), write manifest, summary and splits",
         description="Scans ROOTs (corpus folders in their own layouts, or CSV manifests), decodes "
         "every clip once into the audio cache and writes manifest.csv, rejected.csv, summary.json "
         "and the splits to --out.",
@@ -71,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(run=_prepare)
 
     train = commands.add_parser(
-        "train", help="train a classifier; writes <output-dir>/<run-id>/",
+        "train",
+        help="train a classifier; writes <output-dir>/<run-id>/",
         description="Trains the configured backbone on the prepared data (prepare runs first and is "
         "cached) and writes the classifier, the serving model, config.json, history.csv and the split.",
     )
@@ -79,15 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     run = commands.add_parser(
-        "run", help="run notebooks with papermill; reports go to reports/<run-id>/",
+        "run",
+        help="run notebooks with papermill; reports go to reports/<run-id>/",
         description="Executes NOTEBOOK (explore, train, evaluate, a path, or all: explore -> train -> "
         "evaluate) with papermill into reports/<run-id>/, renders each as HTML with inputs hidden and "
         "updates reports/index.html. Parameters are the notebooks' (the config fields, as CLI flags "
         "take them, plus run_dir and partition for evaluate).",
     )
     run.add_argument("notebook", metavar="NOTEBOOK", help="explore, train, evaluate, all, or a path")
-    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     dest="parameters", help="a notebook parameter (repeatable)")
+    run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        dest="parameters",
+        help="a notebook parameter (repeatable)",
+    )
     run.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
     run.set_defaults(run=_run_notebooks)
 
@@ -105,45 +119,71 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="test UAR on held-out speakers (shared-si protocol), every backbone from scratch"
     )
     Config.add_arguments(bench_train)
-    bench_train.add_argument("--backbones", nargs="+", default=None,
-                             help="backbones to train (default: every registered one)")
-    bench_train.add_argument("--output", default="reports/benchmarks/train.json",
-                             help="result file; its rows for backbones not trained here are kept")
+    bench_train.add_argument(
+        "--backbones", nargs="+", default=None, help="backbones to train (default: every registered one)"
+    )
+    bench_train.add_argument(
+        "--output",
+        default="reports/benchmarks/train.json",
+        help="result file; its rows for backbones not trained here are kept",
+    )
     bench_train.set_defaults(run=_bench_train)
 
     bench_cv = bench_kinds.add_parser(
-        "cv", help="cross-validation over speakers: per-corpus UAR of every fold, seeds and baselines",
+        "cv",
+        help="cross-validation over speakers: per-corpus UAR of every fold, seeds and baselines",
         description="Trains the configured model (default: the recommended CPU setting) on every "
         "fold of the cv protocol and seed, tests each on its held-out speakers (or corpus), and "
         "runs the baselines on the same folds. Writes --output (JSON) and the same name .md.",
     )
     Config.add_arguments(bench_cv)
     bench_cv.set_defaults(**CPU_SETTING)
-    bench_cv.add_argument("--test-folds", nargs="+", default=None,
-                          help="folds to run: 1-5 (speaker folds) and corpus names (leave it out); "
-                          "default: all five and every corpus")
+    bench_cv.add_argument(
+        "--test-folds",
+        nargs="+",
+        default=None,
+        help="folds to run: 1-5 (speaker folds) and corpus names (leave it out); "
+        "default: all five and every corpus",
+    )
     bench_cv.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds (default: 0 1)")
-    bench_cv.add_argument("--no-baselines", dest="baselines", action="store_false",
-                          help="skip the baselines (they take a few minutes)")
-    bench_cv.add_argument("--output", default="reports/benchmarks/cv.json",
-                          help="result file; its rows for other model settings are kept")
+    bench_cv.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="skip the baselines (they take a few minutes)",
+    )
+    bench_cv.add_argument(
+        "--output",
+        default="reports/benchmarks/cv.json",
+        help="result file; its rows for other model settings are kept",
+    )
     bench_cv.set_defaults(run=_bench_cv)
 
     bench_predict = bench_kinds.add_parser(
         "predict", help="x real time and peak memory of predict --timeline on recordings of real clips"
     )
     Config.add_arguments(bench_predict)
-    bench_predict.add_argument("--run-dir", help="run to measure (default: the newest finished "
-                               "mobilenetv3small run in --output-dir, trained first if there is none)")
-    bench_predict.add_argument("--hours", type=float, nargs="+", default=[0.1, 1.0],
-                               help="lengths of the recordings; the last is the headline")
-    bench_predict.add_argument("--recording-rate", type=int, default=48000,
-                               help="sample rate of the generated FLAC recordings")
+    bench_predict.add_argument(
+        "--run-dir",
+        help="run to measure (default: the newest finished "
+        "mobilenetv3small run in --output-dir, trained first if there is none)",
+    )
+    bench_predict.add_argument(
+        "--hours",
+        type=float,
+        nargs="+",
+        default=[0.1, 1.0],
+        help="lengths of the recordings; the last is the headline",
+    )
+    bench_predict.add_argument(
+        "--recording-rate", type=int, default=48000, help="sample rate of the generated FLAC recordings"
+    )
     bench_predict.add_argument("--output", default="reports/benchmarks/predict.json", help="result file")
     bench_predict.set_defaults(run=_bench_predict)
 
     predict = commands.add_parser(
-        "predict", help="the emotion of audio files, or a timeline of long recordings",
+        "predict",
+        help="the emotion of audio files, or a timeline of long recordings",
         description="Predicts the emotion of FILE, or of every audio file under DIR (going on past "
         "files that cannot be used, listed at the end; exit status 1 if there were any). "
         "--timeline gives segments and each emotion's share of the speech time. Silence gets no label.",
@@ -155,46 +195,80 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="output file (default: standard output)")
     predict.add_argument("--plot", help="timeline PNG (implies --timeline); a folder when the input is one")
     predict.add_argument("--window", type=float, help="window seconds (default: the model's clip length)")
-    predict.add_argument("--hop", type=float, help="seconds between window starts (default: 1, at most the window)")
+    predict.add_argument(
+        "--hop", type=float, help="seconds between window starts (default: 1, at most the window)"
+    )
     predict.add_argument("--smoothing", type=int, default=3, help="windows averaged (centred); 1: off")
-    predict.add_argument("--no-vad", action="store_true",
-                         help="classify every window that is not near silence (for audio that is not speech)")
-    predict.add_argument("--vad-aggressiveness", type=int, choices=range(4), default=2,
-                         help="WebRTC voice activity detector, 0 (lenient) to 3 (strict)")
-    predict.add_argument("--windows-per-batch", type=int, default=32, help="windows through the model at once")
-    predict.add_argument("--speaker-reference", nargs="+", metavar="FILE|DIR",
-                         help="for a run that normalises per speaker: recordings of the speaker "
-                              "(emotions unneeded; the input itself will do) whose statistics "
-                              "normalise the features (default: those of the training clips)")
+    predict.add_argument(
+        "--no-vad",
+        action="store_true",
+        help="classify every window that is not near silence (for audio that is not speech)",
+    )
+    predict.add_argument(
+        "--vad-aggressiveness",
+        type=int,
+        choices=range(4),
+        default=2,
+        help="WebRTC voice activity detector, 0 (lenient) to 3 (strict)",
+    )
+    predict.add_argument(
+        "--windows-per-batch", type=int, default=32, help="windows through the model at once"
+    )
+    predict.add_argument(
+        "--speaker-reference",
+        nargs="+",
+        metavar="FILE|DIR",
+        help="for a run that normalises per speaker: recordings of the speaker "
+        "(emotions unneeded; the input itself will do) whose statistics "
+        "normalise the features (default: those of the training clips)",
+    )
     predict.set_defaults(run=_predict)
 
     export = commands.add_parser(
-        "export", help="the serving model as a SavedModel, TFLite or ONNX model",
+        "export",
+        help="the serving model as a SavedModel, TFLite or ONNX model",
         description="Exports the serving model of RUN_DIR (float32 waveforms [batch, samples] at 16 kHz "
         "in, probabilities out, the front end inside) in --format, checks it against the Keras model "
         "and writes a metadata JSON beside it: classes, sample rate, clip length, the difference measured.",
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (saved_models/<run_id>)")
     # aed_tf.export.FORMATS, not imported here: it imports TensorFlow, which --help does not need.
-    export.add_argument("--format", choices=("savedmodel", "tflite", "onnx"), required=True,
-                        help="savedmodel (a folder), tflite or onnx")
-    export.add_argument("--out", help="where to write it (default: RUN_DIR/export/savedmodel, "
-                        "model.tflite or model.onnx); replaced if it exists")
+    export.add_argument(
+        "--format",
+        choices=("savedmodel", "tflite", "onnx"),
+        required=True,
+        help="savedmodel (a folder), tflite or onnx",
+    )
+    export.add_argument(
+        "--out",
+        help="where to write it (default: RUN_DIR/export/savedmodel, "
+        "model.tflite or model.onnx); replaced if it exists",
+    )
     export.set_defaults(run=_export)
 
     serve = commands.add_parser(
-        "serve", help="a web demo and an HTTP API: upload or record audio, see the emotion",
+        "serve",
+        help="a web demo and an HTTP API: upload or record audio, see the emotion",
         description="Starts a Gradio app on --host:--port: upload or record audio and see the "
         "probabilities of every emotion and, for audio longer than one window, the timeline. "
         "Beside it, POST /api/predict answers the JSON of aed-tf predict for an uploaded file "
         "(?timeline=1: of aed-tf predict --timeline); its docs are at /docs.",
     )
-    serve.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
-                       help="a finished run (default: the newest finished run in saved_models/)")
+    serve.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        nargs="?",
+        help="a finished run (default: the newest finished run in saved_models/)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    serve.add_argument("--max-upload-mb", type=float, default=100, metavar="MB",
-                       help="the largest upload, to the page and the API, in MiB (default: 100)")
+    serve.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=100,
+        metavar="MB",
+        help="the largest upload, to the page and the API, in MiB (default: 100)",
+    )
     serve.set_defaults(run=_serve)
     return parser
 
@@ -216,15 +290,16 @@ def _train(config: Config, args: argparse.Namespace) -> int:
 
     result = train(config)
     val = result.val_metrics
-    print(f"run {result.run_dir}: val UAR {val['uar']:.3f} (accuracy {val['accuracy']:.3f}, "
-          f"macro-F1 {val['macro_f1']:.3f}), {config.data.protocol} split, {result.seconds:.0f} s")
+    print(
+        f"run {result.run_dir}: val UAR {val['uar']:.3f} (accuracy {val['accuracy']:.3f}, "
+        f"macro-F1 {val['macro_f1']:.3f}), {config.data.protocol} split, {result.seconds:.0f} s"
+    )
     if os.environ.get("TF_CONFIG"):
         # Every worker of a multi-machine run gets here, and only the chief has the run folder:
         # the figures are left to the report.
         print(f"held-out figures: aed-tf run evaluate -p run_dir {result.run_dir} (on the chief)")
         return 0
-    print("evaluating the run, and the reference baseline trained on its training partition ...",
-          flush=True)
+    print("evaluating the run, and the reference baseline trained on its training partition ...", flush=True)
     print(format_held_out(held_out_summary(result.run_dir)))
     return 0
 
@@ -255,8 +330,11 @@ def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
     names = class_names(config.data.calm)
     waveforms = [prepared.waveforms[clip] for clip in manifest["clip_id"]]
     result = bench_pipeline(
-        waveforms, [names.index(e) for e in manifest["emotion"]], [Path(p) for p in manifest["path"]],
-        config, min_seconds=args.seconds,
+        waveforms,
+        [names.index(e) for e in manifest["emotion"]],
+        [Path(p) for p in manifest["path"]],
+        config,
+        min_seconds=args.seconds,
     )
     result["command"] = args.command_line
     write_json(Path(args.output), result)
@@ -281,8 +359,10 @@ def _bench_train(config: Config, args: argparse.Namespace) -> int:
     write_text(output.with_suffix(".md"), table)
     print(table)
     best = max(result["results"], key=lambda r: r["test"]["uar"])
-    print(f"best test UAR {best['test']['uar']:.3f} ({best['backbone']}, protocol {result['protocol']}); "
-          f"results: {output}")
+    print(
+        f"best test UAR {best['test']['uar']:.3f} ({best['backbone']}, protocol {result['protocol']}); "
+        f"results: {output}"
+    )
     return 0
 
 
@@ -291,8 +371,9 @@ def _bench_cv(config: Config, args: argparse.Namespace) -> int:
 
     output = Path(args.output)
     previous = json.loads(output.read_text()) if output.is_file() else None
-    result = bench_cv(config, args.test_folds, args.seeds, args.command_line, baselines=args.baselines,
-                      previous=previous)
+    result = bench_cv(
+        config, args.test_folds, args.seeds, args.command_line, baselines=args.baselines, previous=previous
+    )
     write_json(output, result)
     table = format_cv_table(result)
     write_text(output.with_suffix(".md"), table)
@@ -314,17 +395,25 @@ def _bench_predict(config: Config, args: argparse.Namespace) -> int:
         except UserError:  # speed does not depend on accuracy: a quick run will do
             from aed_tf.train import train
 
-            run_dir = train(config.replace(
-                backbone="mobilenetv3small", weights="none", protocol="shared-si",
-                image_size=config.train.image_size or 96, run_id=PREDICT_BENCH_RUN_ID)).run_dir
+            run_dir = train(
+                config.replace(
+                    backbone="mobilenetv3small",
+                    weights="none",
+                    protocol="shared-si",
+                    image_size=config.train.image_size or 96,
+                    run_id=PREDICT_BENCH_RUN_ID,
+                )
+            ).run_dir
     clips = [Path(p) for p in prepare(config).manifest["path"]]
     result = bench_predict(run_dir, clips, args.hours, args.recording_rate)
     result["command"] = args.command_line
     write_json(Path(args.output), result)
     print(json.dumps(result, indent=2))
     print(f"results: {args.output}")
-    print(f"{result['duration_seconds'] / 3600:.2f} h recording: {result['times_real_time']:.0f}x real time "
-          f"(target >= 60x), peak RSS {result['peak_rss_megabytes']:.0f} MB (target < 2000 MB)")
+    print(
+        f"{result['duration_seconds'] / 3600:.2f} h recording: {result['times_real_time']:.0f}x real time "
+        f"(target >= 60x), peak RSS {result['peak_rss_megabytes']:.0f} MB (target < 2000 MB)"
+    )
     return 0
 
 
@@ -340,9 +429,14 @@ def _predict(config: Config, args: argparse.Namespace) -> int:
     if not files:
         raise UserError(f"{source}: no audio files ({', '.join(rec.AUDIO_EXTENSIONS)}) in this folder")
     recognizer = rec.EmotionRecognizer.load(
-        args.run_dir or rec.latest_run(config.train.output_dir), window_seconds=args.window,
-        hop_seconds=args.hop, smoothing=args.smoothing, vad=not args.no_vad,
-        vad_aggressiveness=args.vad_aggressiveness, batch_size=args.windows_per_batch)
+        args.run_dir or rec.latest_run(config.train.output_dir),
+        window_seconds=args.window,
+        hop_seconds=args.hop,
+        smoothing=args.smoothing,
+        vad=not args.no_vad,
+        vad_aggressiveness=args.vad_aggressiveness,
+        batch_size=args.windows_per_batch,
+    )
     if args.speaker_reference:
         references = []
         for reference in map(Path, args.speaker_reference):
@@ -381,9 +475,20 @@ def _predict(config: Config, args: argparse.Namespace) -> int:
         text = (rec.timelines_csv if timeline else rec.predictions_csv)(results, recognizer.classes)
     else:
         dicts = [r.to_dict() for r in results]
-        data = dicts[0] if not source.is_dir() else {
-            "results": dicts, "errors": [{"source": str(e.path if hasattr(e, "path") else ""),
-                                          "reason": getattr(e, "reason", str(e))} for e in errors]}
+        data = (
+            dicts[0]
+            if not source.is_dir()
+            else {
+                "results": dicts,
+                "errors": [
+                    {
+                        "source": str(e.path if hasattr(e, "path") else ""),
+                        "reason": getattr(e, "reason", str(e)),
+                    }
+                    for e in errors
+                ],
+            }
+        )
         text = json.dumps(data, indent=2) + "\n"
     if args.out:  # atomically: a killed command leaves the last whole file, not half a new one
         write_text(Path(args.out), text)
@@ -403,8 +508,10 @@ def _export(config: Config, args: argparse.Namespace) -> int:
     exported = export(args.run_dir, args.format, args.out)
     check = exported.metadata["check"]
     print(f"{exported.format}: {exported.path}\nmetadata: {exported.metadata_path}")
-    print(f"largest difference of a probability from the Keras model's: {check['max_abs_difference']:.2g} "
-          f"({check['inputs'].split(' (')[0]})")
+    print(
+        f"largest difference of a probability from the Keras model's: {check['max_abs_difference']:.2g} "
+        f"({check['inputs'].split(' (')[0]})"
+    )
     return 0
 
 
@@ -417,6 +524,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     from aed_tf.recognizer import latest_run
     from aed_tf.serve import serve
 
-    serve(args.run_dir or latest_run(config.train.output_dir), host=args.host, port=args.port,
-          max_upload_mb=args.max_upload_mb)
+    serve(
+        args.run_dir or latest_run(config.train.output_dir),
+        host=args.host,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+    )
     return 0

@@ -125,8 +125,12 @@ class FrontEndConfig:
             f">= the window length ({self.window_length} samples)",
         )
         _check(self.n_mels >= 8, "n_mels", self.n_mels, ">= 8")
-        _check(self.normalization in NORMALIZATIONS, "normalization", self.normalization,
-               f"one of {', '.join(NORMALIZATIONS)}")
+        _check(
+            self.normalization in NORMALIZATIONS,
+            "normalization",
+            self.normalization,
+            f"one of {', '.join(NORMALIZATIONS)}",
+        )
         _check(0 <= self.fmin < self.fmax, "fmin", self.fmin, f"in [0, fmax={self.fmax})")
         _check(
             self.fmax <= self.sample_rate / 2,
@@ -174,7 +178,8 @@ class AugmentConfig:
     time_mask_width: int = param(30, "maximum width of a time mask (frames)")
     mixup_alpha: float = param(0.0, "mixup Beta(alpha, alpha) parameter; 0 turns mixup off")
     speed_perturbation: float = param(
-        0.0, "speed perturbation: each training clip is also resampled to speeds 1 - p and 1 + p "
+        0.0,
+        "speed perturbation: each training clip is also resampled to speeds 1 - p and 1 + p "
         "(tempo and pitch together; 0.1 gives 0.9x and 1.1x), one of the three drawn per clip "
         "and epoch; 0 turns it off",
     )
@@ -182,17 +187,15 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         _check_finite(self)
         _check(self.gain_db >= 0, "gain_db", self.gain_db, ">= 0")
-        _check(
-            0 <= self.noise_probability <= 1, "noise_probability", self.noise_probability, "in [0, 1]"
-        )
-        _check(
-            self.snr_db_min <= self.snr_db_max, "snr_db_min", self.snr_db_min, "<= snr_db_max"
-        )
+        _check(0 <= self.noise_probability <= 1, "noise_probability", self.noise_probability, "in [0, 1]")
+        _check(self.snr_db_min <= self.snr_db_max, "snr_db_min", self.snr_db_min, "<= snr_db_max")
         _check(self.time_shift_ms >= 0, "time_shift_ms", self.time_shift_ms, ">= 0")
         for name in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         _check(self.mixup_alpha >= 0, "mixup_alpha", self.mixup_alpha, ">= 0")
-        _check(0 <= self.speed_perturbation < 0.5, "speed_perturbation", self.speed_perturbation, "in [0, 0.5)")
+        _check(
+            0 <= self.speed_perturbation < 0.5, "speed_perturbation", self.speed_perturbation, "in [0, 0.5)"
+        )
 
 
 @dataclass(frozen=True)
@@ -252,8 +255,12 @@ class TrainConfig:
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
         # A folder name, not a path: "../elsewhere" would write outside output_dir.
-        _check(self.run_id == Path(self.run_id).name and self.run_id not in (".", ".."),
-               "run_id", self.run_id, "a folder name (no / or ..)")
+        _check(
+            self.run_id == Path(self.run_id).name and self.run_id not in (".", ".."),
+            "run_id",
+            self.run_id,
+            "a folder name (no / or ..)",
+        )
 
     @property
     def from_scratch(self) -> bool:
@@ -326,7 +333,10 @@ class Config:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {
-            s: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, s)).items()}
+            s: {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(getattr(self, s)).items()
+            }
             for s in self.sections()
         }
 
@@ -437,8 +447,13 @@ def _coerce(section: type, name: str, value: Any) -> Any:
     return value
 
 
-def _add_flag(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any,
-              positional: bool = False, alias: str | None = None) -> None:
+def _add_flag(
+    group: argparse._ArgumentGroup,
+    f: dataclasses.Field,
+    hint: Any,
+    positional: bool = False,
+    alias: str | None = None,
+) -> None:
     help_text = f"{f.metadata.get('help', '')} (default: {f.default!r})"
     origin = typing.get_origin(hint)
     if positional:
@@ -447,7 +462,9 @@ def _add_flag(group: argparse._ArgumentGroup, f: dataclasses.Field, hint: Any,
     flags = ["--" + f.name.replace("_", "-")] + ([alias] if alias else [])
     # default=None everywhere: from_args tells flags the user gave from ones left alone.
     if hint is bool:
-        group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        group.add_argument(
+            *flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+        )
     elif origin is tuple:
         group.add_argument(*flags, dest=f.name, nargs="+", default=None, help=help_text)
     elif origin is Literal:

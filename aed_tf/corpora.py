@@ -14,9 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aed_tf.audio import AUDIO_EXTENSIONS
-from aed_tf.labels import CALM, MANIFEST_EMOTIONS
 from aed_tf.errors import InputError, UserError
-
+from aed_tf.labels import CALM, MANIFEST_EMOTIONS
 
 
 @dataclass(frozen=True)
@@ -131,9 +130,7 @@ def _parse_crema_d(path: Path) -> LabelledFile | None:
     if match is None:
         return None
     actor, _sentence, emotion, level = match.groups()
-    if not (
-        int(actor) in _CREMA_D_ACTORS and emotion in _CREMA_D_EMOTIONS and level in _CREMA_D_LEVELS
-    ):
+    if not (int(actor) in _CREMA_D_ACTORS and emotion in _CREMA_D_EMOTIONS and level in _CREMA_D_LEVELS):
         return None
     return LabelledFile(
         path=path,
@@ -500,13 +497,12 @@ def resolve_data_roots(data_roots: Sequence[str] = (), cwd: Path | None = None) 
     shared = [cwd.parent / "shared" / name for name in SHARED_DATA_FOLDERS]
     if any(root.is_dir() for root in shared):
         return [root for root in shared if root.is_dir()]
-    corpora = "\n".join(
-        f"  {c.name}: {c.description}\n    get it from {c.source}" for c in CORPORA.values()
-    )
+    corpora = "\n".join(f"  {c.name}: {c.description}\n    get it from {c.source}" for c in CORPORA.values())
     raise MissingDataError(
         f"no data found: neither {cwd / 'data'} nor {cwd.parent / 'shared' / 'datasets'} is a "
         "folder. Download the corpora and put each under data/ in its own layout (any folder "
-        "depth), or pass data roots or a CSV manifest (path,emotion[,speaker]):\n" + corpora
+        "depth), or pass data roots or a CSV manifest (path,emotion[,speaker]):\n"
+        + corpora
         + "\n  or the combined layout: folders Angry Disgusted Fearful Happy Neutral Sad "
         "Suprised holding files of these corpora"
     )

@@ -47,8 +47,13 @@ def default_folds(corpora: Sequence[str]) -> list[str]:
     return list(SPEAKER_FOLDS) + sorted(corpora)
 
 
-def model_predictions(config: Config, folds: Sequence[str], seeds: Sequence[int],
-                      progress: bool = True, log: Callable[[str], None] = print) -> pd.DataFrame:
+def model_predictions(
+    config: Config,
+    folds: Sequence[str],
+    seeds: Sequence[int],
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
     """Out-of-fold test predictions of the configured model, one row per (seed, fold, clip).
 
     Each (fold, seed) is a run folder named by its settings (`bench_run_id`): a finished one is
@@ -74,13 +79,16 @@ def model_predictions(config: Config, folds: Sequence[str], seeds: Sequence[int]
             if config.frontend.normalization == "speaker":
                 lone = evaluate(run_dir, "test", data=data, speaker_statistics="training").predictions
                 frames.append(lone[_PREDICTION_COLUMNS].assign(seed=seed, fold=fold, statistics="training"))
-            log(f"fold {fold} seed {seed}: {_progress_line(test)} "
-                f"({'reused' if status == 'finished' else f'{time.perf_counter() - started:.0f} s'}, {run_dir})")
+            log(
+                f"fold {fold} seed {seed}: {_progress_line(test)} "
+                f"({'reused' if status == 'finished' else f'{time.perf_counter() - started:.0f} s'}, {run_dir})"
+            )
     return pd.concat(frames, ignore_index=True)
 
 
-def baseline_predictions(config: Config, prepared: Prepared, folds: Sequence[str],
-                         log: Callable[[str], None] = print) -> pd.DataFrame:
+def baseline_predictions(
+    config: Config, prepared: Prepared, folds: Sequence[str], log: Callable[[str], None] = print
+) -> pd.DataFrame:
     """Out-of-fold test predictions of every baseline of `BASELINES` on the same folds (seed
     `config.data.seed`), each trained on its fold's training partition of the `prepared` data.
     Features are computed once for every clip; per-speaker standardisation uses each speaker's
@@ -95,8 +103,10 @@ def baseline_predictions(config: Config, prepared: Prepared, folds: Sequence[str
     for name, (featurize, _) in _FEATURES.items():
         started = time.perf_counter()
         features[name] = featurize(waveforms, rate)
-        log(f"baseline features {name}: {features[name].shape[1]} per clip, "
-            f"{time.perf_counter() - started:.0f} s")
+        log(
+            f"baseline features {name}: {features[name].shape[1]} per clip, "
+            f"{time.perf_counter() - started:.0f} s"
+        )
     standardized = {name: baseline.standardize_per_speaker(f, speakers) for name, f in features.items()}
 
     frames = []
@@ -109,20 +119,29 @@ def baseline_predictions(config: Config, prepared: Prepared, folds: Sequence[str
             fit = _FEATURES[feature_name][1]
             model = fit(matrix[train_rows], labels[train_rows], seed=config.data.seed)
             test = manifest.loc[test_rows, ["clip_id", "corpus", "speaker"]].assign(
-                label=labels[test_rows], predicted=model.predict(matrix[test_rows]))
+                label=labels[test_rows], predicted=model.predict(matrix[test_rows])
+            )
             frames.append(test.assign(model=model_name, seed=config.data.seed, fold=fold))
-        log(f"baselines fold {fold}: " + "; ".join(
-            f"{name}: {_progress_line(frame)}" for name, frame in zip(BASELINES, frames[-len(BASELINES):])))
+        log(
+            f"baselines fold {fold}: "
+            + "; ".join(
+                f"{name}: {_progress_line(frame)}"
+                for name, frame in zip(BASELINES, frames[-len(BASELINES) :])
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
 def _progress_line(predictions: pd.DataFrame) -> str:
-    return ", ".join(f"{corpus} UAR {_metrics(rows)['uar']:.3f}"
-                     for corpus, rows in predictions.groupby("corpus"))
+    return ", ".join(
+        f"{corpus} UAR {_metrics(rows)['uar']:.3f}" for corpus, rows in predictions.groupby("corpus")
+    )
 
 
 def _metrics(rows: pd.DataFrame) -> dict[str, float]:
-    return label_metrics(rows["label"], rows["predicted"], int(max(rows["label"].max(), rows["predicted"].max())) + 1)
+    return label_metrics(
+        rows["label"], rows["predicted"], int(max(rows["label"].max(), rows["predicted"].max())) + 1
+    )
 
 
 def summarize(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
@@ -134,28 +153,38 @@ def summarize(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, An
     per_corpus: dict[str, Any] = {}
     headline_per_seed = {}
     for seed, rows in speaker_folds.groupby("seed"):
-        headline_per_seed[int(seed)] = float(np.mean(
-            [_metrics(corpus_rows)["uar"] for _, corpus_rows in rows.groupby("corpus")]))
+        headline_per_seed[int(seed)] = float(
+            np.mean([_metrics(corpus_rows)["uar"] for _, corpus_rows in rows.groupby("corpus")])
+        )
     for corpus, rows in speaker_folds.groupby("corpus"):
         seeds = {int(seed): _metrics(seed_rows) for seed, seed_rows in rows.groupby("seed")}
-        folds = {fold: float(np.mean([_metrics(r)["uar"] for _, r in fold_rows.groupby("seed")]))
-                 for fold, fold_rows in rows.groupby("fold")}
+        folds = {
+            fold: float(np.mean([_metrics(r)["uar"] for _, r in fold_rows.groupby("seed")]))
+            for fold, fold_rows in rows.groupby("fold")
+        }
         hits = rows["label"] == rows["predicted"]
         per_corpus[corpus] = {
             "clips": int(rows["clip_id"].nunique()),
             "speakers": int(rows["speaker"].nunique()),
-            **{metric: _spread([m[metric] for m in seeds.values()]) for metric in ("uar", "accuracy", "macro_f1")},
+            **{
+                metric: _spread([m[metric] for m in seeds.values()])
+                for metric in ("uar", "accuracy", "macro_f1")
+            },
             "uar_per_seed": {seed: m["uar"] for seed, m in seeds.items()},
             "uar_per_fold": folds,
             "uar_fold_std": float(np.std(list(folds.values()))),
-            "recall_per_class": {classes[label]: float(hits[rows["label"] == label].mean())
-                                 for label in sorted(rows["label"].unique())},
+            "recall_per_class": {
+                classes[label]: float(hits[rows["label"] == label].mean())
+                for label in sorted(rows["label"].unique())
+            },
         }
     leave_corpus_out = {}
     for fold, rows in predictions[~predictions["fold"].isin(SPEAKER_FOLDS)].groupby("fold"):
         seeds = [_metrics(seed_rows) for _, seed_rows in rows.groupby("seed")]
-        leave_corpus_out[fold] = {"clips": int(rows["clip_id"].nunique()),
-                                  **{m: _spread([s[m] for s in seeds]) for m in ("uar", "accuracy", "macro_f1")}}
+        leave_corpus_out[fold] = {
+            "clips": int(rows["clip_id"].nunique()),
+            **{m: _spread([s[m] for s in seeds]) for m in ("uar", "accuracy", "macro_f1")},
+        }
     return {
         "headline_uar": _spread(list(headline_per_seed.values())) if headline_per_seed else None,
         "headline_uar_per_seed": headline_per_seed,
@@ -167,8 +196,13 @@ def summarize(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, An
 def _spread(values: Sequence[float]) -> dict[str, Any]:
     """Mean, standard deviation and range over seeds."""
     values = [float(v) for v in values]
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)),
-            "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def format_cv_table(result: dict[str, Any]) -> str:
@@ -176,14 +210,20 @@ def format_cv_table(result: dict[str, Any]) -> str:
     corpora = sorted({c for row in result["rows"] for c in row["summary"]["per_corpus"]})
     loco = sorted({c for row in result["rows"] for c in row["summary"]["leave_corpus_out"]})
     lines = [
-        "# Cross-validation over speakers (`aed-tf bench cv`)", "",
-        PROTOCOLS[CV].description, "",
-        "Folds (fixed, the same for every model and seed): " + result["folds_description"], "",
+        "# Cross-validation over speakers (`aed-tf bench cv`)",
+        "",
+        PROTOCOLS[CV].description,
+        "",
+        "Folds (fixed, the same for every model and seed): " + result["folds_description"],
+        "",
         "Validation speakers (epoch and temperature chosen there, never on the test fold): "
-        + result["validation_description"], "",
-        "## Speaker folds: pooled out-of-fold UAR per corpus", "",
+        + result["validation_description"],
+        "",
+        "## Speaker folds: pooled out-of-fold UAR per corpus",
+        "",
         "Mean over seeds ± standard deviation over seeds; in brackets the standard deviation of "
-        "UAR over the 5 folds. The headline is the mean over corpora of the per-corpus UAR.", "",
+        "UAR over the 5 folds. The headline is the mean over corpora of the per-corpus UAR.",
+        "",
         "| model | folds | seeds | headline (mean of corpora) | " + " | ".join(corpora) + " |",
         "|---|---|---|---|" + "---|" * len(corpora),
     ]
@@ -192,49 +232,97 @@ def format_cv_table(result: dict[str, Any]) -> str:
         cells = []
         for corpus in corpora:
             c = summary["per_corpus"].get(corpus)
-            cells.append(f"{c['uar']['mean']:.3f} ± {c['uar']['std']:.3f} ({c['uar_fold_std']:.3f})" if c else "")
+            cells.append(
+                f"{c['uar']['mean']:.3f} ± {c['uar']['std']:.3f} ({c['uar_fold_std']:.3f})" if c else ""
+            )
         head = summary["headline_uar"]
         folds = ", ".join(f for f in row["folds"] if f in SPEAKER_FOLDS)
-        lines.append(f"| {row['model']} | {folds} | {head['n']} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "Accuracy and macro-F1 of the same predictions (mean over seeds):", "",
-              "| model | " + " | ".join(f"{c} acc | {c} macro-F1" for c in corpora) + " |",
-              "|---|" + "---|---|" * len(corpora)]
+        lines.append(
+            f"| {row['model']} | {folds} | {head['n']} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        "Accuracy and macro-F1 of the same predictions (mean over seeds):",
+        "",
+        "| model | " + " | ".join(f"{c} acc | {c} macro-F1" for c in corpora) + " |",
+        "|---|" + "---|---|" * len(corpora),
+    ]
     for row in result["rows"]:
         per_corpus = row["summary"]["per_corpus"]
-        lines.append(f"| {row['model']} | " + " | ".join(
-            f"{per_corpus[c]['accuracy']['mean']:.3f} | {per_corpus[c]['macro_f1']['mean']:.3f}" if c in per_corpus else " | "
-            for c in corpora) + " |")
+        lines.append(
+            f"| {row['model']} | "
+            + " | ".join(
+                f"{per_corpus[c]['accuracy']['mean']:.3f} | {per_corpus[c]['macro_f1']['mean']:.3f}"
+                if c in per_corpus
+                else " | "
+                for c in corpora
+            )
+            + " |"
+        )
     if loco:
-        lines += ["", "## Leave one corpus out: train on the others, test on all of it (UAR)", "",
-                  "| model | " + " | ".join(loco) + " |", "|---|" + "---|" * len(loco)]
+        lines += [
+            "",
+            "## Leave one corpus out: train on the others, test on all of it (UAR)",
+            "",
+            "| model | " + " | ".join(loco) + " |",
+            "|---|" + "---|" * len(loco),
+        ]
         for row in result["rows"]:
             held = row["summary"]["leave_corpus_out"]
-            lines.append(f"| {row['model']} | " + " | ".join(
-                f"{held[c]['uar']['mean']:.3f} ± {held[c]['uar']['std']:.3f}" if c in held else "" for c in loco) + " |")
+            lines.append(
+                f"| {row['model']} | "
+                + " | ".join(
+                    f"{held[c]['uar']['mean']:.3f} ± {held[c]['uar']['std']:.3f}" if c in held else ""
+                    for c in loco
+                )
+                + " |"
+            )
     lines += ["", "## Recall per class (speaker folds, pooled, all seeds)", ""]
     for corpus in corpora:
-        rows = [(row["model"], row["summary"]["per_corpus"][corpus]["recall_per_class"])
-                for row in result["rows"] if corpus in row["summary"]["per_corpus"]]
+        rows = [
+            (row["model"], row["summary"]["per_corpus"][corpus]["recall_per_class"])
+            for row in result["rows"]
+            if corpus in row["summary"]["per_corpus"]
+        ]
         classes = list(rows[0][1])
-        lines += [f"{corpus}:", "", "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-        lines += [f"| {name} | " + " | ".join(f"{recall.get(c, float('nan')):.2f}" for c in classes) + " |"
-                  for name, recall in rows]
+        lines += [
+            f"{corpus}:",
+            "",
+            "| model | " + " | ".join(classes) + " |",
+            "|---|" + "---|" * len(classes),
+        ]
+        lines += [
+            f"| {name} | " + " | ".join(f"{recall.get(c, float('nan')):.2f}" for c in classes) + " |"
+            for name, recall in rows
+        ]
         lines.append("")
-    lines += ["## UAR per fold (mean over seeds)", "",
-              "| model | corpus | " + " | ".join(f"fold {f}" for f in SPEAKER_FOLDS) + " |",
-              "|---|---|" + "---|" * len(SPEAKER_FOLDS)]
+    lines += [
+        "## UAR per fold (mean over seeds)",
+        "",
+        "| model | corpus | " + " | ".join(f"fold {f}" for f in SPEAKER_FOLDS) + " |",
+        "|---|---|" + "---|" * len(SPEAKER_FOLDS),
+    ]
     for row in result["rows"]:
         for corpus, c in row["summary"]["per_corpus"].items():
-            lines.append(f"| {row['model']} | {corpus} | " + " | ".join(
-                f"{c['uar_per_fold'][f]:.3f}" if f in c["uar_per_fold"] else "" for f in SPEAKER_FOLDS) + " |")
+            lines.append(
+                f"| {row['model']} | {corpus} | "
+                + " | ".join(
+                    f"{c['uar_per_fold'][f]:.3f}" if f in c["uar_per_fold"] else "" for f in SPEAKER_FOLDS
+                )
+                + " |"
+            )
     lines += ["", "Commands (each row was made by one):", ""]
     for command in dict.fromkeys(row["command"] for row in result["rows"]):
         made = "; ".join(row["model"] for row in result["rows"] if row["command"] == command)
         seconds = sum({row["seconds"] for row in result["rows"] if row["command"] == command})
         lines.append(f"- `{command}` ({seconds / 60:.0f} min): {made}")
-    lines += ["", f"Machine: {result['cpu_count']} CPUs, TensorFlow {result['tensorflow_version']}; "
-              f"written {result['timestamp']}."]
+    lines += [
+        "",
+        f"Machine: {result['cpu_count']} CPUs, TensorFlow {result['tensorflow_version']}; "
+        f"written {result['timestamp']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -245,9 +333,10 @@ def describe_folds(manifest: pd.DataFrame) -> str:
     folds = cv_folds(manifest)
     parts = []
     for corpus, rows in manifest.groupby("corpus"):
-        groups = [sorted(rows.loc[folds[rows.index] == f, "speaker"].unique()) for f in range(1, CV_FOLDS + 1)]
-        parts.append(f"{corpus}: " + ", ".join(
-            f"{i + 1}: {_span(g)}" for i, g in enumerate(groups) if g))
+        groups = [
+            sorted(rows.loc[folds[rows.index] == f, "speaker"].unique()) for f in range(1, CV_FOLDS + 1)
+        ]
+        parts.append(f"{corpus}: " + ", ".join(f"{i + 1}: {_span(g)}" for i, g in enumerate(groups) if g))
     return "; ".join(parts) + "."
 
 
@@ -257,11 +346,16 @@ def describe_validation(manifest: pd.DataFrame) -> str:
     lines = []
     for fold in range(1, CV_FOLDS + 1):
         val = manifest[cv_validation_speakers(manifest, fold % CV_FOLDS + 1)]
-        lines.append(f"fold {fold}: " + ", ".join(f"{c} {_span(sorted(r['speaker'].unique()))}"
-                                                  for c, r in val.groupby("corpus")))
+        lines.append(
+            f"fold {fold}: "
+            + ", ".join(f"{c} {_span(sorted(r['speaker'].unique()))}" for c, r in val.groupby("corpus"))
+        )
     val = manifest[cv_validation_speakers(manifest, 1)]
-    lines.append("a corpus left out: " + ", ".join(
-        f"{c} {_span(sorted(r['speaker'].unique()))}" for c, r in val.groupby("corpus")) + " (of the other corpora)")
+    lines.append(
+        "a corpus left out: "
+        + ", ".join(f"{c} {_span(sorted(r['speaker'].unique()))}" for c, r in val.groupby("corpus"))
+        + " (of the other corpora)"
+    )
     return "; ".join(lines) + "."
 
 
@@ -270,8 +364,19 @@ def _span(speakers: Sequence[str]) -> str:
 
 
 # Settings that say where things are, or that the benchmark sets per run: not part of a model's name.
-_NOT_SETTINGS = {"data_roots", "prepared_dir", "cache_dir", "output_dir", "run_id", "resume", "fold",
-                 "seed", "protocol", "workers", "backbone"}
+_NOT_SETTINGS = {
+    "data_roots",
+    "prepared_dir",
+    "cache_dir",
+    "output_dir",
+    "run_id",
+    "resume",
+    "fold",
+    "seed",
+    "protocol",
+    "workers",
+    "backbone",
+}
 
 
 def model_name(config: Config) -> str:
@@ -282,9 +387,16 @@ def model_name(config: Config) -> str:
     return f"{config.train.backbone} ({', '.join(changed)})" if changed else config.train.backbone
 
 
-def bench_cv(config: Config, folds: Sequence[str] | None, seeds: Sequence[int], command: str,
-             baselines: bool = True, previous: dict[str, Any] | None = None,
-             progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def bench_cv(
+    config: Config,
+    folds: Sequence[str] | None,
+    seeds: Sequence[int],
+    command: str,
+    baselines: bool = True,
+    previous: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Trains and tests the configured model on every fold and seed, and the baselines on the
     same folds; rows of `previous` for other models are kept, each with its command."""
     from aed_tf.bench import benchmark_environment
@@ -301,19 +413,32 @@ def bench_cv(config: Config, folds: Sequence[str] | None, seeds: Sequence[int], 
         # A per-speaker model is measured twice: each test speaker normalised by their own
         # (unlabelled) clips, and every clip alone, by the training clips' statistics.
         row_name = name if statistics == "own clips" else f"{name}, each clip alone ({statistics} statistics)"
-        rows[row_name] = {"model": row_name, "command": command, "folds": folds, "seeds": list(seeds),
-                          "seconds": time.perf_counter() - started, "summary": summarize(frame, classes)}
+        rows[row_name] = {
+            "model": row_name,
+            "command": command,
+            "folds": folds,
+            "seeds": list(seeds),
+            "seconds": time.perf_counter() - started,
+            "summary": summarize(frame, classes),
+        }
     if baselines:
         baselines_started = time.perf_counter()
         baseline_rows = baseline_predictions(config, prepared, folds, log=log)
         for baseline_name, frame in baseline_rows.groupby("model", sort=False):
-            rows[baseline_name] = {"model": baseline_name, "command": command, "folds": folds,
-                                   "seeds": [config.data.seed], "summary": summarize(frame, classes),
-                                   "seconds": time.perf_counter() - baselines_started}
+            rows[baseline_name] = {
+                "model": baseline_name,
+                "command": command,
+                "folds": folds,
+                "seeds": [config.data.seed],
+                "summary": summarize(frame, classes),
+                "seconds": time.perf_counter() - baselines_started,
+            }
     return {
-        "protocol": CV, "protocol_description": PROTOCOLS[CV].description,
+        "protocol": CV,
+        "protocol_description": PROTOCOLS[CV].description,
         "folds_description": describe_folds(manifest),
         "validation_description": describe_validation(manifest),
-        "command": command, "rows": list(rows.values()),
+        "command": command,
+        "rows": list(rows.values()),
         **benchmark_environment(),
     }

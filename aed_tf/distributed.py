@@ -104,14 +104,20 @@ def fit(
     def train_step(features: Any, labels: Any) -> tuple[tf.Tensor, tf.Tensor]:
         batch_loss, correct = strategy.run(replica_step, args=(features, labels))
         # Each replica's loss is its share of the global batch's mean: their sum is that mean.
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, batch_loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+        return (
+            strategy.reduce(tf.distribute.ReduceOp.SUM, batch_loss, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
+        )
 
     batches = strategy.experimental_distribute_dataset(dataset.with_options(_SPLIT_EACH_BATCH))
     steps = int(dataset.cardinality())
     callback_list = keras.callbacks.CallbackList(
-        callbacks, add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
-        steps=steps if steps > 0 else None, model=model,
+        callbacks,
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps if steps > 0 else None,
+        model=model,
     )
     model.stop_training = False
     callback_list.on_train_begin()
@@ -124,8 +130,7 @@ def fit(
             batch_loss, batch_correct = train_step(features, labels)
             loss_sum += float(batch_loss)
             correct += float(batch_correct)
-            logs = {"loss": loss_sum / (step + 1),
-                    "accuracy": correct / ((step + 1) * global_batch_size)}
+            logs = {"loss": loss_sum / (step + 1), "accuracy": correct / ((step + 1) * global_batch_size)}
             callback_list.on_train_batch_end(step, logs)
         share_first_replica_statistics()
         # The workers now hold the same weights, so they compute the same validation metrics
@@ -147,8 +152,9 @@ def _batch_norm_statistics(model: keras.Model) -> list[keras.Variable]:
     return statistics
 
 
-def _first_replica_copy(strategy: tf.distribute.Strategy,
-                        variables: list[keras.Variable]) -> Callable[[], None]:
+def _first_replica_copy(
+    strategy: tf.distribute.Strategy, variables: list[keras.Variable]
+) -> Callable[[], None]:
     """A function that gives every replica the first replica's values of ``variables``.
 
     BatchNormalization updates its moving statistics on each replica from that replica's share of

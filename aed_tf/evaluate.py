@@ -37,8 +37,13 @@ class Evaluation:
         return self.predictions[[f"p_{name}" for name in self.classes]].to_numpy()
 
 
-def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = False,
-             data: TrainingData | None = None, speaker_statistics: SpeakerStatistics = "own clips") -> Evaluation:
+def evaluate(
+    run_dir: str | Path,
+    partition: str = "test",
+    progress: bool = False,
+    data: TrainingData | None = None,
+    speaker_statistics: SpeakerStatistics = "own clips",
+) -> Evaluation:
     """Runs the run's classifier over ``partition`` of ``data``: by default the run's own split
     and data, loaded here (`load_training_data` of the run's config).
 
@@ -58,8 +63,10 @@ def evaluate(run_dir: str | Path, partition: str = "test", progress: bool = Fals
     if config.frontend.normalization == "speaker" and speaker_statistics == "training":
         fixed = run.training_statistics()
     elif speaker_statistics not in typing.get_args(SpeakerStatistics):
-        raise InputError(f"speaker_statistics {speaker_statistics!r}: choose one of "
-                         f"{', '.join(typing.get_args(SpeakerStatistics))}")
+        raise InputError(
+            f"speaker_statistics {speaker_statistics!r}: choose one of "
+            f"{', '.join(typing.get_args(SpeakerStatistics))}"
+        )
     features = part.eval_dataset(len(data.classes), config, fixed)
     probabilities = classifier.predict(features, verbose=0)
 
@@ -86,6 +93,7 @@ def grouped_metrics(predictions: pd.DataFrame, probabilities: np.ndarray, by: li
     rows = []
     for key, group in predictions.groupby(by):
         metrics = classification_metrics(group["label"].to_numpy(), probabilities[group.index])
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                     "clips": len(group), **metrics})
+        rows.append(
+            {**dict(zip(by, key if isinstance(key, tuple) else (key,))), "clips": len(group), **metrics}
+        )
     return pd.DataFrame(rows)

@@ -106,15 +106,19 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
     elif format == "tflite":
         atomic_write(path, lambda tmp: tmp.write_bytes(_tflite_bytes(model, n_mels)))
     else:
-        atomic_write(path, lambda tmp: _write_onnx(model, recognizer.classes, frontend.sample_rate, tmp, n_mels))
+        atomic_write(
+            path, lambda tmp: _write_onnx(model, recognizer.classes, frontend.sample_rate, tmp, n_mels)
+        )
 
     exported = load_export(path, format)
+
     def difference(waves: np.ndarray) -> float:
         if not recognizer.per_speaker:
             return float(np.max(np.abs(model(waves, training=False).numpy() - exported(waves))))
         # Each check batch normalised with its own statistics, which differ from the training ones.
-        statistics = np.broadcast_to(recognizer.for_speaker(list(waves)).speaker_statistics,
-                                     (len(waves), 2, frontend.n_mels)).copy()
+        statistics = np.broadcast_to(
+            recognizer.for_speaker(list(waves)).speaker_statistics, (len(waves), 2, frontend.n_mels)
+        ).copy()
         expected = model({INPUT_NAME: waves, STATISTICS_NAME: statistics}, training=False).numpy()
         return float(np.max(np.abs(expected - exported(waves, statistics))))
 
@@ -130,17 +134,34 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
         "sample_rate": frontend.sample_rate,
         "clip_samples": frontend.clip_samples,
         "clip_seconds": frontend.clip_seconds,
-        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", "samples"],
-                  "description": f"mono waveforms at {frontend.sample_rate} Hz in [-1, 1]; any "
-                  f"number of samples, centred crop or zero pad to {frontend.clip_samples} "
-                  "(the clip length of training)"},
-        **({"speaker_statistics": {
-            "name": STATISTICS_NAME, "dtype": "float32", "shape": ["batch", 2, frontend.n_mels],
-            "description": "the speaker's log-mel band means (row 0) and deviations (row 1) over "
-                           "their recordings, as EmotionRecognizer.for_speaker computes them"},
-            "training_statistics": recognizer.speaker_statistics.tolist()} if recognizer.per_speaker else {}),
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(recognizer.classes)],
-                   "description": "temperature-scaled class probabilities, in the order of classes"},
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "shape": ["batch", "samples"],
+            "description": f"mono waveforms at {frontend.sample_rate} Hz in [-1, 1]; any "
+            f"number of samples, centred crop or zero pad to {frontend.clip_samples} "
+            "(the clip length of training)",
+        },
+        **(
+            {
+                "speaker_statistics": {
+                    "name": STATISTICS_NAME,
+                    "dtype": "float32",
+                    "shape": ["batch", 2, frontend.n_mels],
+                    "description": "the speaker's log-mel band means (row 0) and deviations (row 1) over "
+                    "their recordings, as EmotionRecognizer.for_speaker computes them",
+                },
+                "training_statistics": recognizer.speaker_statistics.tolist(),
+            }
+            if recognizer.per_speaker
+            else {}
+        ),
+        "output": {
+            "name": OUTPUT_NAME,
+            "dtype": "float32",
+            "shape": ["batch", len(recognizer.classes)],
+            "description": "temperature-scaled class probabilities, in the order of classes",
+        },
         "signature": SIGNATURE if format != "onnx" else None,
         "onnx_opset": ONNX_OPSET if format == "onnx" else None,
         "frontend": dataclasses.asdict(frontend),
@@ -148,7 +169,7 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
         "check": {
             "against": "the run's Keras serving model (serving.keras)",
             "inputs": f"{sum(len(w) for w in checks)} synthetic waveforms (check_waveforms: noise, a "
-                      "chirp, a speech-like harmonic tone; shorter and longer than the clip)",
+            "chirp, a speech-like harmonic tone; shorter and longer than the clip)",
             "max_abs_difference": max(difference(waves) for waves in checks),
             # Rounding noise scaled up by the normalisation of a constant clip; never classified
             # by EmotionRecognizer, which finds no speech in it.
@@ -194,7 +215,8 @@ def load_export(path: str | Path, format: str | None = None) -> Runner:
     if format == "savedmodel":
         signature = tf.saved_model.load(str(path)).signatures[SIGNATURE]
         return lambda waves, statistics=None: signature(
-            **{k: tf.constant(v) for k, v in feeds(waves, statistics).items()})[OUTPUT_NAME].numpy()
+            **{k: tf.constant(v) for k, v in feeds(waves, statistics).items()}
+        )[OUTPUT_NAME].numpy()
     if format == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -222,7 +244,9 @@ def check_waveforms(sample_rate: int, clip_samples: int, seed: int = 0) -> list[
     tone = 0.2 * voiced + 0.01 * rng.standard_normal(clip_samples)
     batch = np.stack([noise, chirp, tone])
     short = tone[None, : clip_samples // 2]
-    long = np.tile(tone, 2)[None, : clip_samples * 3 // 2] + 0.02 * rng.standard_normal((1, clip_samples * 3 // 2))
+    long = np.tile(tone, 2)[None, : clip_samples * 3 // 2] + 0.02 * rng.standard_normal(
+        (1, clip_samples * 3 // 2)
+    )
     return [w.astype(np.float32) for w in (batch, short, long)]
 
 
@@ -233,13 +257,20 @@ def _serving_function(model: Any, n_mels: int | None) -> tf.types.experimental.P
     """waveform (and speaker_statistics when `n_mels` is given) -> {"probabilities": ...}."""
     if n_mels is None:
         return tf.function(lambda waveform: {OUTPUT_NAME: model(waveform, training=False)})
-    return tf.function(lambda waveform, speaker_statistics: {OUTPUT_NAME: model(
-        {INPUT_NAME: waveform, STATISTICS_NAME: speaker_statistics}, training=False)})
+    return tf.function(
+        lambda waveform, speaker_statistics: {
+            OUTPUT_NAME: model({INPUT_NAME: waveform, STATISTICS_NAME: speaker_statistics}, training=False)
+        }
+    )
 
 
 def _input_signature(n_mels: int | None) -> list[tf.TensorSpec]:
     waves = [tf.TensorSpec([None, None], tf.float32, name=INPUT_NAME)]
-    return waves if n_mels is None else waves + [tf.TensorSpec([None, 2, n_mels], tf.float32, name=STATISTICS_NAME)]
+    return (
+        waves
+        if n_mels is None
+        else waves + [tf.TensorSpec([None, 2, n_mels], tf.float32, name=STATISTICS_NAME)]
+    )
 
 
 def _write_saved_model(model: Any, path: Path, n_mels: int | None) -> None:
@@ -249,7 +280,9 @@ def _write_saved_model(model: Any, path: Path, n_mels: int | None) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
     with features.plain_ops():
-        archive.add_endpoint(SIGNATURE, _serving_function(model, n_mels), input_signature=_input_signature(n_mels))
+        archive.add_endpoint(
+            SIGNATURE, _serving_function(model, n_mels), input_signature=_input_signature(n_mels)
+        )
         archive.write_out(str(path), verbose=False)
 
 
@@ -266,16 +299,24 @@ def _tflite_bytes(model: Any, n_mels: int | None) -> bytes:
             raise UserError(f"TFLite conversion failed: {_last_lines(error)}") from error
 
 
-def _write_onnx(model: Any, classes: tuple[str, ...], sample_rate: int, path: Path, n_mels: int | None) -> None:
+def _write_onnx(
+    model: Any, classes: tuple[str, ...], sample_rate: int, path: Path, n_mels: int | None
+) -> None:
     import onnx
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     with features.plain_ops():
         proto, _ = tf2onnx.convert.from_function(
-            _serving_function(model, n_mels), input_signature=_input_signature(n_mels), opset=ONNX_OPSET,
-            custom_op_handlers={"RFFT": (_rfft_as_dft, []), "Real": (_complex_part(0), []),
-                                "Imag": (_complex_part(1), [])})
+            _serving_function(model, n_mels),
+            input_signature=_input_signature(n_mels),
+            opset=ONNX_OPSET,
+            custom_op_handlers={
+                "RFFT": (_rfft_as_dft, []),
+                "Real": (_complex_part(0), []),
+                "Imag": (_complex_part(1), []),
+            },
+        )
     # tf2onnx goes on past ops it cannot convert and leaves them in the graph.
     left = sorted({node.op_type for node in proto.graph.node if node.domain not in ("", "ai.onnx")})
     if left:
@@ -305,8 +346,13 @@ def _rfft_as_dft(ctx: Any, node: Any, name: str, args: Any) -> None:
     axes = ctx.make_const(utils.make_name(f"{name}_axes"), np.array([-1], np.int64))
     as_real = ctx.make_node("Unsqueeze", [signal, axes.output[0]], op_name_scope=name)
     dft_length = ctx.make_const(utils.make_name(f"{name}_length"), np.array(length, np.int64))
-    dft = ctx.make_node("DFT", [as_real.output[0], dft_length.output[0]], op_name_scope=name,
-                        attr={"axis": rank - 1, "onesided": 1}, dtypes=[TensorProto.FLOAT])
+    dft = ctx.make_node(
+        "DFT",
+        [as_real.output[0], dft_length.output[0]],
+        op_name_scope=name,
+        attr={"axis": rank - 1, "onesided": 1},
+        dtypes=[TensorProto.FLOAT],
+    )
     ctx.replace_all_inputs(node.output[0], dft.output[0])
     ctx.remove_node(node.name)
 
@@ -319,8 +365,13 @@ def _complex_part(index: int) -> Callable[..., None]:
         from tf2onnx import utils
 
         part = ctx.make_const(utils.make_name(f"{name}_part"), np.array(index, np.int64))
-        gather = ctx.make_node("Gather", [node.input[0], part.output[0]], attr={"axis": -1},
-                               op_name_scope=name, dtypes=[TensorProto.FLOAT])
+        gather = ctx.make_node(
+            "Gather",
+            [node.input[0], part.output[0]],
+            attr={"axis": -1},
+            op_name_scope=name,
+            dtypes=[TensorProto.FLOAT],
+        )
         ctx.replace_all_inputs(node.output[0], gather.output[0])
         ctx.remove_node(node.name)
 
@@ -346,8 +397,11 @@ def _replace_dir(path: Path, write: Callable[[Path], Any]) -> Path:
 
 
 def _versions(format: str) -> dict[str, str]:
-    packages = {"savedmodel": ["tensorflow", "keras"], "tflite": ["tensorflow", "keras", "ai-edge-litert"],
-                "onnx": ["tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"]}[format]
+    packages = {
+        "savedmodel": ["tensorflow", "keras"],
+        "tflite": ["tensorflow", "keras", "ai-edge-litert"],
+        "onnx": ["tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"],
+    }[format]
     return {name: importlib_metadata.version(name) for name in packages}
 
 

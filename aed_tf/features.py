@@ -96,9 +96,7 @@ def mel_power(waveforms: tf.Tensor, frontend: FrontEndConfig) -> tf.Tensor:
     squared STFT magnitude through the mel filters, frames every hop from the first sample."""
     waveforms = tf.convert_to_tensor(waveforms, tf.float32)
     if waveforms.shape.rank != 2:
-        raise ValueError(
-            f"mel_power expects waveforms shaped [batch, samples], got {waveforms.shape}"
-        )
+        raise ValueError(f"mel_power expects waveforms shaped [batch, samples], got {waveforms.shape}")
     samples = waveforms.shape[1]
     if samples is not None and samples < frontend.window_length:
         raise ValueError(
@@ -118,9 +116,7 @@ def mel_power(waveforms: tf.Tensor, frontend: FrontEndConfig) -> tf.Tensor:
 # XLA fuses the squared magnitude into the mel products, one pass over the STFT: less than half
 # the time of separate ops on a CPU. It compiles once per input shape (~50 ms).
 @_xla
-def _stft_to_mel_power(
-    stft: tf.Tensor, mel_blocks: tuple[tuple[int, int, np.ndarray], ...]
-) -> tf.Tensor:
+def _stft_to_mel_power(stft: tf.Tensor, mel_blocks: tuple[tuple[int, int, np.ndarray], ...]) -> tf.Tensor:
     power = tf.math.square(tf.math.real(stft)) + tf.math.square(tf.math.imag(stft))
     return tf.concat(
         [tf.tensordot(power[..., first:end], block, axes=1) for first, end, block in mel_blocks],
@@ -174,15 +170,15 @@ def log_mel_statistics(log_mels: tf.Tensor, groups: np.ndarray, num_groups: int)
     groups = np.asarray(groups)
     sums = np.zeros((3, num_groups, log_mels.shape[-1]), np.float64)  # count, sum, sum of squares
     for first in range(0, len(groups), STATISTICS_CHUNK_FRAMES):  # float64 a chunk at a time
-        chunk = tf.cast(log_mels[first:first + STATISTICS_CHUNK_FRAMES], tf.float64)
-        ids = groups[first:first + STATISTICS_CHUNK_FRAMES]
+        chunk = tf.cast(log_mels[first : first + STATISTICS_CHUNK_FRAMES], tf.float64)
+        ids = groups[first : first + STATISTICS_CHUNK_FRAMES]
         for row, values in enumerate((tf.ones_like(chunk), chunk, tf.math.square(chunk))):
             sums[row] += tf.math.unsorted_segment_sum(values, ids, num_groups).numpy()
     count, total, squares = sums
     if not np.all(count > 0):
         raise ValueError(f"{int(np.sum(count[:, 0] == 0))} of {num_groups} groups have no whole frame")
     mean = total / count
-    deviation = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+    deviation = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     return np.stack([mean, deviation], axis=1).astype(np.float32)
 
 
@@ -231,13 +227,16 @@ def _grey_rgb_grid(features: tf.Tensor) -> tf.Tensor:
     return tf.tile(tf.expand_dims(grid, -1), [1, 1, 1, 3])
 
 
-def waveform_to_features(waveforms: tf.Tensor, frontend: FrontEndConfig,
-                         statistics: tf.Tensor | None = None) -> tf.Tensor:
+def waveform_to_features(
+    waveforms: tf.Tensor, frontend: FrontEndConfig, statistics: tf.Tensor | None = None
+) -> tf.Tensor:
     """[B, N] waveforms -> [B, frames, n_mels] normalised log-mel: the model's input. With
     ``frontend.normalization == "speaker"``, `statistics` [B, 2, n_mels] are required."""
     if (statistics is None) != (frontend.normalization == "clip"):
-        raise ValueError(f"normalization {frontend.normalization!r} "
-                         + ("needs the speaker's statistics" if statistics is None else "takes no statistics"))
+        raise ValueError(
+            f"normalization {frontend.normalization!r} "
+            + ("needs the speaker's statistics" if statistics is None else "takes no statistics")
+        )
     return normalize(log_mel(waveforms, frontend), statistics)
 
 
@@ -265,10 +264,15 @@ class LogMelFrontEnd(keras.layers.Layer):
     def call(self, waveforms: tf.Tensor, statistics: tf.Tensor | None = None) -> tf.Tensor:
         return waveform_to_features(waveforms, self.frontend, statistics)
 
-    def compute_output_shape(self, waveforms_shape: tuple[int | None, ...],
-                             statistics_shape: tuple[int | None, ...] | None = None) -> tuple[int | None, ...]:
+    def compute_output_shape(
+        self, waveforms_shape: tuple[int | None, ...], statistics_shape: tuple[int | None, ...] | None = None
+    ) -> tuple[int | None, ...]:
         samples = waveforms_shape[1]
-        frames = None if samples is None else 1 + (samples - self.frontend.window_length) // self.frontend.hop_length
+        frames = (
+            None
+            if samples is None
+            else 1 + (samples - self.frontend.window_length) // self.frontend.hop_length
+        )
         return (waveforms_shape[0], frames, self.frontend.n_mels)
 
     def get_config(self) -> dict[str, Any]:

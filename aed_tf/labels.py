@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+
 from aed_tf.errors import InputError
 
 # The canonical classes, in the order of every model's output.

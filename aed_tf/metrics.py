@@ -30,10 +30,14 @@ def label_metrics(labels: Sequence[int], predicted: Sequence[int], num_classes: 
     present = support > 0
     recall = hits[present] / support[present]
     precision = np.divide(hits, predicted_count, out=np.zeros_like(hits), where=predicted_count > 0)[present]
-    f1 = np.divide(2 * precision * recall, precision + recall,
-                   out=np.zeros_like(recall), where=(precision + recall) > 0)
-    return {"accuracy": float(hits.sum() / matrix.sum()), "uar": float(recall.mean()),
-            "macro_f1": float(f1.mean())}
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros_like(recall), where=(precision + recall) > 0
+    )
+    return {
+        "accuracy": float(hits.sum() / matrix.sum()),
+        "uar": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+    }
 
 
 def _clipped(probabilities: np.ndarray) -> np.ndarray:

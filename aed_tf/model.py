@@ -39,8 +39,9 @@ def build_classifier(train: TrainConfig, num_classes: int, n_mels: int) -> keras
     if get_backbone(train.backbone).image:
         images = SpectrogramImage(image_size, name="image")(features)
         x = BackbonePreprocess(train.backbone)(images)
-    backbone = build_backbone(train.backbone, image_size,
-                              None if train.from_scratch else train.weights, n_mels=n_mels)
+    backbone = build_backbone(
+        train.backbone, image_size, None if train.from_scratch else train.weights, n_mels=n_mels
+    )
     backbone.name = BACKBONE_LAYER
     if train.from_scratch:
         for layer in backbone.layers:
@@ -52,8 +53,7 @@ def build_classifier(train: TrainConfig, num_classes: int, n_mels: int) -> keras
     x = backbone(x) if train.from_scratch else backbone(x, training=False)
     x = keras.layers.Dropout(train.dropout, name="dropout")(x)
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
-                                       name="emotion")(x)
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="emotion")(x)
     return keras.Model(features, probabilities, name=f"aed_{train.backbone}")
 
 
@@ -119,8 +119,9 @@ class TemperatureScaling(keras.layers.Layer):
 WAVEFORM_INPUT, STATISTICS_INPUT = "waveform", "speaker_statistics"
 
 
-def build_serving_model(classifier: keras.Model, frontend: FrontEndConfig,
-                        temperature: float = 1.0) -> keras.Model:
+def build_serving_model(
+    classifier: keras.Model, frontend: FrontEndConfig, temperature: float = 1.0
+) -> keras.Model:
     """Waveform [B, N] at ``frontend.sample_rate`` (and, normalising per speaker, the speaker's
     statistics [B, 2, n_mels]) -> class probabilities [B, C]."""
     waves = keras.Input((None,), name=WAVEFORM_INPUT, dtype="float32")

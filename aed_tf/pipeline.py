@@ -58,9 +58,7 @@ def _mono_arrays(waveforms: Sequence[np.ndarray], labels: Sequence[int]) -> list
     arrays = [np.asarray(wave, dtype=np.float32) for wave in waveforms]
     for index, wave in enumerate(arrays):
         if wave.ndim != 1:
-            raise ValueError(
-                f"waveform {index} has shape {wave.shape}: expected mono, shaped (samples,)"
-            )
+            raise ValueError(f"waveform {index} has shape {wave.shape}: expected mono, shaped (samples,)")
         if wave.size == 0:
             raise ValueError(f"waveform {index} is empty")
     return arrays
@@ -88,9 +86,7 @@ def train_dataset(
     _check_labels(labels, num_classes)
     batch_size = config.train.batch_size
     if len(waveforms) < batch_size:
-        raise ValueError(
-            f"{len(waveforms)} training clips make no full batch of {batch_size} (batch_size)"
-        )
+        raise ValueError(f"{len(waveforms)} training clips make no full batch of {batch_size} (batch_size)")
     frontend, augment = config.frontend, config.augment
     arrays = _mono_arrays(waveforms, labels)
     clips_per_version = len(arrays)
@@ -107,7 +103,9 @@ def train_dataset(
         speaker_count = int(codes.max()) + 1
         groups = np.concatenate([codes + v * speaker_count for v in range(len(speeds))])
         frames, clip_of_frame = whole_log_mel_frames(powers, [wave.size for wave in versions], frontend)
-        statistics = tf.constant(log_mel_statistics(frames, groups[clip_of_frame], speaker_count * len(speeds)))
+        statistics = tf.constant(
+            log_mel_statistics(frames, groups[clip_of_frame], speaker_count * len(speeds))
+        )
         clip_statistics = tf.constant(groups, tf.int64)
     clip_lengths = tf.constant([wave.size for wave in versions], tf.int64)
     clip_labels = tf.constant(np.tile(np.asarray(labels), len(speeds)), tf.int32)
@@ -124,9 +122,7 @@ def train_dataset(
             speed_seed = tf.random.experimental.stateless_fold_in(op_seed, len(speeds))
             version = tf.random.stateless_uniform(tf.shape(clips), speed_seed, 0, len(speeds), tf.int64)
             clips = clips + version * clips_per_version
-        starts = random_start_frames(
-            tf.gather(clip_lengths, clips), frontend, max_shift, crop_seed
-        )
+        starts = random_start_frames(tf.gather(clip_lengths, clips), frontend, max_shift, crop_seed)
         power = crop_frames(powers, clips, starts, frontend)
         one_hot = tf.one_hot(tf.gather(clip_labels, clips), num_classes)
         speaker = None if statistics is None else tf.gather(statistics, tf.gather(clip_statistics, clips))
@@ -162,8 +158,14 @@ def augmented_views(waveform: np.ndarray, config: Config, count: int = 4, seed: 
     """[count, frames, n_mels]: what training makes of one clip in `count` draws of the
     training pipeline (crop, shift, gain, noise, masks; mixup only mixes the clip with itself).
     Normalising per speaker, the clip is its speaker's only clip."""
-    dataset = train_dataset([waveform] * count, [0] * count, 1, config.replace(batch_size=count), seed=seed,
-                            speakers=["the clip"] * count)
+    dataset = train_dataset(
+        [waveform] * count,
+        [0] * count,
+        1,
+        config.replace(batch_size=count),
+        seed=seed,
+        speakers=["the clip"] * count,
+    )
     features, _ = next(iter(dataset))
     return features.numpy()
 
@@ -181,8 +183,10 @@ def eval_dataset(
     _check_labels(labels, num_classes)
     frontend = config.frontend
     if (statistics is None) != (frontend.normalization == "clip"):
-        raise ValueError(f"normalization {frontend.normalization!r}: statistics "
-                         + ("are needed" if statistics is None else "are not used"))
+        raise ValueError(
+            f"normalization {frontend.normalization!r}: statistics "
+            + ("are needed" if statistics is None else "are not used")
+        )
 
     def fit_clip(wave: tf.Tensor, label: tf.Tensor, *speaker: tf.Tensor) -> tuple[tf.Tensor, ...]:
         excess = tf.abs(tf.shape(wave)[0] - frontend.clip_samples)
@@ -193,28 +197,33 @@ def eval_dataset(
 
     clips = waveform_dataset(waveforms, labels)
     if statistics is not None:
-        clips = tf.data.Dataset.zip(clips, tf.data.Dataset.from_tensor_slices(
-            np.asarray(statistics, np.float32))).map(lambda pair, speaker: (*pair, speaker))
+        clips = tf.data.Dataset.zip(
+            clips, tf.data.Dataset.from_tensor_slices(np.asarray(statistics, np.float32))
+        ).map(lambda pair, speaker: (*pair, speaker))
     clips = clips.map(fit_clip, num_parallel_calls=AUTOTUNE, deterministic=True)
     batches = clips.batch(config.train.batch_size)
     batches = batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=True)
     return batches.prefetch(AUTOTUNE)
 
 
-def speaker_statistics(waveforms: Sequence[np.ndarray], speakers: Sequence[str],
-                       frontend: FrontEndConfig) -> np.ndarray:
+def speaker_statistics(
+    waveforms: Sequence[np.ndarray], speakers: Sequence[str], frontend: FrontEndConfig
+) -> np.ndarray:
     """[clips, 2, n_mels]: each clip's speaker's band means and deviations, over every frame of
     that speaker's clips among `waveforms` (labels unused)."""
     if len(speakers) != len(waveforms):
         raise ValueError(f"{len(speakers)} speakers for {len(waveforms)} clips")
     codes, names = pd.factorize(np.asarray(speakers, dtype=str))
     waves = [np.asarray(w, np.float32) for w in waveforms]
-    frames, clip_of_frame = whole_log_mel_frames(clip_mel_powers(waves, frontend), [w.size for w in waves], frontend)
+    frames, clip_of_frame = whole_log_mel_frames(
+        clip_mel_powers(waves, frontend), [w.size for w in waves], frontend
+    )
     return log_mel_statistics(frames, codes[clip_of_frame], len(names))[codes]
 
 
-def whole_log_mel_frames(powers: tf.RaggedTensor, lengths: Sequence[int], frontend: FrontEndConfig
-                         ) -> tuple[tf.Tensor, np.ndarray]:
+def whole_log_mel_frames(
+    powers: tf.RaggedTensor, lengths: Sequence[int], frontend: FrontEndConfig
+) -> tuple[tf.Tensor, np.ndarray]:
     """[frames, n_mels]: the log-mel frames of `clip_mel_powers` whose window lies within its clip
     (those `log_mel` gives of the clip alone, as serving computes a speaker's statistics), and the
     clip of each frame."""
@@ -331,7 +340,10 @@ def augmented_features(
 # XLA fuses these steps' passes over the batch: ~8% more clips/s through the whole pipeline.
 @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
 def _augmented_features(
-    power: tf.Tensor, noise_bank: tf.Tensor, augment: AugmentConfig, seed: tf.Tensor,
+    power: tf.Tensor,
+    noise_bank: tf.Tensor,
+    augment: AugmentConfig,
+    seed: tf.Tensor,
     statistics: tf.Tensor | None,
 ) -> tf.Tensor:
     """Random gain, white noise, log, normalisation and SpecAugment."""
@@ -435,9 +447,7 @@ def _random_spans(
     """[batch, size] bool: True inside any of `count` random spans of U{0..max_width} positions."""
     width_seed, start_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     max_width = tf.minimum(max_width, size)
-    widths = tf.random.stateless_uniform(
-        [batch, count, 1], width_seed, 0, max_width + 1, dtype=tf.int32
-    )
+    widths = tf.random.stateless_uniform([batch, count, 1], width_seed, 0, max_width + 1, dtype=tf.int32)
     # A start in [0, size - width], so the whole span lies inside.
     room = tf.cast(size - widths + 1, tf.float32)
     starts = tf.cast(tf.random.stateless_uniform([batch, count, 1], start_seed) * room, tf.int32)
@@ -476,6 +486,5 @@ def _check_labels(labels: Sequence[int], num_classes: int) -> None:
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
-            f"labels must be class indices in [0, {num_classes}); "
-            f"got {labels.min()}..{labels.max()}"
+            f"labels must be class indices in [0, {num_classes}); got {labels.min()}..{labels.max()}"
         )

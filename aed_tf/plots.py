@@ -44,9 +44,17 @@ def duration_histograms(manifest: pd.DataFrame) -> Figure:
 def log_mel_image(waveform: np.ndarray, frontend: FrontEndConfig, ax: plt.Axes) -> None:
     """Draws a clip's log-mel (the package's front end, not librosa's) with librosa's specshow."""
     features = log_mel(np.asarray(waveform, np.float32)[np.newaxis], frontend)[0].numpy()
-    librosa.display.specshow(features.T, sr=frontend.sample_rate, hop_length=frontend.hop_length,
-                             x_axis="time", y_axis="mel", fmin=frontend.fmin, fmax=frontend.fmax,
-                             cmap="magma", ax=ax)
+    librosa.display.specshow(
+        features.T,
+        sr=frontend.sample_rate,
+        hop_length=frontend.hop_length,
+        x_axis="time",
+        y_axis="mel",
+        fmin=frontend.fmin,
+        fmax=frontend.fmax,
+        cmap="magma",
+        ax=ax,
+    )
 
 
 def waveform_and_log_mel(waveform: np.ndarray, frontend: FrontEndConfig, title: str = "") -> Figure:
@@ -108,8 +116,13 @@ def reliability_diagram(tables: dict[str, pd.DataFrame]) -> Figure:
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     for name, table in tables.items():
         ax.plot(table["confidence"], table["accuracy"], marker="o", label=name)
-    ax.set(xlabel="confidence (top probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title="Reliability diagram")
+    ax.set(
+        xlabel="confidence (top probability)",
+        ylabel="accuracy",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title="Reliability diagram",
+    )
     ax.legend(fontsize=8)
     return fig
 

@@ -33,8 +33,19 @@ from aed_tf.labels import MANIFEST_EMOTIONS
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = (
-    "clip_id", "path", "corpus", "speaker", "gender", "emotion", "source_label", "intensity",
-    "duration", "sample_rate", "channels", "file_hash", "audio_hash",
+    "clip_id",
+    "path",
+    "corpus",
+    "speaker",
+    "gender",
+    "emotion",
+    "source_label",
+    "intensity",
+    "duration",
+    "sample_rate",
+    "channels",
+    "file_hash",
+    "audio_hash",
 )
 # Read back as strings: speakers such as "07" and "1001" are ids, not numbers.
 _STRING_COLUMNS = {c: str for c in MANIFEST_COLUMNS if c not in ("duration", "sample_rate", "channels")}
@@ -74,8 +85,11 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
     files, skipped = scan(roots)
     cache = AudioCache(data.cache_dir or None, sample_rate=config.frontend.sample_rate)
     decoded = decode_many(
-        [f.path for f in files], cache, workers=data.workers,
-        max_seconds=data.max_clip_seconds, progress=progress,
+        [f.path for f in files],
+        cache,
+        workers=data.workers,
+        max_seconds=data.max_clip_seconds,
+        progress=progress,
     )
 
     rows, waveforms = [], {}
@@ -102,14 +116,19 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
     split_file = folds_file = None
     if len(manifest):
         split = splits.make_split(
-            manifest, data.protocol, seed=data.seed, val_fraction=data.val_fraction,
-            test_fraction=data.test_fraction, drop_unknown_speakers=data.drop_unknown_speakers,
+            manifest,
+            data.protocol,
+            seed=data.seed,
+            val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
+            drop_unknown_speakers=data.drop_unknown_speakers,
             fold=data.fold,
         )
         split_file = write_csv(split, splits.split_path(out, data.protocol, data.seed, data.fold))
         if splits.PROTOCOLS[data.protocol].speaker_independent:
-            folds = splits.make_folds(manifest, data.folds, seed=data.seed,
-                                      drop_unknown_speakers=data.drop_unknown_speakers)
+            folds = splits.make_folds(
+                manifest, data.folds, seed=data.seed, drop_unknown_speakers=data.drop_unknown_speakers
+            )
             folds_file = write_csv(folds, splits.folds_path(out, data.folds, data.seed))
         summary["split"] = split_summary(manifest, split, data.protocol)
         write_json(out / "summary.json", summary)
@@ -163,7 +182,9 @@ def split_summary(manifest: pd.DataFrame, split: pd.DataFrame, protocol: str) ->
         "partitions": {
             name: {
                 "clips": int(len(part)),
-                "speakers": sorted(f"{c}:{s}" for c, s in part[["corpus", "speaker"]].drop_duplicates().values),
+                "speakers": sorted(
+                    f"{c}:{s}" for c, s in part[["corpus", "speaker"]].drop_duplicates().values
+                ),
             }
             for name, part in joined.groupby("partition")
         },
@@ -172,9 +193,11 @@ def split_summary(manifest: pd.DataFrame, split: pd.DataFrame, protocol: str) ->
 
 def format_summary(summary: dict) -> str:
     """The summary as a person reads it at the end of `aed-tf prepare`."""
-    lines = [f"{summary['clips']} clips, {summary['hours']:.2f} h, {summary['speakers']} speakers "
-             f"from {', '.join(summary['roots'])} ({summary['seconds']:.0f} s, "
-             f"{summary.get('decoded', 0)} files decoded, the rest from the cache)"]
+    lines = [
+        f"{summary['clips']} clips, {summary['hours']:.2f} h, {summary['speakers']} speakers "
+        f"from {', '.join(summary['roots'])} ({summary['seconds']:.0f} s, "
+        f"{summary.get('decoded', 0)} files decoded, the rest from the cache)"
+    ]
     table = pd.DataFrame(summary["clips_per_corpus_emotion"]).T.fillna(0).astype(int)
     if len(table):
         table["total"] = table.sum(axis=1)
@@ -218,7 +241,11 @@ def _rejection(path: Path, kind: str, reason: str) -> dict:
 def _manifest_row(labelled: LabelledFile, audio: DecodedAudio) -> dict:
     row = {k: v for k, v in asdict(labelled).items() if k in MANIFEST_COLUMNS}
     row.update(
-        path=str(labelled.path), duration=round(audio.duration, 4), sample_rate=audio.source_sample_rate,
-        channels=audio.channels, file_hash=audio.file_hash, audio_hash=audio.audio_hash,
+        path=str(labelled.path),
+        duration=round(audio.duration, 4),
+        sample_rate=audio.source_sample_rate,
+        channels=audio.channels,
+        file_hash=audio.file_hash,
+        audio_hash=audio.audio_hash,
     )
     return row

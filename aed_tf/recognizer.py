@@ -43,14 +43,13 @@ from tqdm.auto import tqdm
 # with load_model).
 import aed_tf.backbones  # noqa: F401
 from aed_tf import timeline as tl
-from aed_tf.audio import (AUDIO_EXTENSIONS, AudioStream, clipped_frames, decode, scale_to_unit,
-                          to_mono_float32)
+from aed_tf.audio import AUDIO_EXTENSIONS, AudioStream, clipped_frames, decode, scale_to_unit, to_mono_float32
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
 from aed_tf.features import log_mel, log_mel_statistics
 from aed_tf.model import load_model
-from aed_tf.timeline import Segment
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run, latest_run  # noqa: F401  (latest_run: re-exported)
+from aed_tf.timeline import Segment
 
 # Seconds of a file's own audio read at a time: memory does not grow with the file's length.
 BLOCK_SECONDS = 10.0
@@ -91,10 +90,17 @@ class Prediction:
         return self.label is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "label": self.label, "speech_found": self.speech_found,
-                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if f.name not in ("source", "label")},
-                "warnings": list(self.warnings)}
+        return {
+            "source": self.source,
+            "label": self.label,
+            "speech_found": self.speech_found,
+            **{
+                f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if f.name not in ("source", "label")
+            },
+            "warnings": list(self.warnings),
+        }
 
     def __str__(self) -> str:
         if self.label is None:
@@ -129,11 +135,16 @@ class Timeline:
         return self.prediction.duration
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "duration": self.duration,
-                "speech_seconds": self.prediction.speech_seconds, "shares": self.shares,
-                "window_seconds": self.window_seconds, "hop_seconds": self.hop_seconds,
-                "prediction": self.prediction.to_dict(),
-                "segments": [dataclasses.asdict(s) for s in self.segments]}
+        return {
+            "source": self.source,
+            "duration": self.duration,
+            "speech_seconds": self.prediction.speech_seconds,
+            "shares": self.shares,
+            "window_seconds": self.window_seconds,
+            "hop_seconds": self.hop_seconds,
+            "prediction": self.prediction.to_dict(),
+            "segments": [dataclasses.asdict(s) for s in self.segments],
+        }
 
     def plot(self, path: str | Path) -> Path:
         """Writes a PNG: the smoothed probabilities over time above a band of the segments."""
@@ -153,19 +164,31 @@ class EmotionRecognizer:
     build on the recognizer.
     """
 
-    def __init__(self, model: keras.Model, classes: Sequence[str], frontend: FrontEndConfig, *,
-                 window_seconds: float | None = None, hop_seconds: float | None = None,
-                 smoothing: int = DEFAULT_SMOOTHING, vad: bool = True, vad_aggressiveness: int = 2,
-                 min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS, batch_size: int = 32,
-                 speaker_statistics: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        classes: Sequence[str],
+        frontend: FrontEndConfig,
+        *,
+        window_seconds: float | None = None,
+        hop_seconds: float | None = None,
+        smoothing: int = DEFAULT_SMOOTHING,
+        vad: bool = True,
+        vad_aggressiveness: int = 2,
+        min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
+        batch_size: int = 32,
+        speaker_statistics: np.ndarray | None = None,
+    ) -> None:
         self.model = model
         self.classes = tuple(classes)
         self.frontend = frontend
         self.sample_rate = frontend.sample_rate
         self.window_seconds = float(window_seconds or frontend.clip_seconds)
         self.hop_seconds = float(hop_seconds or min(DEFAULT_HOP_SECONDS, self.window_seconds))
-        self.plan = tl.WindowPlan(int(round(self.window_seconds * self.sample_rate)),
-                                  int(round(self.hop_seconds * self.sample_rate)))
+        self.plan = tl.WindowPlan(
+            int(round(self.window_seconds * self.sample_rate)),
+            int(round(self.hop_seconds * self.sample_rate)),
+        )
         if smoothing < 1:
             raise InputError(f"smoothing = {smoothing}: must be >= 1 window (1: off)")
         if batch_size < 1:
@@ -181,18 +204,28 @@ class EmotionRecognizer:
         self.per_speaker = frontend.normalization == "speaker"
         if self.per_speaker:
             if speaker_statistics is None:
-                raise InputError("this model normalises per speaker: it needs speaker_statistics "
-                                 "(EmotionRecognizer.load gives the training clips')")
+                raise InputError(
+                    "this model normalises per speaker: it needs speaker_statistics "
+                    "(EmotionRecognizer.load gives the training clips')"
+                )
             speaker_statistics = np.asarray(speaker_statistics, np.float32)
             if speaker_statistics.shape != (2, frontend.n_mels) or not np.isfinite(speaker_statistics).all():
-                raise InputError(f"speaker_statistics: expected finite [2, {frontend.n_mels}] band means "
-                                 f"and deviations, got shape {speaker_statistics.shape}")
+                raise InputError(
+                    f"speaker_statistics: expected finite [2, {frontend.n_mels}] band means "
+                    f"and deviations, got shape {speaker_statistics.shape}"
+                )
         elif speaker_statistics is not None:
             raise InputError("this model normalises each clip on its own: it takes no speaker_statistics")
         self.speaker_statistics = speaker_statistics
-        self._options = dict(window_seconds=window_seconds, hop_seconds=hop_seconds, smoothing=smoothing,
-                             vad=vad, vad_aggressiveness=vad_aggressiveness,
-                             min_speech_seconds=min_speech_seconds, batch_size=batch_size)
+        self._options = dict(
+            window_seconds=window_seconds,
+            hop_seconds=hop_seconds,
+            smoothing=smoothing,
+            vad=vad,
+            vad_aggressiveness=vad_aggressiveness,
+            min_speech_seconds=min_speech_seconds,
+            batch_size=batch_size,
+        )
         # One trace for every batch; the front end's XLA parts compile once per batch size, and
         # batches are padded to a power of two so that there are few sizes.
         waves = tf.TensorSpec([None, self.plan.window], tf.float32)
@@ -200,12 +233,21 @@ class EmotionRecognizer:
             statistics = tf.TensorSpec([2, frontend.n_mels], tf.float32)
             self._infer = tf.function(
                 lambda waves, statistics: model(
-                    {"waveform": waves, "speaker_statistics": tf.broadcast_to(
-                        statistics, [tf.shape(waves)[0], 2, frontend.n_mels])}, training=False),
-                reduce_retracing=True, input_signature=[waves, statistics])
+                    {
+                        "waveform": waves,
+                        "speaker_statistics": tf.broadcast_to(
+                            statistics, [tf.shape(waves)[0], 2, frontend.n_mels]
+                        ),
+                    },
+                    training=False,
+                ),
+                reduce_retracing=True,
+                input_signature=[waves, statistics],
+            )
         else:
-            self._infer = tf.function(lambda waves: model(waves, training=False), reduce_retracing=True,
-                                      input_signature=[waves])
+            self._infer = tf.function(
+                lambda waves: model(waves, training=False), reduce_retracing=True, input_signature=[waves]
+            )
 
     @classmethod
     def load(cls, run_dir: str | Path, **options: Any) -> EmotionRecognizer:
@@ -236,15 +278,18 @@ class EmotionRecognizer:
             else:
                 samples = decode(source, self.sample_rate).samples  # AudioError names the file
             if len(samples) < self.frontend.window_length:
-                raise InputError(f"{source if not isinstance(source, np.ndarray) else '<array>'}: "
-                                 "too short to be a speaker reference")
+                raise InputError(
+                    f"{source if not isinstance(source, np.ndarray) else '<array>'}: "
+                    "too short to be a speaker reference"
+                )
             frames.append(log_mel(samples[np.newaxis], self.frontend)[0])
         if not frames:
             raise InputError("for_speaker needs at least one reference recording")
         joined = tf.concat(frames, axis=0)
         statistics = log_mel_statistics(joined, np.zeros(len(joined), np.int64), 1)[0]
-        return EmotionRecognizer(self.model, self.classes, self.frontend, speaker_statistics=statistics,
-                                 **self._options)
+        return EmotionRecognizer(
+            self.model, self.classes, self.frontend, speaker_statistics=statistics, **self._options
+        )
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -255,8 +300,7 @@ class EmotionRecognizer:
         analysis = self._analyse_one(source, sample_rate)
         return analysis.prediction(self.classes)
 
-    def predict_many(self, sources: Iterable[Source], progress: bool = True
-                     ) -> list[Prediction | UserError]:
+    def predict_many(self, sources: Iterable[Source], progress: bool = True) -> list[Prediction | UserError]:
         """`predict` for many files (or arrays at the model's rate), windows of several inputs
         batched together, in the order given. An input that cannot be used gives its error
         (AudioError for a file: '<path>: <reason>') in its place and the others go on."""
@@ -295,9 +339,13 @@ class EmotionRecognizer:
         starts = np.asarray(analysis.starts, dtype=np.float64)
         lengths = np.minimum(self.plan.window, analysis.total)
         return Timeline(
-            prediction=analysis.prediction(self.classes), classes=self.classes, segments=tuple(parts),
-            shares=tl.shares(parts, self.classes), window_seconds=self.window_seconds,
-            hop_seconds=self.hop_seconds, window_centres=(starts + lengths / 2.0) / self.sample_rate,
+            prediction=analysis.prediction(self.classes),
+            classes=self.classes,
+            segments=tuple(parts),
+            shares=tl.shares(parts, self.classes),
+            window_seconds=self.window_seconds,
+            hop_seconds=self.hop_seconds,
+            window_centres=(starts + lengths / 2.0) / self.sample_rate,
             window_probabilities=smoothed,
         )
 
@@ -305,8 +353,13 @@ class EmotionRecognizer:
 
     def _analyse_one(self, source: Source, sample_rate: int | None, progress: bool = False) -> _Analysis:
         analysis = self._start(source, sample_rate)
-        with tqdm(total=round(analysis.duration), desc="predicting", unit="s", disable=not progress,
-                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
+        with tqdm(
+            total=round(analysis.duration),
+            desc="predicting",
+            unit="s",
+            disable=not progress,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
+        ) as bar:
             analysis.on_block = bar.update
             self._classify(self._jobs(analysis))
         analysis.emit_warnings(stacklevel=3)  # points at the caller of predict or timeline
@@ -319,8 +372,14 @@ class EmotionRecognizer:
             if sample_rate is None:
                 raise InputError("an array needs its sample_rate")
             mono = to_mono_float32(source, sample_rate, self.sample_rate)  # InputError if bad
-            analysis = _Analysis("<array>", len(source) / sample_rate, sample_rate,
-                                 1 if source.ndim == 1 else source.shape[1], vad, [mono])
+            analysis = _Analysis(
+                "<array>",
+                len(source) / sample_rate,
+                sample_rate,
+                1 if source.ndim == 1 else source.shape[1],
+                vad,
+                [mono],
+            )
             analysis.source_frames = len(source)
             analysis.clipped_frames = clipped_frames(scale_to_unit(source))
             return analysis
@@ -329,12 +388,14 @@ class EmotionRecognizer:
         if not isinstance(source, (str, Path)):
             raise InputError(f"expected a path or a numpy array, got {type(source).__name__}")
         stream = AudioStream(source, self.sample_rate, BLOCK_SECONDS)
-        return _Analysis(str(source), stream.duration, stream.source_sample_rate, stream.channels,
-                         vad, stream)
+        return _Analysis(
+            str(source), stream.duration, stream.source_sample_rate, stream.channels, vad, stream
+        )
 
     def _jobs(self, analysis: _Analysis) -> Iterator[_Job]:
         """The windows of `analysis` that hold speech, padded to the window length; every
         window's core and whether it is classified are recorded on `analysis` as they pass."""
+
         def blocks() -> Iterator[np.ndarray]:
             for block in analysis.blocks:
                 analysis.total += len(block)
@@ -383,8 +444,15 @@ _Job = tuple["_Analysis", int, np.ndarray]
 class _Analysis:
     """What is learnt about one input while its windows pass: cores, speech, probabilities."""
 
-    def __init__(self, source: str, duration: float, sample_rate: int, channels: int,
-                 vad: tl.VoiceActivity, blocks: Iterable[np.ndarray]) -> None:
+    def __init__(
+        self,
+        source: str,
+        duration: float,
+        sample_rate: int,
+        channels: int,
+        vad: tl.VoiceActivity,
+        blocks: Iterable[np.ndarray],
+    ) -> None:
         self.source = source
         self.duration = duration  # from the header until the file has been read
         self.source_rate = sample_rate
@@ -409,14 +477,17 @@ class _Analysis:
         if self.total < recognizer.plan.window and self.queued:  # padded, and classified
             self.warnings.append(
                 f"shorter than the {recognizer.window_seconds:g} s window ({self.duration:.2f} s): "
-                "padded with silence")
+                "padded with silence"
+            )
         if self.source_frames and self.clipped_frames / self.source_frames > CLIPPING_WARNING_SHARE:
             self.warnings.append(
-                f"clipping: {self.clipped_frames / self.source_frames:.1%} of samples at full scale")
+                f"clipping: {self.clipped_frames / self.source_frames:.1%} of samples at full scale"
+            )
         if self.source_rate < recognizer.sample_rate:
             self.warnings.append(
                 f"recorded at {self.source_rate} Hz: nothing above {self.source_rate // 2} Hz, while "
-                f"the model was trained on {recognizer.sample_rate} Hz audio")
+                f"the model was trained on {recognizer.sample_rate} Hz audio"
+            )
 
     def emit_warnings(self, stacklevel: int) -> None:
         for message in self.warnings:
@@ -435,25 +506,42 @@ class _Analysis:
             label, probabilities = classes[int(np.argmax(mean))], dict(zip(classes, map(float, mean)))
         else:
             label, probabilities = None, {}
-        return Prediction(self.source, label, probabilities, self.duration, self.vad.speech_seconds(),
-                          len(self.probabilities), self.source_rate, self.channels, tuple(self.warnings))
+        return Prediction(
+            self.source,
+            label,
+            probabilities,
+            self.duration,
+            self.vad.speech_seconds(),
+            len(self.probabilities),
+            self.source_rate,
+            self.channels,
+            tuple(self.warnings),
+        )
 
 
-def _check_run_matches_model(run_dir: Path, model: keras.Model, classes: Sequence[str],
-                             frontend: FrontEndConfig) -> None:
+def _check_run_matches_model(
+    run_dir: Path, model: keras.Model, classes: Sequence[str], frontend: FrontEndConfig
+) -> None:
     """config.json describes the model in serving.keras: as many classes as it has outputs, and
     the front end it was saved with. An edited or mixed-up run folder would otherwise drop
     probabilities or change every answer without a word."""
     outputs = model.output_shape[-1]
     if len(classes) != outputs:
-        raise UserError(f"{run_dir}: {CONFIG_FILE} names {len(classes)} classes, the model in "
-                        f"{SERVING_FILE} has {outputs} outputs")
+        raise UserError(
+            f"{run_dir}: {CONFIG_FILE} names {len(classes)} classes, the model in "
+            f"{SERVING_FILE} has {outputs} outputs"
+        )
     saved = [layer.frontend for layer in model.layers if hasattr(layer, "frontend")]
     if saved and saved[0] != frontend:
-        differ = {k: (v, getattr(saved[0], k)) for k, v in dataclasses.asdict(frontend).items()
-                  if getattr(saved[0], k) != v}
-        raise UserError(f"{run_dir}: the front end in {CONFIG_FILE} is not the one {SERVING_FILE} "
-                        f"was saved with (config.json, model): {differ}")
+        differ = {
+            k: (v, getattr(saved[0], k))
+            for k, v in dataclasses.asdict(frontend).items()
+            if getattr(saved[0], k) != v
+        }
+        raise UserError(
+            f"{run_dir}: the front end in {CONFIG_FILE} is not the one {SERVING_FILE} "
+            f"was saved with (config.json, model): {differ}"
+        )
 
 
 def _centre_pad(samples: np.ndarray, length: int) -> np.ndarray:
@@ -483,8 +571,16 @@ def predictions_csv(predictions: Sequence[Prediction], classes: Sequence[str]) -
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["source", "label", *classes, "duration", "speech_seconds", "warnings"])
     for p in predictions:
-        writer.writerow([p.source, p.label or "", *(_cell(p.probabilities.get(c)) for c in classes),
-                         f"{p.duration:.3f}", f"{p.speech_seconds:.3f}", "; ".join(p.warnings)])
+        writer.writerow(
+            [
+                p.source,
+                p.label or "",
+                *(_cell(p.probabilities.get(c)) for c in classes),
+                f"{p.duration:.3f}",
+                f"{p.speech_seconds:.3f}",
+                "; ".join(p.warnings),
+            ]
+        )
     return out.getvalue()
 
 
@@ -495,8 +591,15 @@ def timelines_csv(timelines: Sequence[Timeline], classes: Sequence[str]) -> str:
     writer.writerow(["source", "start", "end", "label", *classes])
     for timeline in timelines:
         for s in timeline.segments:
-            writer.writerow([timeline.source, f"{s.start:.3f}", f"{s.end:.3f}", s.label or "",
-                             *(_cell(s.probabilities.get(c)) for c in classes)])
+            writer.writerow(
+                [
+                    timeline.source,
+                    f"{s.start:.3f}",
+                    f"{s.end:.3f}",
+                    s.label or "",
+                    *(_cell(s.probabilities.get(c)) for c in classes),
+                ]
+            )
     return out.getvalue()
 
 
@@ -514,11 +617,19 @@ def plot_timeline(timeline: Timeline, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     colours = dict(zip(timeline.classes, plt.get_cmap("tab10").colors))
-    figure, (curves, band) = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True,
-                                          gridspec_kw={"height_ratios": [4, 1]})
+    figure, (curves, band) = plt.subplots(
+        2, 1, figsize=(12, 4.5), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
+    )
     for index, name in enumerate(timeline.classes):
-        curves.plot(timeline.window_centres, timeline.window_probabilities[:, index],
-                    color=colours[name], label=name, linewidth=1.2, marker=".", markersize=3)
+        curves.plot(
+            timeline.window_centres,
+            timeline.window_probabilities[:, index],
+            color=colours[name],
+            label=name,
+            linewidth=1.2,
+            marker=".",
+            markersize=3,
+        )
     curves.set_ylim(0, 1)
     curves.set_ylabel("probability")
     curves.legend(loc="upper right", ncol=len(timeline.classes), fontsize=8)

@@ -43,8 +43,10 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
     run = json.loads((run_dir / CONFIG_FILE).read_text())
     if run.get("status") != "finished":
-        raise FileNotFoundError(f"{run_dir}: the run has not finished (status {run.get('status')!r}); "
-                                "finish it with `aed-tf train --resume` and the same run id")
+        raise FileNotFoundError(
+            f"{run_dir}: the run has not finished (status {run.get('status')!r}); "
+            "finish it with `aed-tf train --resume` and the same run id"
+        )
     run["metrics"] = json.loads((run_dir / METRICS_FILE).read_text())
     run["history"] = pd.read_csv(run_dir / HISTORY_FILE)
     run["run_dir"] = str(run_dir)
@@ -75,9 +77,15 @@ def partition_to_evaluate(run: dict[str, Any], partition: str = "test") -> tuple
 def headline_per_corpus(evaluation: Evaluation) -> pd.DataFrame:
     """Clips, accuracy, UAR and macro-F1 overall (row "overall") and per corpus, the overall
     figure beside the corpora it averages over."""
-    overall = pd.DataFrame([{"clips": len(evaluation.predictions),
-                             **{name: evaluation.overall[name] for name in HEADLINE_METRICS}}],
-                           index=["overall"])
+    overall = pd.DataFrame(
+        [
+            {
+                "clips": len(evaluation.predictions),
+                **{name: evaluation.overall[name] for name in HEADLINE_METRICS},
+            }
+        ],
+        index=["overall"],
+    )
     per_corpus = evaluation.per_corpus.set_index("corpus")[["clips", *HEADLINE_METRICS]]
     return pd.concat([overall, per_corpus]).rename_axis("corpus")
 
@@ -85,8 +93,10 @@ def headline_per_corpus(evaluation: Evaluation) -> pd.DataFrame:
 def headline_figures(overall: Mapping[str, float], per_corpus: pd.DataFrame) -> dict[str, Any]:
     """Accuracy, UAR and macro-F1 of `overall`, and the UAR of each corpus of `per_corpus` (rows
     with columns corpus and uar): what summary.json and `aed-tf train` give of a model."""
-    return {**{name: float(overall[name]) for name in HEADLINE_METRICS},
-            "uar_per_corpus": {str(c): float(u) for c, u in zip(per_corpus["corpus"], per_corpus["uar"])}}
+    return {
+        **{name: float(overall[name]) for name in HEADLINE_METRICS},
+        "uar_per_corpus": {str(c): float(u) for c, u in zip(per_corpus["corpus"], per_corpus["uar"])},
+    }
 
 
 def format_per_corpus(uar_per_corpus: Mapping[str, float] | None, digits: int = 2) -> str:
@@ -99,9 +109,11 @@ def run_card(run: dict[str, Any]) -> pd.DataFrame:
     """What produced the run, one row per item: model, weights, split protocol in words, data,
     hardware, versions, wall time."""
     config, split, metrics = run["config"], run["split"], run["metrics"]
-    protocol = (f"{split['protocol']}: "
-                + ("speaker-independent, no speaker is in two partitions" if split["speaker_independent"]
-                   else "SPEAKER-DEPENDENT, the same speakers are in train and test"))
+    protocol = f"{split['protocol']}: " + (
+        "speaker-independent, no speaker is in two partitions"
+        if split["speaker_independent"]
+        else "SPEAKER-DEPENDENT, the same speakers are in train and test"
+    )
     best = metrics["best_epoch"]
     best = f"epoch {best['epoch']} of phase {best['phase']} (validation UAR {best['val_uar']:.3f})"
     rows = [
@@ -113,11 +125,17 @@ def run_card(run: dict[str, Any]) -> pd.DataFrame:
         ("clips (train / val / test)", " / ".join(str(split["clips"][p]) for p in ("train", "val", "test"))),
         ("classes", ", ".join(run["classes"])),
         ("best epoch", best),
-        ("training wall time", f"{metrics['epoch_seconds']:.0f} s over {len(run['history'])} epochs "
-                               f"({metrics['train_images_per_second']:.0f} training images/s)"),
+        (
+            "training wall time",
+            f"{metrics['epoch_seconds']:.0f} s over {len(run['history'])} epochs "
+            f"({metrics['train_images_per_second']:.0f} training images/s)",
+        ),
         ("temperature", f"{metrics['temperature']:.3f}" if "temperature" in metrics else "not fitted"),
-        ("hardware", f"{run['hardware']['platform']}, {run['hardware']['cpus']} CPUs, "
-                     f"GPUs: {', '.join(run['hardware']['gpus']) or 'none'}"),
+        (
+            "hardware",
+            f"{run['hardware']['platform']}, {run['hardware']['cpus']} CPUs, "
+            f"GPUs: {', '.join(run['hardware']['gpus']) or 'none'}",
+        ),
         ("versions", ", ".join(f"{k} {v}" for k, v in run["versions"].items())),
         ("git commit", run.get("git_commit") or "unknown"),
         ("trained", run.get("written", "")),
@@ -127,8 +145,9 @@ def run_card(run: dict[str, Any]) -> pd.DataFrame:
 
 def parameters_table(run: dict[str, Any]) -> pd.DataFrame:
     """Every parameter of the run, by config section."""
-    rows = [(section, name, value) for section, fields in run["config"].items()
-            for name, value in fields.items()]
+    rows = [
+        (section, name, value) for section, fields in run["config"].items() for name, value in fields.items()
+    ]
     return pd.DataFrame(rows, columns=["section", "parameter", "value"]).set_index(["section", "parameter"])
 
 
@@ -136,15 +155,19 @@ def parameters_details(run: dict[str, Any]) -> str:
     """`parameters_table` as HTML folded in a <details> element: the end of a report, where it no
     longer pushes the figures screens down and is one click away."""
     table = parameters_table(run)
-    return (f"<details><summary>All {len(table)} parameters of the run, by config section "
-            f"(click to show)</summary>{table.to_html()}</details>")
+    return (
+        f"<details><summary>All {len(table)} parameters of the run, by config section "
+        f"(click to show)</summary>{table.to_html()}</details>"
+    )
 
 
 def corpus_overview(manifest: pd.DataFrame) -> pd.DataFrame:
     """Per corpus: clips, speakers, hours and the mean clip length."""
     table = manifest.groupby("corpus").agg(
-        clips=("clip_id", "size"), speakers=("speaker", "nunique"),
-        hours=("duration", lambda d: d.sum() / 3600), mean_seconds=("duration", "mean"),
+        clips=("clip_id", "size"),
+        speakers=("speaker", "nunique"),
+        hours=("duration", lambda d: d.sum() / 3600),
+        mean_seconds=("duration", "mean"),
     )
     return table.round({"hours": 2, "mean_seconds": 2})
 
@@ -167,8 +190,14 @@ def clips_per_corpus_and_emotion(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(manifest["corpus"], manifest["emotion"], margins=True, margins_name="total")
 
 
-def bootstrap_intervals(labels: Sequence[int], predicted: Sequence[int], num_classes: int,
-                        resamples: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def bootstrap_intervals(
+    labels: Sequence[int],
+    predicted: Sequence[int],
+    num_classes: int,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Accuracy, UAR and macro-F1 with a percentile bootstrap interval over clips (resampled
     with replacement, `resamples` times)."""
     labels, predicted = np.asarray(labels, np.int64), np.asarray(predicted, np.int64)
@@ -183,8 +212,10 @@ def bootstrap_intervals(labels: Sequence[int], predicted: Sequence[int], num_cla
     point = label_metrics(labels, predicted, num_classes)
     tail = (1 - level) / 2 * 100
     return pd.DataFrame(
-        [(name, point[name], np.percentile(draws[name], tail), np.percentile(draws[name], 100 - tail))
-         for name in HEADLINE_METRICS],
+        [
+            (name, point[name], np.percentile(draws[name], tail), np.percentile(draws[name], 100 - tail))
+            for name in HEADLINE_METRICS
+        ],
         columns=["metric", "value", "low", "high"],
     ).set_index("metric")
 
@@ -194,15 +225,19 @@ def per_class_table(predictions: pd.DataFrame, classes: Sequence[str]) -> pd.Dat
     precision, recall, f1, support = precision_recall_fscore_support(
         predictions["label"], predictions["predicted"], labels=np.arange(len(classes)), zero_division=0
     )
-    return pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "clips": support},
-                        index=pd.Index(classes, name="class"))
+    return pd.DataFrame(
+        {"precision": precision, "recall": recall, "f1": f1, "clips": support},
+        index=pd.Index(classes, name="class"),
+    )
 
 
 def confusion(predictions: pd.DataFrame, classes: Sequence[str], normalize: bool = False) -> pd.DataFrame:
     """Confusion matrix, true class by row and predicted by column; `normalize` divides each row
     by its clips (a class with no clips keeps a row of zeros)."""
     matrix = confusion_matrix(predictions["label"], predictions["predicted"], labels=np.arange(len(classes)))
-    table = pd.DataFrame(matrix, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
+    table = pd.DataFrame(
+        matrix, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted")
+    )
     if normalize:
         rows = table.sum(axis=1).replace(0, 1)
         table = table.div(rows, axis=0)
@@ -219,17 +254,23 @@ def top_confusions(predictions: pd.DataFrame, classes: Sequence[str], count: int
     )
 
 
-def confused_clips(predictions: pd.DataFrame, classes: Sequence[str], true: str, predicted: str,
-                   count: int = 3) -> pd.DataFrame:
+def confused_clips(
+    predictions: pd.DataFrame, classes: Sequence[str], true: str, predicted: str, count: int = 3
+) -> pd.DataFrame:
     """The clips of class `true` predicted as `predicted`, the most confidently wrong first."""
     t, p = classes.index(true), classes.index(predicted)
     rows = predictions[(predictions["label"] == t) & (predictions["predicted"] == p)]
     return rows.sort_values(f"p_{predicted}", ascending=False).head(count)
 
 
-def calibration_summary(val_labels: np.ndarray, val_probabilities: np.ndarray, test_labels: np.ndarray,
-                        test_probabilities: np.ndarray, temperature: float,
-                        evaluated: str = "test") -> pd.DataFrame:
+def calibration_summary(
+    val_labels: np.ndarray,
+    val_probabilities: np.ndarray,
+    test_labels: np.ndarray,
+    test_probabilities: np.ndarray,
+    temperature: float,
+    evaluated: str = "test",
+) -> pd.DataFrame:
     """Expected calibration error before and after temperature scaling, on validation (where the
     temperature was fitted) and on the evaluated partition (`evaluated`; one row when that is
     the validation partition itself)."""
@@ -238,21 +279,34 @@ def calibration_summary(val_labels: np.ndarray, val_probabilities: np.ndarray, t
     if evaluated != "val":
         partitions.append((evaluated, test_labels, test_probabilities))
     for name, labels, probs in partitions:
-        rows.append((name, expected_calibration_error(labels, probs),
-                     expected_calibration_error(labels, apply_temperature(probs, temperature))))
+        rows.append(
+            (
+                name,
+                expected_calibration_error(labels, probs),
+                expected_calibration_error(labels, apply_temperature(probs, temperature)),
+            )
+        )
     return pd.DataFrame(rows, columns=["partition", "ECE before", "ECE after"]).set_index("partition")
 
 
-def write_summary(report_dir: str | Path, run: dict[str, Any], evaluation: Evaluation,
-                  baseline: dict[str, Any] | None = None) -> Path:
+def write_summary(
+    report_dir: str | Path,
+    run: dict[str, Any],
+    evaluation: Evaluation,
+    baseline: dict[str, Any] | None = None,
+) -> Path:
     """The report's headline figures, overall and UAR per corpus, for `reports/index.html`.
     `baseline`: the baseline's figures, e.g. `headline_figures` of its predictions."""
     summary = {
-        "run_id": Path(run["run_dir"]).name, "run_dir": run["run_dir"],
-        "backbone": run["config"]["train"]["backbone"], "weights": run["weights"],
-        "protocol": evaluation.protocol, "speaker_independent": evaluation.speaker_independent,
+        "run_id": Path(run["run_dir"]).name,
+        "run_dir": run["run_dir"],
+        "backbone": run["config"]["train"]["backbone"],
+        "weights": run["weights"],
+        "protocol": evaluation.protocol,
+        "speaker_independent": evaluation.speaker_independent,
         "held_out_test": has_held_out_test(evaluation.protocol),
-        "partition": evaluation.partition, "clips": int(len(evaluation.predictions)),
+        "partition": evaluation.partition,
+        "clips": int(len(evaluation.predictions)),
         **headline_figures(evaluation.overall, evaluation.per_corpus),
         "baseline": baseline,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -264,8 +318,9 @@ def reference_baseline_probabilities(data: TrainingData, partition: str, config:
     """[clips, classes]: the reference baseline (`aed_tf.baseline`), trained on the training
     partition of `data`, on the clips of `partition`."""
     rate, train = config.frontend.sample_rate, data.partitions["train"]
-    model = fit_reference_baseline(reference_feature_matrix(train.waveforms, rate), train.labels,
-                                   seed=config.data.seed)
+    model = fit_reference_baseline(
+        reference_feature_matrix(train.waveforms, rate), train.labels, seed=config.data.seed
+    )
     features = reference_feature_matrix(data.partitions[partition].waveforms, rate)
     return predict_probabilities(model, features, len(data.classes))
 
@@ -284,12 +339,17 @@ def held_out_summary(run_dir: str | Path, data: TrainingData | None = None) -> d
     probabilities = reference_baseline_probabilities(data, partition, config)
     baseline_predictions = evaluation.predictions.assign(predicted=probabilities.argmax(axis=1))
     return {
-        "run_id": Path(run["run_dir"]).name, "backbone": run["config"]["train"]["backbone"],
-        "protocol": evaluation.protocol, "held_out_test": has_held_out_test(evaluation.protocol),
-        "partition": partition, "clips": int(len(evaluation.predictions)),
+        "run_id": Path(run["run_dir"]).name,
+        "backbone": run["config"]["train"]["backbone"],
+        "protocol": evaluation.protocol,
+        "held_out_test": has_held_out_test(evaluation.protocol),
+        "partition": partition,
+        "clips": int(len(evaluation.predictions)),
         **headline_figures(evaluation.overall, evaluation.per_corpus),
-        "baseline": headline_figures(classification_metrics(evaluation.predictions["label"], probabilities),
-                                     grouped_metrics(baseline_predictions, probabilities, ["corpus"])),
+        "baseline": headline_figures(
+            classification_metrics(evaluation.predictions["label"], probabilities),
+            grouped_metrics(baseline_predictions, probabilities, ["corpus"]),
+        ),
     }
 
 
@@ -297,8 +357,10 @@ def format_held_out(summary: Mapping[str, Any]) -> str:
     """The model's and the baseline's UAR, overall and per corpus, in a few lines for the terminal,
     from `held_out_summary` or a summary.json."""
     held_out = summary_has_held_out_test(summary)
-    lines = [f"protocol {summary['protocol']}, {summary['partition']} partition ({summary['clips']} clips)"
-             + ("" if held_out else ": no held-out test")]
+    lines = [
+        f"protocol {summary['protocol']}, {summary['partition']} partition ({summary['clips']} clips)"
+        + ("" if held_out else ": no held-out test")
+    ]
     if not held_out:
         lines.append(NO_HELD_OUT_TEST.format(protocol=summary["protocol"]))
     rows = [(summary.get("backbone", "model"), summary)]
@@ -318,14 +380,18 @@ LOW_CLASS_RECALL = 0.2
 DOMINANT_SPEAKER_SHARE = 0.5  # one speaker holding more than this share of the evaluated clips
 
 
-def intervals_per_corpus(predictions: pd.DataFrame, num_classes: int, resamples: int = 1000,
-                         level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def intervals_per_corpus(
+    predictions: pd.DataFrame, num_classes: int, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
     """`bootstrap_intervals` over all clips (corpus "overall") and within each corpus: index
     (corpus, metric), columns clips, value, low and high."""
     groups = [("overall", predictions), *predictions.groupby("corpus")]
-    tables = {corpus: bootstrap_intervals(rows["label"], rows["predicted"], num_classes, resamples,
-                                          level, seed).assign(clips=len(rows))
-              for corpus, rows in groups}
+    tables = {
+        corpus: bootstrap_intervals(
+            rows["label"], rows["predicted"], num_classes, resamples, level, seed
+        ).assign(clips=len(rows))
+        for corpus, rows in groups
+    }
     return pd.concat(tables, names=["corpus"])[["clips", "value", "low", "high"]]
 
 
@@ -343,27 +409,40 @@ def protocol_sentence(evaluation: Evaluation, validation_clips: pd.DataFrame) ->
     clips, partition = len(evaluation.predictions), evaluation.partition
     speakers = len(speakers_of(evaluation.predictions))
     if not has_held_out_test(evaluation.protocol) and partition == "val":
-        return (f"Split protocol {evaluation.protocol}, no held-out test: the {clips} clips are those of the "
-                f"{speakers} validation speakers, which chose the epoch; every other speaker was "
-                "used in training.")
+        return (
+            f"Split protocol {evaluation.protocol}, no held-out test: the {clips} clips are those of the "
+            f"{speakers} validation speakers, which chose the epoch; every other speaker was "
+            "used in training."
+        )
     if not evaluation.speaker_independent:
-        return (f"Split protocol {evaluation.protocol}, SPEAKER-DEPENDENT: the {speakers} speakers of the "
-                f"{clips} {partition} clips were also heard in training, so the figures overstate "
-                "what new voices get.")
-    chose = (", who also chose the epoch" if partition == "val" else
-             f"; the epoch was chosen on {len(speakers_of(validation_clips))} other (validation) speakers")
-    return (f"Split protocol {evaluation.protocol}: the {clips} {partition} clips come "
-            f"from {speakers} speakers never heard in training{chose}, and the baseline was trained "
-            "on the same training clips.")
+        return (
+            f"Split protocol {evaluation.protocol}, SPEAKER-DEPENDENT: the {speakers} speakers of the "
+            f"{clips} {partition} clips were also heard in training, so the figures overstate "
+            "what new voices get."
+        )
+    chose = (
+        ", who also chose the epoch"
+        if partition == "val"
+        else f"; the epoch was chosen on {len(speakers_of(validation_clips))} other (validation) speakers"
+    )
+    return (
+        f"Split protocol {evaluation.protocol}: the {clips} {partition} clips come "
+        f"from {speakers} speakers never heard in training{chose}, and the baseline was trained "
+        "on the same training clips."
+    )
 
 
-def weak_figure_warnings(predictions: pd.DataFrame, classes: Sequence[str], validation_clips: pd.DataFrame,
-                         partition: str = "test") -> list[str]:
+def weak_figure_warnings(
+    predictions: pd.DataFrame, classes: Sequence[str], validation_clips: pd.DataFrame, partition: str = "test"
+) -> list[str]:
     """Why the figures of `predictions` (the `partition` evaluated) may mislead, one plain
     sentence each: few validation speakers, a class the model almost never recognises, one
     speaker holding most of the clips. Empty when none applies."""
-    warnings = (few_validation_speakers(validation_clips), classes_rarely_recognised(predictions, classes),
-                dominant_speaker(predictions, partition))
+    warnings = (
+        few_validation_speakers(validation_clips),
+        classes_rarely_recognised(predictions, classes),
+        dominant_speaker(predictions, partition),
+    )
     return [warning for warning in warnings if warning]
 
 
@@ -371,8 +450,10 @@ def few_validation_speakers(validation_clips: pd.DataFrame) -> str | None:
     speakers = speakers_of(validation_clips)
     if len(speakers) >= FEW_VALIDATION_SPEAKERS:
         return None
-    return (f"The validation set has only {len(speakers)} speaker(s) ({', '.join(speakers)}): the epoch "
-            "and the temperature were chosen on so few voices that they may suit them more than new ones.")
+    return (
+        f"The validation set has only {len(speakers)} speaker(s) ({', '.join(speakers)}): the epoch "
+        "and the temperature were chosen on so few voices that they may suit them more than new ones."
+    )
 
 
 def classes_rarely_recognised(predictions: pd.DataFrame, classes: Sequence[str]) -> str | None:
@@ -383,10 +464,14 @@ def classes_rarely_recognised(predictions: pd.DataFrame, classes: Sequence[str])
     if low.empty:
         return None
     hits = (low["recall"] * low["clips"]).round().astype(int)
-    listed = ", ".join(f"{name} {low.loc[name, 'recall']:.2f} ({hits[name]} of {low.loc[name, 'clips']} clips)"
-                       for name in low.index)
-    return (f"Recall below {LOW_CLASS_RECALL} for {listed}: the model almost never recognises these "
-            "classes, which the averages hide.")
+    listed = ", ".join(
+        f"{name} {low.loc[name, 'recall']:.2f} ({hits[name]} of {low.loc[name, 'clips']} clips)"
+        for name in low.index
+    )
+    return (
+        f"Recall below {LOW_CLASS_RECALL} for {listed}: the model almost never recognises these "
+        "classes, which the averages hide."
+    )
 
 
 def dominant_speaker(predictions: pd.DataFrame, partition: str = "test") -> str | None:
@@ -395,9 +480,11 @@ def dominant_speaker(predictions: pd.DataFrame, partition: str = "test") -> str 
     (corpus, speaker), most = counts.index[0], int(counts.iloc[0])
     if most / len(predictions) <= DOMINANT_SPEAKER_SHARE:
         return None
-    return (f"One speaker, {corpus} {speaker}, has {most / len(predictions):.0%} of the {partition} clips "
-            f"({most} of {len(predictions)}): the figures say more about that voice than about speakers "
-            "in general.")
+    return (
+        f"One speaker, {corpus} {speaker}, has {most / len(predictions):.0%} of the {partition} clips "
+        f"({most} of {len(predictions)}): the figures say more about that voice than about speakers "
+        "in general."
+    )
 
 
 def _figure(intervals: pd.DataFrame, corpus: str, metric: str) -> str:
@@ -411,7 +498,7 @@ def _figure(intervals: pd.DataFrame, corpus: str, metric: str) -> str:
 def _uar_difference(model: pd.DataFrame, baseline: pd.DataFrame, corpus: str) -> str:
     if (corpus, "uar") not in baseline.index:
         return ""
-    return f'{model.loc[(corpus, "uar"), "value"] - baseline.loc[(corpus, "uar"), "value"]:+.3f}'
+    return f"{model.loc[(corpus, 'uar'), 'value'] - baseline.loc[(corpus, 'uar'), 'value']:+.3f}"
 
 
 def headline_table_html(model: pd.DataFrame, baseline: pd.DataFrame, model_name: str) -> str:
@@ -419,19 +506,25 @@ def headline_table_html(model: pd.DataFrame, baseline: pd.DataFrame, model_name:
     model and beside them of the baseline, and the model's UAR minus the baseline's.
     `model`, `baseline`: `intervals_per_corpus` of each."""
     metrics = (("uar", "UAR"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
-    groups = "".join(f'<th colspan="{len(metrics)}" class="aed-group">{html.escape(name)}</th>'
-                     for name in (model_name, f"baseline {BASELINE_NAME}"))
+    groups = "".join(
+        f'<th colspan="{len(metrics)}" class="aed-group">{html.escape(name)}</th>'
+        for name in (model_name, f"baseline {BASELINE_NAME}")
+    )
     names = "".join(f"<th>{label}</th>" for _, label in metrics) * 2
-    head = (f'<tr><th rowspan="2">corpus</th><th rowspan="2">clips</th>{groups}'
-            f'<th rowspan="2">UAR minus<br>baseline</th></tr><tr>{names}</tr>')
+    head = (
+        f'<tr><th rowspan="2">corpus</th><th rowspan="2">clips</th>{groups}'
+        f'<th rowspan="2">UAR minus<br>baseline</th></tr><tr>{names}</tr>'
+    )
     rows = []
     for corpus in model.index.unique("corpus"):
         cells = [_figure(table, corpus, metric) for table in (model, baseline) for metric, _ in metrics]
         marked = ' class="aed-overall"' if corpus == "overall" else ""
-        rows.append(f"<tr{marked}>"
-                    f"<th>{html.escape(str(corpus))}</th><td>{int(model.loc[(corpus, 'uar'), 'clips'])}</td>"
-                    + "".join(f"<td>{cell}</td>" for cell in cells)
-                    + f"<td>{_uar_difference(model, baseline, corpus)}</td></tr>")
+        rows.append(
+            f"<tr{marked}>"
+            f"<th>{html.escape(str(corpus))}</th><td>{int(model.loc[(corpus, 'uar'), 'clips'])}</td>"
+            + "".join(f"<td>{cell}</td>" for cell in cells)
+            + f"<td>{_uar_difference(model, baseline, corpus)}</td></tr>"
+        )
     return f'<table class="aed-figures"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -452,9 +545,15 @@ _HEADLINE_STYLE = """<style>
 </style>"""
 
 
-def headline_block(run: dict[str, Any], evaluation: Evaluation, baseline_predictions: pd.DataFrame,
-                   validation_clips: pd.DataFrame, resamples: int = 1000, seed: int = 0,
-                   level: float = 0.95) -> str:
+def headline_block(
+    run: dict[str, Any],
+    evaluation: Evaluation,
+    baseline_predictions: pd.DataFrame,
+    validation_clips: pd.DataFrame,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> str:
     """The top of the evaluation report, as HTML: the answer in one line (the model's UAR with its
     interval, the baseline's beside it), the protocol in one sentence, the warnings of
     `weak_figure_warnings`, and UAR, accuracy and macro-F1 with intervals overall and per corpus
@@ -473,28 +572,41 @@ def headline_block(run: dict[str, Any], evaluation: Evaluation, baseline_predict
             parts = ", ".join(f"{html.escape(c)} {intervals.loc[(c, 'uar'), 'value']:.3f}" for c in corpora)
             return f"{mean:.3f} ({parts})"
 
-        answer = (f'<p class="aed-answer"><b>UAR, mean over corpora {per_corpus(model)}</b> for '
-                  f"{html.escape(name)} on the {clips} {partition} clips of run "
-                  f"<code>{html.escape(Path(run['run_dir']).name)}</code>; baseline "
-                  f"{html.escape(BASELINE_NAME)}: {per_corpus(baseline)}. Pooled over all clips: "
-                  f'{_figure(model, "overall", "uar")} against {_figure(baseline, "overall", "uar")}.</p>')
+        answer = (
+            f'<p class="aed-answer"><b>UAR, mean over corpora {per_corpus(model)}</b> for '
+            f"{html.escape(name)} on the {clips} {partition} clips of run "
+            f"<code>{html.escape(Path(run['run_dir']).name)}</code>; baseline "
+            f"{html.escape(BASELINE_NAME)}: {per_corpus(baseline)}. Pooled over all clips: "
+            f"{_figure(model, 'overall', 'uar')} against {_figure(baseline, 'overall', 'uar')}.</p>"
+        )
     else:
-        answer = (f'<p class="aed-answer"><b>UAR {_figure(model, "overall", "uar")}</b> for {html.escape(name)} '
-                  f"on the {clips} {partition} clips of run <code>{html.escape(Path(run['run_dir']).name)}</code>; "
-                  f'baseline {html.escape(BASELINE_NAME)}: {_figure(baseline, "overall", "uar")}.</p>')
+        answer = (
+            f'<p class="aed-answer"><b>UAR {_figure(model, "overall", "uar")}</b> for {html.escape(name)} '
+            f"on the {clips} {partition} clips of run <code>{html.escape(Path(run['run_dir']).name)}</code>; "
+            f"baseline {html.escape(BASELINE_NAME)}: {_figure(baseline, 'overall', 'uar')}.</p>"
+        )
     warnings = weak_figure_warnings(evaluation.predictions, classes, validation_clips, partition)
     if not has_held_out_test(evaluation.protocol) and partition == "val":
         warnings.insert(0, NO_HELD_OUT_TEST.format(protocol=evaluation.protocol))
     if warnings:
-        checks = ('<div class="aed-warnings"><b>Weak figures</b><ul>'
-                  + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul></div>")
+        checks = (
+            '<div class="aed-warnings"><b>Weak figures</b><ul>'
+            + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+            + "</ul></div>"
+        )
     else:
-        checks = (f'<p class="aed-fine">No warning: at least {FEW_VALIDATION_SPEAKERS} validation speakers, '
-                  f"every class recalled at {LOW_CLASS_RECALL} or more, no speaker holds over "
-                  f"{DOMINANT_SPEAKER_SHARE:.0%} of the clips.</p>")
-    caption = (f'<p class="aed-caption">Brackets: {level:.0%} bootstrap interval over the clips of each row '
-               f"({resamples} resamples, seed {seed}). UAR: unweighted average recall, the mean recall "
-               "of the classes present.</p>")
-    return (f'{_HEADLINE_STYLE}<div class="aed-headline">{answer}'
-            f'<p class="aed-protocol">{html.escape(protocol_sentence(evaluation, validation_clips))}</p>'
-            f"{checks}{headline_table_html(model, baseline, name)}{caption}</div>")
+        checks = (
+            f'<p class="aed-fine">No warning: at least {FEW_VALIDATION_SPEAKERS} validation speakers, '
+            f"every class recalled at {LOW_CLASS_RECALL} or more, no speaker holds over "
+            f"{DOMINANT_SPEAKER_SHARE:.0%} of the clips.</p>"
+        )
+    caption = (
+        f'<p class="aed-caption">Brackets: {level:.0%} bootstrap interval over the clips of each row '
+        f"({resamples} resamples, seed {seed}). UAR: unweighted average recall, the mean recall "
+        "of the classes present.</p>"
+    )
+    return (
+        f'{_HEADLINE_STYLE}<div class="aed-headline">{answer}'
+        f'<p class="aed-protocol">{html.escape(protocol_sentence(evaluation, validation_clips))}</p>'
+        f"{checks}{headline_table_html(model, baseline, name)}{caption}</div>"
+    )

@@ -126,15 +126,19 @@ def _install_kernel(manager) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         source = write_kernel_spec(
-            Path(tmp) / KERNEL_NAME, extra_arguments=_KERNEL_ARGUMENTS,
-            overrides={"display_name": "Python (aed-tf)",
-                       "env": {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"}},
+            Path(tmp) / KERNEL_NAME,
+            extra_arguments=_KERNEL_ARGUMENTS,
+            overrides={
+                "display_name": "Python (aed-tf)",
+                "env": {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_CPU_ALLOCATOR_USE_BFC": "true"},
+            },
         )
         manager.install_kernel_spec(source, KERNEL_NAME, prefix=sys.prefix)
 
 
-def run_notebook(name: str, parameters: Mapping[str, Any], report_dir: Path,
-                 progress: bool = True) -> NotebookRun:
+def run_notebook(
+    name: str, parameters: Mapping[str, Any], report_dir: Path, progress: bool = True
+) -> NotebookRun:
     """Executes one notebook with `parameters` (each must be one of its parameters) into
     `report_dir`, then renders its HTML. A failing cell raises `NotebookFailedError` after the
     partial record and its HTML are written."""
@@ -145,18 +149,25 @@ def run_notebook(name: str, parameters: Mapping[str, Any], report_dir: Path,
     declared = notebook_parameters(source)
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
-        raise UserError(f"{source.name} has no parameter(s) {', '.join(unknown)}; "
-                        f"its parameters: {', '.join(declared)}")
+        raise UserError(
+            f"{source.name} has no parameter(s) {', '.join(unknown)}; its parameters: {', '.join(declared)}"
+        )
     report_dir.mkdir(parents=True, exist_ok=True)
     record = report_dir / source.name
     if record.exists():
-        raise FileExistsError(f"{record} already records a run; move the old report away, or write "
-                              "elsewhere (-p run_id NAME when training, --reports-dir DIR)")
+        raise FileExistsError(
+            f"{record} already records a run; move the old report away, or write "
+            "elsewhere (-p run_id NAME when training, --reports-dir DIR)"
+        )
     kernel = ensure_kernel()
     try:
         papermill.execute_notebook(
-            str(source), str(record), parameters=dict(parameters), kernel_name=kernel,
-            progress_bar=progress, cwd=os.getcwd(),
+            str(source),
+            str(record),
+            parameters=dict(parameters),
+            kernel_name=kernel,
+            progress_bar=progress,
+            cwd=os.getcwd(),
         )
     except PapermillExecutionError as error:
         page = render_html(record)
@@ -176,8 +187,11 @@ def render_html(notebook: Path) -> Path:
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
-        template_name="lab", exclude_input=True, exclude_input_prompt=True,
-        exclude_output_prompt=True, embed_images=True,
+        template_name="lab",
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
     )
     # The lab template loads MathJax and require.js from a CDN; the reports need neither.
     exporter.mathjax_url = ""
@@ -192,8 +206,12 @@ def _strip_remote_scripts(body: str) -> str:
     return re.sub(r'<script[^>]*\bsrc="(https?://[^"]*)?"[^>]*>\s*</script>', "", body)
 
 
-def run(names: Sequence[str], parameters: Mapping[str, Any], reports_dir: Path = Path("reports"),
-        progress: bool = True) -> list[NotebookRun]:
+def run(
+    names: Sequence[str],
+    parameters: Mapping[str, Any],
+    reports_dir: Path = Path("reports"),
+    progress: bool = True,
+) -> list[NotebookRun]:
     """Runs `names` in order under one run id (`run_id`, else the evaluated run's directory name,
     else a new one), into `reports_dir/<run_id>/`. Each notebook gets the parameters it declares;
     the evaluate notebook gets the run directory the train notebook writes, or without training
@@ -232,12 +250,16 @@ def _check_finished_run(run_dir: Path) -> None:
     from aed_tf.runs import CONFIG_FILE, FINISHED, Run
 
     if not (run_dir / CONFIG_FILE).is_file():
-        raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE}); -p run_dir takes a folder "
-                        "that aed-tf train wrote, e.g. saved_models/<run-id>")
+        raise UserError(
+            f"{run_dir}: not a run folder (no {CONFIG_FILE}); -p run_dir takes a folder "
+            "that aed-tf train wrote, e.g. saved_models/<run-id>"
+        )
     status = Run.load(run_dir).status
     if status != FINISHED:
-        raise UserError(f"{run_dir}: the run has not finished (status {status!r}); resume it with "
-                        "aed-tf train --resume --run-id " + run_dir.name)
+        raise UserError(
+            f"{run_dir}: the run has not finished (status {status!r}); resume it with "
+            "aed-tf train --resume --run-id " + run_dir.name
+        )
 
 
 def write_index(reports_dir: Path) -> Path:
@@ -246,33 +268,60 @@ def write_index(reports_dir: Path) -> Path:
     gets empty cells for them."""
     rows = index_rows(reports_dir)
     corpora = sorted({corpus for summary, _, _ in rows for corpus in summary.get("uar_per_corpus") or {}})
-    columns = [*INDEX_COLUMNS[:INDEX_CORPORA_AT], *((f"UAR {corpus}", True) for corpus in corpora),
-               *INDEX_COLUMNS[INDEX_CORPORA_AT:]]
-    header = "".join(f'<th data-type="{"number" if numeric else "text"}" aria-sort="none">'
-                     f'<button type="button">{html.escape(name)}</button></th>' for name, numeric in columns)
+    columns = [
+        *INDEX_COLUMNS[:INDEX_CORPORA_AT],
+        *((f"UAR {corpus}", True) for corpus in corpora),
+        *INDEX_COLUMNS[INDEX_CORPORA_AT:],
+    ]
+    header = "".join(
+        f'<th data-type="{"number" if numeric else "text"}" aria-sort="none">'
+        f'<button type="button">{html.escape(name)}</button></th>'
+        for name, numeric in columns
+    )
     numeric = [numeric for _, numeric in columns]
-    body = "\n".join("<tr>" + "".join(_cell(text, value, number) for (text, value), number
-                                      in zip(index_cells(summary, run_id, pages, corpora), numeric))
-                     + "</tr>" for summary, run_id, pages in rows)
+    body = "\n".join(
+        "<tr>"
+        + "".join(
+            _cell(text, value, number)
+            for (text, value), number in zip(index_cells(summary, run_id, pages, corpora), numeric)
+        )
+        + "</tr>"
+        for summary, run_id, pages in rows
+    )
     lines = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>aed-tf reports</title>',
-        f"<style>{_INDEX_STYLE}</style>", "</head><body><h1>aed-tf reports</h1>",
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>aed-tf reports</title>',
+        f"<style>{_INDEX_STYLE}</style>",
+        "</head><body><h1>aed-tf reports</h1>",
         f"<p>{len(rows)} run(s). Figures are on each run's held-out test partition; the protocol says "
-        "whether its speakers were heard in training. A run marked \"no held-out test\" (protocol "
+        'whether its speakers were heard in training. A run marked "no held-out test" (protocol '
         "all-speakers) trained on every speaker but its validation ones, and its figures are on "
         "those validation speakers, which chose the epoch: they overstate what new voices get.</p>",
         uar_chart([(run_id, summary) for summary, run_id, _ in rows]),
-        "<p class=\"hint\">Click a column's header to sort by it; click again to reverse.</p>",
-        f'<div class="wrap"><table class="runs"><thead><tr>{header}</tr></thead>', f"<tbody>\n{body}\n</tbody></table></div>",
-        f"<script>{_SORT_SCRIPT}</script>", "</body></html>",
+        '<p class="hint">Click a column\'s header to sort by it; click again to reverse.</p>',
+        f'<div class="wrap"><table class="runs"><thead><tr>{header}</tr></thead>',
+        f"<tbody>\n{body}\n</tbody></table></div>",
+        f"<script>{_SORT_SCRIPT}</script>",
+        "</body></html>",
     ]
     return write_text(reports_dir / INDEX_FILE, "\n".join(lines) + "\n")
 
 
 # The index's columns, (header, sorts as a number); the UAR of each corpus goes in at INDEX_CORPORA_AT.
-INDEX_COLUMNS = (("run", False), ("backbone", False), ("weights", False), ("protocol", False),
-                 ("partition", False), ("clips", True), ("accuracy", True), ("UAR", True),
-                 ("macro-F1", True), ("baseline UAR", True), ("date", False), ("pages", False))
+INDEX_COLUMNS = (
+    ("run", False),
+    ("backbone", False),
+    ("weights", False),
+    ("protocol", False),
+    ("partition", False),
+    ("clips", True),
+    ("accuracy", True),
+    ("UAR", True),
+    ("macro-F1", True),
+    ("baseline UAR", True),
+    ("date", False),
+    ("pages", False),
+)
 INDEX_CORPORA_AT = 9
 
 
@@ -289,8 +338,9 @@ def index_rows(reports_dir: Path) -> list[tuple[dict[str, Any], str, list[str]]]
     return rows
 
 
-def index_cells(summary: Mapping[str, Any], run_id: str, pages: Sequence[str],
-                corpora: Sequence[str]) -> list[tuple[str, str | None]]:
+def index_cells(
+    summary: Mapping[str, Any], run_id: str, pages: Sequence[str], corpora: Sequence[str]
+) -> list[tuple[str, str | None]]:
     """One index row: each cell's HTML and the value it sorts by (None: its text)."""
     from aed_tf.report import format_per_corpus, summary_has_held_out_test
 
@@ -298,10 +348,15 @@ def index_cells(summary: Mapping[str, Any], run_id: str, pages: Sequence[str],
         return ("", "") if value is None else (f"{value:.3f}", f"{value:.6g}")
 
     independence = "speaker-independent" if summary["speaker_independent"] else "SPEAKER-DEPENDENT"
-    protocol = html.escape(summary["protocol"]) + ("" if summary["protocol"].lower() == independence.lower()
-                                                   else f'<span class="sub">{independence}</span>')
+    protocol = html.escape(summary["protocol"]) + (
+        ""
+        if summary["protocol"].lower() == independence.lower()
+        else f'<span class="sub">{independence}</span>'
+    )
     held_out = summary_has_held_out_test(summary)
-    partition = html.escape(summary["partition"]) + ("" if held_out else '<span class="sub">no held-out test</span>')
+    partition = html.escape(summary["partition"]) + (
+        "" if held_out else '<span class="sub">no held-out test</span>'
+    )
     baseline = summary.get("baseline") or {}
     baseline_text, baseline_value = figure(baseline.get("uar"))
     baseline_per_corpus = format_per_corpus(baseline.get("uar_per_corpus"))
@@ -309,19 +364,32 @@ def index_cells(summary: Mapping[str, Any], run_id: str, pages: Sequence[str],
         baseline_text += f'<span class="sub">{html.escape(baseline_per_corpus)}</span>'
     per_corpus = summary.get("uar_per_corpus") or {}
     # "03_evaluate.html" reads "evaluate": the order is the table's, and the column stays narrow.
-    links = "".join(f'<a href="{html.escape(run_id)}/{html.escape(p)}">{html.escape(re.sub(r"^[0-9]+_", "", Path(p).stem))}</a>'
-                    for p in pages)
+    links = "".join(
+        f'<a href="{html.escape(run_id)}/{html.escape(p)}">{html.escape(re.sub(r"^[0-9]+_", "", Path(p).stem))}</a>'
+        for p in pages
+    )
     date = summary.get("date", "")
-    return [(html.escape(run_id), None), (html.escape(summary["backbone"]), None),
-            (html.escape(summary["weights"]), None), (protocol, summary["protocol"]),
-            (partition, summary["partition"]), (str(summary.get("clips", "")), str(summary.get("clips", ""))),
-            figure(summary["accuracy"]), figure(summary["uar"]), figure(summary["macro_f1"]),
-            *(figure(per_corpus.get(corpus)) for corpus in corpora),
-            (baseline_text, baseline_value), (html.escape(date.replace("T", " ")), date), (links, None)]
+    return [
+        (html.escape(run_id), None),
+        (html.escape(summary["backbone"]), None),
+        (html.escape(summary["weights"]), None),
+        (protocol, summary["protocol"]),
+        (partition, summary["partition"]),
+        (str(summary.get("clips", "")), str(summary.get("clips", ""))),
+        figure(summary["accuracy"]),
+        figure(summary["uar"]),
+        figure(summary["macro_f1"]),
+        *(figure(per_corpus.get(corpus)) for corpus in corpora),
+        (baseline_text, baseline_value),
+        (html.escape(date.replace("T", " ")), date),
+        (links, None),
+    ]
 
 
 def _cell(text: str, value: str | None, numeric: bool) -> str:
-    attributes = (' class="num"' if numeric else "") + ("" if value is None else f' data-value="{html.escape(value)}"')
+    attributes = (' class="num"' if numeric else "") + (
+        "" if value is None else f' data-value="{html.escape(value)}"'
+    )
     return f"<td{attributes}>{text}</td>"
 
 
@@ -338,34 +406,47 @@ def uar_chart(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     ranked = sorted(runs, key=lambda run: run[1]["uar"], reverse=True)
     left, top = CHART_LABEL_WIDTH, 24
     width, height = left + CHART_BAR_WIDTH + 60, top + CHART_ROW_HEIGHT * len(ranked) + 4
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="UAR per run">',
-             "<title>UAR per run, highest first; tick: the baseline's UAR</title>"]
+    parts = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="UAR per run">',
+        "<title>UAR per run, highest first; tick: the baseline's UAR</title>",
+    ]
     for tick in (0, 0.25, 0.5, 0.75, 1):
         x = left + tick * CHART_BAR_WIDTH
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height}" stroke="#ddd"/>'
-                     f'<text x="{x:.1f}" y="{top - 10}" text-anchor="middle" class="axis">{tick:g}</text>')
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height}" stroke="#ddd"/>'
+            f'<text x="{x:.1f}" y="{top - 10}" text-anchor="middle" class="axis">{tick:g}</text>'
+        )
     for row, (run_id, summary) in enumerate(ranked):
         y, uar = top + row * CHART_ROW_HEIGHT, float(summary["uar"])
         held_out = summary_has_held_out_test(summary)
         baseline = (summary.get("baseline") or {}).get("uar")
         label = html.escape(run_id) + ("" if held_out else " (val)")
-        tip = html.escape(f"{run_id}: UAR {uar:.3f}" + (f", baseline {baseline:.3f}" if baseline is not None else "")
-                          + ("" if held_out else ", no held-out test (validation speakers)"))
-        parts.append(f'<g><title>{tip}</title>'
-                     f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{label}</text>'
-                     f'<rect class="bar" data-run="{html.escape(run_id)}" data-uar="{uar:.6g}" x="{left}" y="{y + 3}" '
-                     f'width="{uar * CHART_BAR_WIDTH:.1f}" height="{CHART_ROW_HEIGHT - 6}" '
-                     f'fill="{"#4c78a8" if held_out else "#b9cde3"}"/>'
-                     f'<text x="{left + uar * CHART_BAR_WIDTH + 4:.1f}" y="{y + 14}">{uar:.3f}</text>')
+        tip = html.escape(
+            f"{run_id}: UAR {uar:.3f}"
+            + (f", baseline {baseline:.3f}" if baseline is not None else "")
+            + ("" if held_out else ", no held-out test (validation speakers)")
+        )
+        parts.append(
+            f"<g><title>{tip}</title>"
+            f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{label}</text>'
+            f'<rect class="bar" data-run="{html.escape(run_id)}" data-uar="{uar:.6g}" x="{left}" y="{y + 3}" '
+            f'width="{uar * CHART_BAR_WIDTH:.1f}" height="{CHART_ROW_HEIGHT - 6}" '
+            f'fill="{"#4c78a8" if held_out else "#b9cde3"}"/>'
+            f'<text x="{left + uar * CHART_BAR_WIDTH + 4:.1f}" y="{y + 14}">{uar:.3f}</text>'
+        )
         if baseline is not None:
             x = left + float(baseline) * CHART_BAR_WIDTH
-            parts.append(f'<line class="baseline" x1="{x:.1f}" y1="{y + 1}" x2="{x:.1f}" '
-                         f'y2="{y + CHART_ROW_HEIGHT - 1}" stroke="#222" stroke-width="2"/>')
+            parts.append(
+                f'<line class="baseline" x1="{x:.1f}" y1="{y + 1}" x2="{x:.1f}" '
+                f'y2="{y + CHART_ROW_HEIGHT - 1}" stroke="#222" stroke-width="2"/>'
+            )
         parts.append("</g>")
     parts.append("</svg>")
-    legend = ('<p class="hint">Bars: UAR of each run, highest first; black tick: the baseline trained on the '
-              "same split; pale bar, (val): no held-out test, the figure is on the validation speakers.</p>")
+    legend = (
+        '<p class="hint">Bars: UAR of each run, highest first; black tick: the baseline trained on the '
+        "same split; pale bar, (val): no held-out test, the figure is on the validation speakers.</p>"
+    )
     return "<h2>UAR per run</h2>" + "".join(parts) + legend
 
 

@@ -67,7 +67,7 @@ class Run:
 
     @property
     def status(self) -> str | None:
-        """"training", "finished" or "failed: <why>"."""
+        """ "training", "finished" or "failed: <why>"."""
         return self.record.get("status")
 
     @property

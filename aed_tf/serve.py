@@ -62,9 +62,18 @@ MULTIPART_OVERHEAD = 64 * 1024
 # The temporary file's suffix when the upload names none: libsndfile reads most formats by their
 # header, but a suffix keeps the recognizer's reading the same as for a file on disk.
 CONTENT_TYPE_SUFFIXES = {
-    "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/vnd.wave": ".wav",
-    "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/opus": ".opus",
-    "audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/aiff": ".aiff", "audio/x-aiff": ".aiff",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/wave": ".wav",
+    "audio/vnd.wave": ".wav",
+    "audio/flac": ".flac",
+    "audio/x-flac": ".flac",
+    "audio/ogg": ".ogg",
+    "audio/opus": ".opus",
+    "audio/mpeg": ".mp3",
+    "audio/mp3": ".mp3",
+    "audio/aiff": ".aiff",
+    "audio/x-aiff": ".aiff",
     "audio/basic": ".au",
 }
 UPLOAD_NAME = "<upload>"  # the `source` of an upload that gives no file name
@@ -94,57 +103,75 @@ def analyse(recognizer: EmotionRecognizer, path: str | Path | None) -> Answer:
     except UserError as error:
         return Answer(f"**Could not use {name}:** {_markdown_text(str(error))}", None)
     prediction = timeline.prediction
-    heard = (f"{prediction.duration:.1f} s of audio ({prediction.sample_rate} Hz, "
-             f"{prediction.channels} channel{'s' if prediction.channels > 1 else ''}), "
-             f"{prediction.speech_seconds:.1f} s of speech")
+    heard = (
+        f"{prediction.duration:.1f} s of audio ({prediction.sample_rate} Hz, "
+        f"{prediction.channels} channel{'s' if prediction.channels > 1 else ''}), "
+        f"{prediction.speech_seconds:.1f} s of speech"
+    )
     if prediction.label is None:
         status = f"**No speech found** in {name}: {heard}. No emotion is given to silence."
     else:
-        status = (f"**{prediction.label}** ({prediction.probabilities[prediction.label]:.0%}) in "
-                  f"{name}: {heard}; the mean of {prediction.windows} window"
-                  f"{'s' if prediction.windows > 1 else ''} of {recognizer.window_seconds:g} s.")
+        status = (
+            f"**{prediction.label}** ({prediction.probabilities[prediction.label]:.0%}) in "
+            f"{name}: {heard}; the mean of {prediction.windows} window"
+            f"{'s' if prediction.windows > 1 else ''} of {recognizer.window_seconds:g} s."
+        )
     status += "".join(f"\n- warning: {_markdown_text(message)}" for message in prediction.warnings)
     # A timeline is worth showing for speech longer than one window.
     over_time = prediction.speech_found and prediction.duration > recognizer.window_seconds
-    return Answer(status, prediction.probabilities or None,
-                  _timeline_image(timeline) if over_time else None,
-                  _segments_table(timeline) if over_time else None)
+    return Answer(
+        status,
+        prediction.probabilities or None,
+        _timeline_image(timeline) if over_time else None,
+        _segments_table(timeline) if over_time else None,
+    )
 
 
-def build_app(recognizer: EmotionRecognizer, run_name: str = "",
-              lock: threading.Lock | None = None) -> gr.Blocks:
+def build_app(
+    recognizer: EmotionRecognizer, run_name: str = "", lock: threading.Lock | None = None
+) -> gr.Blocks:
     """The Blocks app: audio in (upload or microphone), the answer out, on every change; `lock`
     is held for each answer (the API's lock, shared with the page's)."""
     # Uploads and recordings are deleted after an hour: people's voices are not kept.
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
-        gr.Markdown(f"# {TITLE}\nUpload or record speech: the model gives the probability of "
-                    f"each emotion ({', '.join(recognizer.classes)}). Audio longer than "
-                    f"{recognizer.window_seconds:g} s also gets a timeline."
-                    + (f" Model: {_markdown_text(run_name)}." if run_name else ""))
-        audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio",
-                         elem_id="audio")
+        gr.Markdown(
+            f"# {TITLE}\nUpload or record speech: the model gives the probability of "
+            f"each emotion ({', '.join(recognizer.classes)}). Audio longer than "
+            f"{recognizer.window_seconds:g} s also gets a timeline."
+            + (f" Model: {_markdown_text(run_name)}." if run_name else "")
+        )
+        audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio", elem_id="audio")
         status = gr.Markdown(analyse(recognizer, None).status, elem_id="status")
-        probabilities = gr.Label(num_top_classes=len(recognizer.classes), label="Emotion",
-                                 elem_id="probabilities")
+        probabilities = gr.Label(
+            num_top_classes=len(recognizer.classes), label="Emotion", elem_id="probabilities"
+        )
         timeline = gr.Image(label="Timeline", visible=False, interactive=False, elem_id="timeline")
-        segments = gr.Dataframe(headers=SEGMENT_COLUMNS, label="Segments", visible=False,
-                                interactive=False, elem_id="segments")
+        segments = gr.Dataframe(
+            headers=SEGMENT_COLUMNS, label="Segments", visible=False, interactive=False, elem_id="segments"
+        )
 
         def show(path: str | None, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
             with lock or contextlib.nullcontext():
                 answer = analyse(recognizer, path)
             over_time = answer.timeline is not None
-            return (answer.status, answer.probabilities,
-                    gr.Image(value=answer.timeline, visible=over_time),
-                    gr.Dataframe(value=answer.segments, visible=over_time))
+            return (
+                answer.status,
+                answer.probabilities,
+                gr.Image(value=answer.timeline, visible=over_time),
+                gr.Dataframe(value=answer.segments, visible=over_time),
+            )
 
         audio.change(show, inputs=audio, outputs=[status, probabilities, timeline, segments])
     return app
 
 
-def build_server(recognizer: EmotionRecognizer, run_name: str = "",
-                 max_upload_bytes: int = round(DEFAULT_MAX_UPLOAD_MB * 2**20),
-                 host: str = "127.0.0.1", port: int = 7860) -> fastapi.FastAPI:
+def build_server(
+    recognizer: EmotionRecognizer,
+    run_name: str = "",
+    max_upload_bytes: int = round(DEFAULT_MAX_UPLOAD_MB * 2**20),
+    host: str = "127.0.0.1",
+    port: int = 7860,
+) -> fastapi.FastAPI:
     """The FastAPI app: `POST /api/predict` and its docs at /docs, the Blocks app at /."""
     # One model call at a time, from the page and the API alike: the recognizer is not known to
     # be thread-safe. Requests wait for it in the thread pool; the event loop stays free.
@@ -152,11 +179,15 @@ def build_server(recognizer: EmotionRecognizer, run_name: str = "",
     blocks = build_app(recognizer, run_name, lock)
     blocks.queue(default_concurrency_limit=1)
     app = fastapi.FastAPI(
-        title=f"{TITLE} API", version=__version__,
+        title=f"{TITLE} API",
+        version=__version__,
         description=f"The emotion of speech in an audio file ({', '.join(recognizer.classes)})"
-        + (f"; model {run_name}" if run_name else "") + ". The web demo is at /.")
-    too_large = (f"the upload is over the limit of {max_upload_bytes / 2**20:g} MB "
-                 "(aed-tf serve --max-upload-mb)")
+        + (f"; model {run_name}" if run_name else "")
+        + ". The web demo is at /.",
+    )
+    too_large = (
+        f"the upload is over the limit of {max_upload_bytes / 2**20:g} MB (aed-tf serve --max-upload-mb)"
+    )
 
     def recognise(path: Path, name: str, timeline: bool) -> dict[str, Any]:
         try:
@@ -171,13 +202,23 @@ def build_server(recognizer: EmotionRecognizer, run_name: str = "",
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: fastapi.Request, error: RequestValidationError) -> fastapi.Response:
-        return _error(400, "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'request'}: {e['msg']}"
-                                     for e in error.errors()))
+        return _error(
+            400,
+            "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'request'}: {e['msg']}" for e in error.errors()),
+        )
 
-    @app.post("/api/predict", summary="The emotion of an audio file",
-              description=API_DESCRIPTION, responses=API_RESPONSES, openapi_extra=API_BODY)
-    async def predict(request: fastapi.Request, timeline: bool = fastapi.Query(
-            False, description="the timeline (segments and shares), as `aed-tf predict --timeline`")
+    @app.post(
+        "/api/predict",
+        summary="The emotion of an audio file",
+        description=API_DESCRIPTION,
+        responses=API_RESPONSES,
+        openapi_extra=API_BODY,
+    )
+    async def predict(
+        request: fastapi.Request,
+        timeline: bool = fastapi.Query(
+            False, description="the timeline (segments and shares), as `aed-tf predict --timeline`"
+        ),
     ) -> fastapi.Response:
         # The file the recognizer reads: in a folder of its own, deleted whatever happens.
         with tempfile.TemporaryDirectory(prefix="aed-tf-api-") as folder:
@@ -194,9 +235,18 @@ def build_server(recognizer: EmotionRecognizer, run_name: str = "",
         return fastapi.Response(json.dumps(data, indent=2) + "\n", media_type="application/json")
 
     # Mounted last: the routes above come before the page's catch-all "/".
-    return gr.mount_gradio_app(app, blocks, path="/", server_name=host, server_port=port,
-                               max_file_size=max_upload_bytes, show_error=False, ssr_mode=False,
-                               mcp_server=False, pwa=False)
+    return gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        server_name=host,
+        server_port=port,
+        max_file_size=max_upload_bytes,
+        show_error=False,
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+    )
 
 
 @dataclasses.dataclass
@@ -213,8 +263,14 @@ class Server:
         self.thread.join()
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, **recognizer_options: Any) -> Server | None:
+def serve(
+    run_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    **recognizer_options: Any,
+) -> Server | None:
     """Serves the app and the API of the run in `run_dir` on http://host:port (port 0: any free
     one); with `block` False, returns at once (the server runs in a thread until `.close()`)."""
     recognizer = EmotionRecognizer.load(run_dir, **recognizer_options)
@@ -225,8 +281,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, block:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     if block:
-        print(f"aed-tf serve: the demo on {url}, the API on {url}api/predict (docs: {url}docs)",
-              flush=True)
+        print(f"aed-tf serve: the demo on {url}, the API on {url}api/predict (docs: {url}docs)", flush=True)
         server.run(sockets=[listener])
         return None
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
@@ -246,17 +301,28 @@ every class's `probabilities`, `warnings`, ...; with `timeline=1`, that of `aed-
 uploaded file's name."""
 
 API_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "audio the recognizer cannot use, or a malformed request: "
-                         '`{"error": "<reason>"}`'},
+    400: {"description": 'audio the recognizer cannot use, or a malformed request: `{"error": "<reason>"}`'},
     413: {"description": "an upload over the server's limit (aed-tf serve --max-upload-mb)"},
     415: {"description": "a body that is neither a multipart form nor audio"},
 }
 
-API_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "the audio file"}}}},
-    "audio/*": {"schema": {"type": "string", "format": "binary"}},
-}}}
+API_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "the audio file"}
+                    },
+                }
+            },
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
 class _TooLarge(Exception):
@@ -280,9 +346,12 @@ async def _receive_upload(request: fastapi.Request, folder: Path, max_bytes: int
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = content_type == "multipart/form-data"
     if not (multipart or content_type.startswith("audio/") or content_type == "application/octet-stream"):
-        raise _Refused(415, "expected the audio file as the multipart form field 'file' (curl -F "
-                       "file=@clip.wav) or as the body with an audio Content-Type, got "
-                       + (f"Content-Type {content_type}" if content_type else "no Content-Type"))
+        raise _Refused(
+            415,
+            "expected the audio file as the multipart form field 'file' (curl -F "
+            "file=@clip.wav) or as the body with an audio Content-Type, got "
+            + (f"Content-Type {content_type}" if content_type else "no Content-Type"),
+        )
     body_limit = max_bytes + (MULTIPART_OVERHEAD if multipart else 0)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > body_limit:
@@ -377,8 +446,15 @@ def _timeline_image(timeline: Timeline) -> np.ndarray:
 
 
 def _segments_table(timeline: Timeline) -> pd.DataFrame:
-    rows = [[round(s.start, 2), round(s.end, 2), s.label or "(no speech)",
-             round(s.probabilities[s.label], 3) if s.label else None] for s in timeline.segments]
+    rows = [
+        [
+            round(s.start, 2),
+            round(s.end, 2),
+            s.label or "(no speech)",
+            round(s.probabilities[s.label], 3) if s.label else None,
+        ]
+        for s in timeline.segments
+    ]
     return pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
 
 

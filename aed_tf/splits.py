@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
+
 from aed_tf.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -71,9 +72,7 @@ def _speaker_independent(
     manifest: pd.DataFrame, *, seed: int, val_fraction: float, test_fraction: float, **_: object
 ) -> pd.DataFrame:
     groups = _linked_groups(speaker_key(manifest), manifest["audio_hash"])
-    partition = _grouped_split(
-        _strata(manifest), groups, seed, val_fraction, test_fraction, unit="speakers"
-    )
+    partition = _grouped_split(_strata(manifest), groups, seed, val_fraction, test_fraction, unit="speakers")
     return pd.DataFrame({"clip_id": manifest["clip_id"], "partition": partition})
 
 
@@ -115,8 +114,7 @@ def _shared_si(manifest: pd.DataFrame, **_: object) -> pd.DataFrame:
     missing = sorted(set(_SHARED_SI_PARTITION) - set(keys))
     if missing:
         raise InputError(
-            f"the {SHARED_SI} protocol needs clips of every one of its speakers; "
-            f"missing: {_listing(missing)}"
+            f"the {SHARED_SI} protocol needs clips of every one of its speakers; missing: {_listing(missing)}"
         )
     partition = keys.map(_SHARED_SI_PARTITION)
     return pd.DataFrame({"clip_id": manifest["clip_id"], "partition": partition})
@@ -304,9 +302,7 @@ def make_folds(
     return folds
 
 
-def check_no_leakage(
-    manifest: pd.DataFrame, split: pd.DataFrame, speaker_independent: bool = True
-) -> None:
+def check_no_leakage(manifest: pd.DataFrame, split: pd.DataFrame, speaker_independent: bool = True) -> None:
     """Raises ``LeakageError`` listing every way ``split`` lets evaluation clips leak.
 
     Checked: partition names, clip ids (unique, all in the manifest, every clip with a known
@@ -352,12 +348,11 @@ def load_split(path: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
         raise InputError(f"{path}: not a split CSV, columns {missing} are missing")
     protocols = sorted(set(split["protocol"]))
     if len(protocols) != 1 or protocols[0] not in PROTOCOLS:
-        raise InputError(
-            f"{path}: the protocol column must hold one of {list(PROTOCOLS)}, found {protocols}"
-        )
+        raise InputError(f"{path}: the protocol column must hold one of {list(PROTOCOLS)}, found {protocols}")
     try:
-        check_no_leakage(protocol_clips(manifest, protocols[0]), split,
-                         PROTOCOLS[protocols[0]].speaker_independent)
+        check_no_leakage(
+            protocol_clips(manifest, protocols[0]), split, PROTOCOLS[protocols[0]].speaker_independent
+        )
     except LeakageError as err:
         raise LeakageError(f"{path}: {err}") from None
     return split[list(_SPLIT_COLUMNS)]
@@ -497,8 +492,7 @@ def _leaks(
     unplaced = manifest["clip_id"][~manifest["clip_id"].isin(clip_ids) & ~unknown]
     if len(unplaced):
         problems.append(
-            f"{len(unplaced)} clips with known speakers are in no partition: "
-            f"{_listing(unplaced.tolist())}"
+            f"{len(unplaced)} clips with known speakers are in no partition: {_listing(unplaced.tolist())}"
         )
 
     placed = pd.DataFrame({"clip_id": clip_ids, "where": assignment.astype(str)})

@@ -42,8 +42,9 @@ class VoiceActivity:
             raise InputError(f"vad aggressiveness = {aggressiveness}: must be 0, 1, 2 or 3")
         self.sample_rate = sample_rate
         self.frame_length = sample_rate * VAD_FRAME_MS // 1000
-        self._detector = (webrtcvad.Vad(aggressiveness)
-                          if use_webrtc and sample_rate in WEBRTC_SAMPLE_RATES else None)
+        self._detector = (
+            webrtcvad.Vad(aggressiveness) if use_webrtc and sample_rate in WEBRTC_SAMPLE_RATES else None
+        )
         self._floor = 10.0 ** (ENERGY_FLOOR_DB / 20.0)
         self._pending = np.zeros(0, np.float32)  # samples of a frame not yet complete
         self._flags = bytearray()
@@ -102,8 +103,10 @@ class WindowPlan:
         if self.window < 1:
             raise InputError(f"window of {self.window} samples: must be >= 1")
         if not 0 < self.hop <= self.window:
-            raise InputError(f"hop of {self.hop} samples: must be > 0 and <= the window "
-                             f"({self.window} samples), or audio between windows would be skipped")
+            raise InputError(
+                f"hop of {self.hop} samples: must be > 0 and <= the window "
+                f"({self.window} samples), or audio between windows would be skipped"
+            )
 
 
 class WindowCutter:
@@ -130,7 +133,7 @@ class WindowCutter:
         window, windows = self.plan.window, []
         while self._next_start + window <= self.total:
             offset = self._next_start - self._buffer_start
-            windows.append((self._next_start, self._buffer[offset:offset + window]))
+            windows.append((self._next_start, self._buffer[offset : offset + window]))
             self._last_end = self._next_start + window
             self._next_start += self.plan.hop
         # Keep what the next window needs, and the last `window` samples for finish().
@@ -147,7 +150,7 @@ class WindowCutter:
         if self.total < self.plan.window:
             return [(0, self._buffer)]
         start = self.total - self.plan.window
-        return [(start, self._buffer[start - self._buffer_start:])]
+        return [(start, self._buffer[start - self._buffer_start :])]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,8 +220,9 @@ class Segment:
         return self.end - self.start
 
 
-def segments(spans: np.ndarray, smoothed: np.ndarray, classified: np.ndarray,
-             classes: Sequence[str], sample_rate: int) -> list[Segment]:
+def segments(
+    spans: np.ndarray, smoothed: np.ndarray, classified: np.ndarray, classes: Sequence[str], sample_rate: int
+) -> list[Segment]:
     """Consecutive cores with the same label (argmax of the smoothed probabilities, or None where
     no window was classified) merged into segments."""
     labels = [classes[int(np.argmax(row))] if ok else None for row, ok in zip(smoothed, classified)]
@@ -228,10 +232,19 @@ def segments(spans: np.ndarray, smoothed: np.ndarray, classified: np.ndarray,
         if index < len(labels) and labels[index] == labels[first]:
             continue
         label = labels[first]
-        probabilities = ({c: float(p) for c, p in zip(classes, smoothed[first:index].mean(axis=0))}
-                         if label is not None else {})
-        merged.append(Segment(float(spans[first, 0]) / sample_rate, float(spans[index - 1, 1]) / sample_rate,
-                              label, probabilities))
+        probabilities = (
+            {c: float(p) for c, p in zip(classes, smoothed[first:index].mean(axis=0))}
+            if label is not None
+            else {}
+        )
+        merged.append(
+            Segment(
+                float(spans[first, 0]) / sample_rate,
+                float(spans[index - 1, 1]) / sample_rate,
+                label,
+                probabilities,
+            )
+        )
         first = index
     return merged
 

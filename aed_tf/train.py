@@ -44,8 +44,15 @@ from aed_tf.model import build_classifier, build_serving_model, set_backbone_tra
 from aed_tf.pipeline import eval_dataset, speaker_statistics, train_dataset
 from aed_tf.prepare import prepare
 from aed_tf.runs import (  # noqa: F401  (the run folder's names, also read from here)
-    CLASSIFIER_FILE, CONFIG_FILE, FINISHED, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE,
-    TENSORBOARD_DIR, TRAINING_STATISTICS_FILE,
+    CLASSIFIER_FILE,
+    CONFIG_FILE,
+    FINISHED,
+    HISTORY_FILE,
+    METRICS_FILE,
+    SERVING_FILE,
+    SPLIT_FILE,
+    TENSORBOARD_DIR,
+    TRAINING_STATISTICS_FILE,
 )
 from aed_tf.splits import PROTOCOLS, load_split
 
@@ -67,14 +74,18 @@ class Partition:
         """Each clip's speaker, named apart across corpora ("ravdess:07")."""
         return (self.manifest["corpus"] + ":" + self.manifest["speaker"]).to_numpy(dtype=str)
 
-    def eval_dataset(self, num_classes: int, config: Config,
-                     statistics: np.ndarray | None = None) -> tf.data.Dataset:
+    def eval_dataset(
+        self, num_classes: int, config: Config, statistics: np.ndarray | None = None
+    ) -> tf.data.Dataset:
         """The clips as evaluation batches. Per-speaker normalisation uses `statistics` [2, n_mels]
         for every clip if given, else those of each speaker's own clips in this partition (their
         labels unused)."""
         if config.frontend.normalization == "speaker":
-            statistics = (speaker_statistics(self.waveforms, self.speakers, config.frontend)
-                          if statistics is None else np.repeat(statistics[None], len(self.labels), axis=0))
+            statistics = (
+                speaker_statistics(self.waveforms, self.speakers, config.frontend)
+                if statistics is None
+                else np.repeat(statistics[None], len(self.labels), axis=0)
+            )
         return eval_dataset(self.waveforms, self.labels, num_classes, config, statistics)
 
 
@@ -122,7 +133,8 @@ def load_training_data(config: Config, progress: bool = True) -> TrainingData:
             raise InputError(f"the {name} partition of {prepared.split_path} is empty")
         part = joined.iloc[rows].reset_index(drop=True)
         partitions[name] = Partition(
-            part, [waveforms[i] for i in rows],
+            part,
+            [waveforms[i] for i in rows],
             np.array([classes.index(e) for e in part["emotion"]], dtype=np.int32),
         )
     return TrainingData(classes, split, partitions)
@@ -168,20 +180,41 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     train_part, val_part = data.partitions["train"], data.partitions["val"]
     steps_per_epoch = len(train_part.labels) // config.train.batch_size
     if steps_per_epoch == 0:  # before the pipeline, which refuses it less helpfully
-        raise InputError(f"{len(train_part.labels)} training clips give no full batch of "
-                         f"{config.train.batch_size}: lower --batch-size")
-    train_ds = train_dataset(train_part.waveforms, train_part.labels, num_classes, config,
-                             seed=config.data.seed, speakers=train_part.speakers)
+        raise InputError(
+            f"{len(train_part.labels)} training clips give no full batch of "
+            f"{config.train.batch_size}: lower --batch-size"
+        )
+    train_ds = train_dataset(
+        train_part.waveforms,
+        train_part.labels,
+        num_classes,
+        config,
+        seed=config.data.seed,
+        speakers=train_part.speakers,
+    )
     val_ds = val_part.eval_dataset(num_classes, config)
 
     with strategy.scope():
         model = build_classifier(config.train, num_classes, config.frontend.n_mels)
     _write_run_files(run_dir, config, data, image_size, strategy, status="training")
-    class_weight = _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
+    class_weight = (
+        _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
+    )
 
     try:
-        model = _fit_phases(config, strategy, run_dir, state, model, train_ds, val_ds, val_part.labels,
-                            steps_per_epoch, class_weight, progress)
+        model = _fit_phases(
+            config,
+            strategy,
+            run_dir,
+            state,
+            model,
+            train_ds,
+            val_ds,
+            val_part.labels,
+            steps_per_epoch,
+            class_weight,
+            progress,
+        )
     except NonFiniteLossError:
         _write_run_files(run_dir, config, data, image_size, strategy, status="failed: non-finite loss")
         raise
@@ -194,33 +227,55 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     _save_model(model, run_dir / CLASSIFIER_FILE)
     _save_model(build_serving_model(model, config.frontend, temperature), run_dir / SERVING_FILE)
     if config.frontend.normalization == "speaker":
-        pooled = speaker_statistics(train_part.waveforms, ["training"] * len(train_part.waveforms),
-                                    config.frontend)[0]
-        write_json(run_dir / TRAINING_STATISTICS_FILE, {
-            "mean": pooled[0].tolist(), "deviation": pooled[1].tolist(),
-            "clips": len(train_part.waveforms), "speakers": int(len(set(train_part.speakers))),
-        })
+        pooled = speaker_statistics(
+            train_part.waveforms, ["training"] * len(train_part.waveforms), config.frontend
+        )[0]
+        write_json(
+            run_dir / TRAINING_STATISTICS_FILE,
+            {
+                "mean": pooled[0].tolist(),
+                "deviation": pooled[1].tolist(),
+                "clips": len(train_part.waveforms),
+                "speakers": int(len(set(train_part.speakers))),
+            },
+        )
     seconds = time.perf_counter() - started
     history = pd.read_csv(run_dir / HISTORY_FILE)
-    write_json(run_dir / METRICS_FILE, {
-        "val": val_metrics, "best_epoch": state["best"],
-        "temperature": temperature,  # fitted on validation; the serving model applies it
-        "val_ece": expected_calibration_error(val_part.labels, val_probabilities),
-        "val_ece_calibrated": expected_calibration_error(
-            val_part.labels, apply_temperature(val_probabilities, temperature)),
-        "epoch_seconds": round(float(history["seconds"].sum()), 1),  # all epochs, resumed or not
-        "train_images_per_second": round(len(train_part.labels) * len(history) / float(history["seconds"].sum()), 1),
-    })
+    write_json(
+        run_dir / METRICS_FILE,
+        {
+            "val": val_metrics,
+            "best_epoch": state["best"],
+            "temperature": temperature,  # fitted on validation; the serving model applies it
+            "val_ece": expected_calibration_error(val_part.labels, val_probabilities),
+            "val_ece_calibrated": expected_calibration_error(
+                val_part.labels, apply_temperature(val_probabilities, temperature)
+            ),
+            "epoch_seconds": round(float(history["seconds"].sum()), 1),  # all epochs, resumed or not
+            "train_images_per_second": round(
+                len(train_part.labels) * len(history) / float(history["seconds"].sum()), 1
+            ),
+        },
+    )
     _write_run_files(run_dir, config, data, image_size, strategy, status="finished")
     for leftover in (_CHECKPOINT, _STATE, _BEST_WEIGHTS):
         (run_dir / leftover).unlink(missing_ok=True)
     return TrainResult(run_dir, val_metrics, history, seconds, model)
 
 
-def _fit_phases(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, state: dict,
-                model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
-                val_labels: np.ndarray, steps_per_epoch: int, class_weight: dict | None,
-                progress: bool) -> keras.Model:
+def _fit_phases(
+    config: Config,
+    strategy: tf.distribute.Strategy,
+    run_dir: Path,
+    state: dict,
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    val_labels: np.ndarray,
+    steps_per_epoch: int,
+    class_weight: dict | None,
+    progress: bool,
+) -> keras.Model:
     """Trains every phase not yet completed (from its last epoch when resuming); returns the
     model of the last phase."""
     model_is_current = True  # does `model` hold the weights of the last finished epoch?
@@ -238,21 +293,39 @@ def _fit_phases(config: Config, strategy: tf.distribute.Strategy, run_dir: Path,
                 _compile(model, config, phase, steps_per_epoch)
         initial_epoch = state["epoch"] if resuming else 0
         state.update(phase=phase.name, epoch=initial_epoch)
-        callbacks = [StopAtNonFiniteLoss(phase),
-                     EpochCheckpoint(run_dir, state, phase.name, val_ds, val_labels)] + (
-            [keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
-            if config.train.patience else []) + (
-            # After EpochCheckpoint, so that the validation UAR it adds to the logs is logged too.
-            [keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR / phase.name))]
-            if config.train.tensorboard else [])
+        callbacks = (
+            [StopAtNonFiniteLoss(phase), EpochCheckpoint(run_dir, state, phase.name, val_ds, val_labels)]
+            + (
+                [keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
+                if config.train.patience
+                else []
+            )
+            + (
+                # After EpochCheckpoint, so that the validation UAR it adds to the logs is logged too.
+                [keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR / phase.name))]
+                if config.train.tensorboard
+                else []
+            )
+        )
         if distributed.is_multi_worker(strategy):
-            distributed.fit(model, train_ds, epochs=phase.epochs, loss=_loss(config, reduction=None),
-                            class_weight=class_weight, callbacks=callbacks, verbose=1 if progress else 0)
+            distributed.fit(
+                model,
+                train_ds,
+                epochs=phase.epochs,
+                loss=_loss(config, reduction=None),
+                class_weight=class_weight,
+                callbacks=callbacks,
+                verbose=1 if progress else 0,
+            )
         else:
             model.fit(
-                train_ds, epochs=phase.epochs, initial_epoch=initial_epoch, class_weight=class_weight,
+                train_ds,
+                epochs=phase.epochs,
+                initial_epoch=initial_epoch,
+                class_weight=class_weight,
                 shuffle=False,  # the dataset reshuffles itself, seeded, every epoch
-                verbose=1 if progress else 0, callbacks=callbacks,
+                verbose=1 if progress else 0,
+                callbacks=callbacks,
             )
         model_is_current = True
         state["completed_phases"].append(phase.name)
@@ -283,15 +356,17 @@ class StopAtNonFiniteLoss(keras.callbacks.Callback):
                 f"the training loss became {loss} at epoch {self.epoch + 1}, batch {batch + 1} "
                 f"(phase {self.phase.name}, learning rate {self.phase.learning_rate:g}): the "
                 "learning rate is likely too high; lower --learning-rate (or "
-                "--fine-tune-learning-rate), or set --clip-norm. The run folder is marked failed.")
+                "--fine-tune-learning-rate), or set --clip-norm. The run folder is marked failed."
+            )
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """At each epoch end: validation UAR into the logs, the best weights, history.csv, and a
     checkpoint with optimizer state to resume from, each written atomically."""
 
-    def __init__(self, run_dir: Path, state: dict, phase: str, val_ds: tf.data.Dataset,
-                 val_labels: np.ndarray):
+    def __init__(
+        self, run_dir: Path, state: dict, phase: str, val_ds: tf.data.Dataset, val_labels: np.ndarray
+    ):
         super().__init__()
         self.run_dir, self.state, self.phase = run_dir, state, phase
         self.val_ds, self.val_labels = val_ds, val_labels
@@ -305,9 +380,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         val = classification_metrics(self.val_labels, self.model.predict(self.val_ds, verbose=0))
         for name, value in val.items():
             logs[f"val_{name}"] = value
-        row = {"phase": self.phase, "epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
-               "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-               "seconds": round(seconds, 2)}
+        row = {
+            "phase": self.phase,
+            "epoch": epoch + 1,
+            **{k: float(v) for k, v in logs.items()},
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "seconds": round(seconds, 2),
+        }
         history = self.state.setdefault("history", [])
         history.append(row)
         if val["uar"] > self.state["best"].get("val_uar", -1.0):
@@ -346,11 +425,13 @@ def _compile(model: keras.Model, config: Config, phase: Phase, steps_per_epoch: 
     warmup = int(total * train.lr_warmup_fraction)
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else phase.learning_rate,
-        decay_steps=max(1, total - warmup), warmup_target=phase.learning_rate if warmup else None,
+        decay_steps=max(1, total - warmup),
+        warmup_target=phase.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
     optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=train.weight_decay,
+        learning_rate=schedule,
+        weight_decay=train.weight_decay,
         global_clipnorm=train.clip_norm or None,
     )
     model.compile(
@@ -363,8 +444,9 @@ def _compile(model: keras.Model, config: Config, phase: Phase, steps_per_epoch: 
 
 def _loss(config: Config, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
     """Cross-entropy with label smoothing; ``reduction=None``: one value per example."""
-    return keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing,
-                                                reduction=reduction)
+    return keras.losses.CategoricalCrossentropy(
+        label_smoothing=config.train.label_smoothing, reduction=reduction
+    )
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -377,14 +459,17 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
     fresh = {"phase": None, "epoch": 0, "completed_phases": [], "best": {}, "history": []}
     if not config.train.resume:
         if run_dir.exists():
-            raise FileExistsError(f"{run_dir} already exists: pass --resume to continue that run, "
-                                  "or choose another --run-id")
+            raise FileExistsError(
+                f"{run_dir} already exists: pass --resume to continue that run, or choose another --run-id"
+            )
         return fresh
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir}: no run to resume (config.json missing)")
     saved = Config.load(run_dir / CONFIG_FILE).replace(resume=True)
     if saved != config:
-        changed = {k: (v, config.to_flat()[k]) for k, v in saved.to_flat().items() if config.to_flat()[k] != v}
+        changed = {
+            k: (v, config.to_flat()[k]) for k, v in saved.to_flat().items() if config.to_flat()[k] != v
+        }
         raise InputError(f"{run_dir} was trained with other parameters; changed: {changed}")
     if not (run_dir / _STATE).is_file():
         if json.loads((run_dir / CONFIG_FILE).read_text()).get("status") == "finished":
@@ -393,44 +478,67 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
     return {**fresh, **json.loads((run_dir / _STATE).read_text())}
 
 
-def _write_run_files(run_dir: Path, config: Config, data: TrainingData, image_size: int,
-                     strategy: tf.distribute.Strategy, status: str) -> None:
+def _write_run_files(
+    run_dir: Path,
+    config: Config,
+    data: TrainingData,
+    image_size: int,
+    strategy: tf.distribute.Strategy,
+    status: str,
+) -> None:
     protocol = PROTOCOLS[config.data.protocol]
     run_dir.mkdir(parents=True, exist_ok=True)
     write_csv(data.split, run_dir / SPLIT_FILE)
     counts = {name: int(len(p.labels)) for name, p in data.partitions.items()}
-    write_json(run_dir / CONFIG_FILE, {
-        "config": config.replace(resume=False).to_dict(),
-        "status": status,
-        "classes": list(data.classes),
-        "image_size": image_size,
-        "frontend": config.to_dict()["frontend"],
-        "seed": config.data.seed,
-        "weights": "from scratch (weights=None)" if config.train.from_scratch else config.train.weights,
-        "split": {"protocol": protocol.name, "speaker_independent": protocol.speaker_independent,
-                  "description": protocol.description, "clips": counts},
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "hardware": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                     "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-                     **distributed.describe(strategy)},
-        "written": dt.datetime.now().isoformat(timespec="seconds"),
-    })
+    write_json(
+        run_dir / CONFIG_FILE,
+        {
+            "config": config.replace(resume=False).to_dict(),
+            "status": status,
+            "classes": list(data.classes),
+            "image_size": image_size,
+            "frontend": config.to_dict()["frontend"],
+            "seed": config.data.seed,
+            "weights": "from scratch (weights=None)" if config.train.from_scratch else config.train.weights,
+            "split": {
+                "protocol": protocol.name,
+                "speaker_independent": protocol.speaker_independent,
+                "description": protocol.description,
+                "clips": counts,
+            },
+            "versions": _versions(),
+            "git_commit": _git_commit(),
+            "hardware": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+                **distributed.describe(strategy),
+            },
+            "written": dt.datetime.now().isoformat(timespec="seconds"),
+        },
+    )
 
 
 def _versions() -> dict[str, str]:
     import librosa
     import sklearn
 
-    return {"aed_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "librosa": librosa.__version__, "scikit-learn": sklearn.__version__,
-            "python": platform.python_version()}
+    return {
+        "aed_tf": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "librosa": librosa.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -446,4 +554,3 @@ def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
             np.savez(f, *arrays)
 
     atomic_write(path, save)
-

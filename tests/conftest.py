@@ -29,8 +29,10 @@ def shared_datasets() -> Path:
 def extra_datasets() -> Path:
     """The corpora beyond the reference set (ASED), beside the shared datasets."""
     if not ASED_DIR.is_dir():
-        pytest.fail(f"ASED not found at {ASED_DIR}; put the shared extra datasets beside the "
-                    "repository or set AED_TF_EXTRA_DATASETS")
+        pytest.fail(
+            f"ASED not found at {ASED_DIR}; put the shared extra datasets beside the "
+            "repository or set AED_TF_EXTRA_DATASETS"
+        )
     return EXTRA_DATASETS
 
 
@@ -66,6 +68,7 @@ def speaker_run(tmp_path_factory) -> Path:
     from tests.synth import make_ravdess_tree, tiny_config
 
     root = tmp_path_factory.mktemp("speaker-run")
-    config = tiny_config(root, make_ravdess_tree(root / "data"), backbone="audiocnn", epochs=1,
-                         normalization="speaker")
+    config = tiny_config(
+        root, make_ravdess_tree(root / "data"), backbone="audiocnn", epochs=1, normalization="speaker"
+    )
     return train(config, progress=False).run_dir

@@ -33,8 +33,11 @@ def make_responsive_run(run_dir: Path, dest: Path) -> Path:
     # Flatten, not pooling, and large weights: random weights average out to nearly uniform
     # probabilities otherwise.
     x = keras.layers.Flatten()(x)
-    dense = keras.layers.Dense(len(config["classes"]), activation="softmax",
-                               kernel_initializer=keras.initializers.RandomNormal(stddev=0.1))
+    dense = keras.layers.Dense(
+        len(config["classes"]),
+        activation="softmax",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.1),
+    )
     classifier = keras.Model(features, dense(x))
     build_serving_model(classifier, frontend).save(dest / SERVING_FILE)
     return dest

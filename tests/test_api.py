@@ -43,16 +43,28 @@ class Served:
     process: subprocess.Popen
     temp_dir: Path  # the server's TMPDIR
 
-    def predict(self, path: Path | None = None, content: bytes | None = None, raw: str | None = None,
-                timeline: bool = False) -> httpx.Response:
+    def predict(
+        self,
+        path: Path | None = None,
+        content: bytes | None = None,
+        raw: str | None = None,
+        timeline: bool = False,
+    ) -> httpx.Response:
         """POSTs the file at `path` (or `content`) as the form field `file`, or as the raw body
         with Content-Type `raw`."""
         content = path.read_bytes() if content is None else content
         name = path.name if path else "upload.wav"
-        request = ({"content": content, "headers": {"Content-Type": raw}} if raw
-                   else {"files": {"file": (name, content, "application/octet-stream")}})
-        return httpx.post(self.url + "api/predict", params={"timeline": "1"} if timeline else None,
-                          timeout=ANSWER_SECONDS, **request)
+        request = (
+            {"content": content, "headers": {"Content-Type": raw}}
+            if raw
+            else {"files": {"file": (name, content, "application/octet-stream")}}
+        )
+        return httpx.post(
+            self.url + "api/predict",
+            params={"timeline": "1"} if timeline else None,
+            timeout=ANSWER_SECONDS,
+            **request,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +88,25 @@ def server(run, tmp_path_factory) -> Iterator[Served]:
     log = folder / "serve.log"
     temp_dir = folder / "tmp"
     temp_dir.mkdir()
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio"), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "TMPDIR": str(temp_dir)}
-    command = [sys.executable, "-c", "import sys; from aed_tf.cli import main; sys.exit(main())",
-               "serve", str(run), "--host", "127.0.0.1", "--port", str(port),
-               "--max-upload-mb", str(MAX_UPLOAD_MB)]
+    env = {
+        **os.environ,
+        "GRADIO_TEMP_DIR": str(folder / "gradio"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TMPDIR": str(temp_dir),
+    }
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from aed_tf.cli import main; sys.exit(main())",
+        "serve",
+        str(run),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-upload-mb",
+        str(MAX_UPLOAD_MB),
+    ]
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -161,9 +187,11 @@ def test_a_file_that_cannot_be_used_gets_400_with_the_reason(server, recognizer,
         path = _write_bad(case, tmp_path)
         with pytest.raises(AudioError) as raised:
             recognizer.predict(path)
-        for response in (server.predict(path),
-                         server.predict(path, raw="audio/flac" if "FLAC" in case else "audio/wav"),
-                         server.predict(path, timeline=True)):
+        for response in (
+            server.predict(path),
+            server.predict(path, raw="audio/flac" if "FLAC" in case else "audio/wav"),
+            server.predict(path, timeline=True),
+        ):
             assert (response.status_code, response.json()) == (400, {"error": raised.value.reason}), case
     assert leftovers(server) == []
 
@@ -181,21 +209,31 @@ def test_an_upload_over_the_limit_gets_413(server, shared_datasets):
     too_big = np.random.default_rng(0).bytes(2 * 1024 * 1024)
     for response in (server.predict(content=too_big), server.predict(content=too_big, raw="audio/wav")):
         assert response.status_code == 413
-        assert response.json() == {"error": f"the upload is over the limit of {MAX_UPLOAD_MB} MB "
-                                            "(aed-tf serve --max-upload-mb)"}
+        assert response.json() == {
+            "error": f"the upload is over the limit of {MAX_UPLOAD_MB} MB (aed-tf serve --max-upload-mb)"
+        }
     assert server.predict(RAVDESS_CLIP).status_code == 200  # and the server goes on
     assert leftovers(server) == []
 
 
 def test_a_request_that_is_not_audio_gets_a_4xx_with_a_reason(server):
-    response = httpx.post(server.url + "api/predict", content=b"x=1", timeout=ANSWER_SECONDS,
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = httpx.post(
+        server.url + "api/predict",
+        content=b"x=1",
+        timeout=ANSWER_SECONDS,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 415 and "form field 'file'" in response.json()["error"]
-    response = httpx.post(server.url + "api/predict", files={"audio": ("a.wav", b"x")},
-                          timeout=ANSWER_SECONDS)
+    response = httpx.post(
+        server.url + "api/predict", files={"audio": ("a.wav", b"x")}, timeout=ANSWER_SECONDS
+    )
     assert response.status_code == 400 and "form field 'file'" in response.json()["error"]
-    response = httpx.post(server.url + "api/predict", params={"timeline": "maybe"},
-                          files={"file": ("a.wav", b"x")}, timeout=ANSWER_SECONDS)
+    response = httpx.post(
+        server.url + "api/predict",
+        params={"timeline": "maybe"},
+        files={"file": ("a.wav", b"x")},
+        timeout=ANSWER_SECONDS,
+    )
     assert response.status_code == 400 and response.json()["error"].startswith("timeline: ")
 
 
@@ -213,8 +251,10 @@ def test_a_long_recording_gets_its_timeline(server, recognizer, shared_datasets,
     response = server.predict(long, timeline=True)
     assert response.status_code == 200
     answer = response.json()
-    assert_close(answer, {**expected, "source": long.name,
-                          "prediction": {**expected["prediction"], "source": long.name}})
+    assert_close(
+        answer,
+        {**expected, "source": long.name, "prediction": {**expected["prediction"], "source": long.name}},
+    )
     assert answer["duration"] >= 20 and answer["segments"] and answer["shares"]
     assert answer["segments"][-1]["end"] == pytest.approx(answer["duration"], abs=0.01)
     assert math.isclose(sum(answer["shares"].values()), 1, abs_tol=1e-5)
@@ -243,12 +283,26 @@ def test_the_docs_and_the_page_are_served(server):
 
 def test_a_bad_limit_or_a_taken_port_is_one_line_and_status_2(server, run, capsys):
     assert main(["serve", str(run), "--max-upload-mb", "0"]) == 2
-    assert capsys.readouterr().err == "aed-tf serve: error: --max-upload-mb must be a positive number, got 0\n"
+    assert (
+        capsys.readouterr().err == "aed-tf serve: error: --max-upload-mb must be a positive number, got 0\n"
+    )
     port = server.url.rstrip("/").rsplit(":", 1)[1]
     taken = subprocess.run(
-        [sys.executable, "-c", "import sys; from aed_tf.cli import main; sys.exit(main())",
-         "serve", str(run), "--port", port], capture_output=True, text=True, timeout=STARTUP_SECONDS,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        [
+            sys.executable,
+            "-c",
+            "import sys; from aed_tf.cli import main; sys.exit(main())",
+            "serve",
+            str(run),
+            "--port",
+            port,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert taken.returncode == 2
-    assert taken.stderr.strip().splitlines()[-1] == (f"aed-tf serve: error: cannot serve on 127.0.0.1:{port}: "
-                                                     "Address already in use")
+    assert taken.stderr.strip().splitlines()[-1] == (
+        f"aed-tf serve: error: cannot serve on 127.0.0.1:{port}: Address already in use"
+    )

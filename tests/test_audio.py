@@ -92,8 +92,12 @@ def test_a_file_at_the_output_rate_is_not_resampled(tmp_path, subtype, tolerance
 
 @pytest.mark.parametrize(
     ("name", "rate", "subtype"),
-    [("a.wav", 48000, "PCM_16"), ("a.flac", 44100, "PCM_24"), ("a.ogg", 22050, "VORBIS"),
-     ("a.mp3", 44100, "MPEG_LAYER_III")],
+    [
+        ("a.wav", 48000, "PCM_16"),
+        ("a.flac", 44100, "PCM_24"),
+        ("a.ogg", 22050, "VORBIS"),
+        ("a.mp3", 44100, "MPEG_LAYER_III"),
+    ],
 )
 def test_stereo_is_mixed_down_by_averaging_the_channels(tmp_path, name, rate, subtype):
     left, right = tone(1.0, rate, freq=220.0), tone(1.0, rate, freq=330.0, seed=1)
@@ -157,8 +161,16 @@ def _wav_header(frames: int, sample_rate: int = 16000) -> bytes:
     """A 16-bit mono WAV header declaring `frames` frames."""
     data_bytes = frames * 2
     fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
-    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
-            + fmt + b"data" + struct.pack("<I", data_bytes))
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
 
 
 def _missing(d: Path) -> Path:
@@ -258,7 +270,9 @@ BAD_FILES = {
     "float with inf": (_float_wav_with(-np.inf), "contains 0 NaN and 3 infinite samples"),
     "a directory": (_directory, "not a regular file"),
     "data chunk declares too few frames": (
-        _understated_wav, "corrupt WAV header: its data chunk declares 500 frames, and 63000 bytes"),
+        _understated_wav,
+        "corrupt WAV header: its data chunk declares 500 frames, and 63000 bytes",
+    ),
     "symbolic link loop": (_symlink_loop, "a symbolic link that leads nowhere (to "),
     "1 Hz": (_at_rate(1), "recorded at 1 Hz: supported rates are 8000-192000 Hz"),
     "384 kHz": (_at_rate(384000), "recorded at 384000 Hz: supported rates are 8000-192000 Hz"),
@@ -443,9 +457,12 @@ def _entries(root: Path) -> list[Path]:
 
 
 def _same(a: DecodedAudio, b: DecodedAudio) -> bool:
-    return (np.array_equal(a.samples, b.samples) and a.samples.dtype == b.samples.dtype
-            and (a.sample_rate, a.source_sample_rate, a.channels, a.duration, a.file_hash, a.audio_hash)
-            == (b.sample_rate, b.source_sample_rate, b.channels, b.duration, b.file_hash, b.audio_hash))
+    return (
+        np.array_equal(a.samples, b.samples)
+        and a.samples.dtype == b.samples.dtype
+        and (a.sample_rate, a.source_sample_rate, a.channels, a.duration, a.file_hash, a.audio_hash)
+        == (b.sample_rate, b.source_sample_rate, b.channels, b.duration, b.file_hash, b.audio_hash)
+    )
 
 
 def test_a_second_load_decodes_nothing_and_gives_the_same_clip(tmp_path, cache_dir):
@@ -547,8 +564,9 @@ def _flip_the_samples(entry: Path) -> None:
         np.savez(f, **fields)
 
 
-@pytest.mark.parametrize("damage", [_truncate_half, _truncate_to_nothing, _overwrite_with_garbage,
-                                    _flip_the_samples])
+@pytest.mark.parametrize(
+    "damage", [_truncate_half, _truncate_to_nothing, _overwrite_with_garbage, _flip_the_samples]
+)
 def test_a_damaged_entry_is_a_miss_and_is_rewritten(tmp_path, cache_dir, damage):
     path = write_audio(tmp_path / "tone.wav", sample_rate=22050)
     expected = AudioCache(cache_dir).load(path)
@@ -656,12 +674,24 @@ RAVDESS_ACTOR_01 = "Actor_01/03-01-02-01-01-02-01"  # its original WAV is the st
 @pytest.mark.parametrize(
     ("flac", "original", "channels", "rate"),
     [
-        (RAVDESS_DIR / f"{RAVDESS_ACTOR_01}.flac",
-         ORIGINALS_DIR / "RAVDESS/audio_speech_actors_01-24" / f"{RAVDESS_ACTOR_01}.wav", 2, 48000),
-        (RAVDESS_DIR / "Actor_01/03-01-01-01-01-01-01.flac",
-         ORIGINALS_DIR / "RAVDESS/audio_speech_actors_01-24/Actor_01/03-01-01-01-01-01-01.wav", 1, 48000),
-        (TESS_DIR / "OAF_fear/OAF_back_fear.flac",
-         ORIGINALS_DIR / "TESS/TESS_Toronto_emotional_speech_set_data/OAF_fear/OAF_back_fear.wav", 1, 24414),
+        (
+            RAVDESS_DIR / f"{RAVDESS_ACTOR_01}.flac",
+            ORIGINALS_DIR / "RAVDESS/audio_speech_actors_01-24" / f"{RAVDESS_ACTOR_01}.wav",
+            2,
+            48000,
+        ),
+        (
+            RAVDESS_DIR / "Actor_01/03-01-01-01-01-01-01.flac",
+            ORIGINALS_DIR / "RAVDESS/audio_speech_actors_01-24/Actor_01/03-01-01-01-01-01-01.wav",
+            1,
+            48000,
+        ),
+        (
+            TESS_DIR / "OAF_fear/OAF_back_fear.flac",
+            ORIGINALS_DIR / "TESS/TESS_Toronto_emotional_speech_set_data/OAF_fear/OAF_back_fear.wav",
+            1,
+            24414,
+        ),
     ],
     ids=["ravdess stereo 48k", "ravdess mono 48k", "tess 24414"],
 )

@@ -6,7 +6,11 @@ from keras.src.legacy.saving import legacy_h5_format
 from keras.src.utils import file_utils
 
 from aed_tf.backbones import (
-    BACKBONES, WeightsUnavailableError, build_backbone, keras_cache_file, resolve_image_size,
+    BACKBONES,
+    WeightsUnavailableError,
+    build_backbone,
+    keras_cache_file,
+    resolve_image_size,
 )
 from aed_tf.config import Config, FrontEndConfig
 from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
@@ -30,8 +34,9 @@ def test_every_backbone_builds_trains_saves_and_reloads(name, tmp_path):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     reloaded = keras.models.load_model(path)
-    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
+    )
     probabilities = model.predict(images, verbose=0)
     assert probabilities.shape == (4, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
@@ -125,16 +130,28 @@ def test_a_per_speaker_serving_model_equals_the_classifier_on_the_pipelines_feat
     input and gives the classifier's output on the evaluation pipeline's features."""
     from aed_tf.pipeline import eval_dataset, speaker_statistics
 
-    config = Config().replace(backbone="audiocnn", weights="none", clip_seconds=1.0, n_mels=32,
-                              normalization="speaker", batch_size=4)
+    config = Config().replace(
+        backbone="audiocnn",
+        weights="none",
+        clip_seconds=1.0,
+        n_mels=32,
+        normalization="speaker",
+        batch_size=4,
+    )
     model = build_classifier(config.train, 7, 32)
     serving = build_serving_model(model, config.frontend)
-    assert [i.name for i in serving.inputs] == ["speaker_statistics", "waveform"] or \
-        sorted(i.name for i in serving.inputs) == ["speaker_statistics", "waveform"]
+    assert [i.name for i in serving.inputs] == ["speaker_statistics", "waveform"] or sorted(
+        i.name for i in serving.inputs
+    ) == ["speaker_statistics", "waveform"]
     rng = np.random.default_rng(0)
-    clips = [(scale * rng.standard_normal(n)).astype("float32") for scale, n in ((0.1, 20000), (0.3, 16000), (0.02, 9000))]
+    clips = [
+        (scale * rng.standard_normal(n)).astype("float32")
+        for scale, n in ((0.1, 20000), (0.3, 16000), (0.02, 9000))
+    ]
     statistics = speaker_statistics(clips, ["a", "b", "b"], config.frontend)
-    expected = model.predict(eval_dataset(clips, [0, 1, 2], 7, config, statistics).map(lambda x, y: x), verbose=0)
+    expected = model.predict(
+        eval_dataset(clips, [0, 1, 2], 7, config, statistics).map(lambda x, y: x), verbose=0
+    )
     for clip, stats, row in zip(clips, statistics, expected):
         given = {"waveform": clip[None], "speaker_statistics": stats[None]}
         np.testing.assert_allclose(serving(given).numpy()[0], row, atol=1e-5)
@@ -155,8 +172,10 @@ def test_temperature_softens_without_changing_the_ranking():
 
 
 def _no_network(*args, **kwargs):
-    raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
-                    "[Errno -3] Temporary failure in name resolution")
+    raise Exception(
+        "URL fetch failure on https://storage.googleapis.com/...: None -- "
+        "[Errno -3] Temporary failure in name resolution"
+    )
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3small", "efficientnetb0"])
@@ -174,10 +193,11 @@ def test_from_scratch_batchnorm_statistics_catch_up_with_the_data(name):
     model.fit(features, labels, batch_size=8, epochs=50, verbose=0, shuffle=False)
 
     backbone = model.get_layer("backbone")
-    first_bn = next(l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization))
-    preprocess = next(l for l in model.layers if isinstance(l, BackbonePreprocess))
+    first_bn = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
+    preprocess = next(layer for layer in model.layers if isinstance(layer, BackbonePreprocess))
     images = preprocess(model.get_layer("image")(features))
     bn_input = keras.Model(backbone.input, first_bn.input)(images).numpy()
     batch_mean = bn_input.mean(axis=(0, 1, 2))
-    np.testing.assert_allclose(np.asarray(first_bn.moving_mean), batch_mean,
-                               atol=0.02 * np.abs(batch_mean).max())
+    np.testing.assert_allclose(
+        np.asarray(first_bn.moving_mean), batch_mean, atol=0.02 * np.abs(batch_mean).max()
+    )

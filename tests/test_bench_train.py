@@ -10,11 +10,29 @@ from aed_tf import cli
 def test_bench_train_reports_held_out_speakers_per_corpus(shared_datasets, shared_cache, tmp_path, capsys):
     output = tmp_path / "train.json"
     argv = [
-        "bench", "train", "--backbones", "mobilenetv3small", "--output", str(output),
-        "--data-roots", str(shared_datasets / "RAVDESS"), str(shared_datasets / "TESS"),
-        "--cache-dir", str(shared_cache), "--prepared-dir", str(tmp_path / "prepared"),
-        "--output-dir", str(tmp_path / "runs"), "--epochs", "1", "--image-size", "32",
-        "--n-mels", "32", "--batch-size", "64",
+        "bench",
+        "train",
+        "--backbones",
+        "mobilenetv3small",
+        "--output",
+        str(output),
+        "--data-roots",
+        str(shared_datasets / "RAVDESS"),
+        str(shared_datasets / "TESS"),
+        "--cache-dir",
+        str(shared_cache),
+        "--prepared-dir",
+        str(tmp_path / "prepared"),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--n-mels",
+        "32",
+        "--batch-size",
+        "64",
     ]
     assert cli.main(argv) == 0
     result = json.loads(output.read_text())
@@ -57,8 +75,14 @@ def test_the_ensemble_averages_the_models_probabilities_on_the_same_clips():
     classes = ("angry", "sad")
 
     def evaluation(p_angry):
-        frame = pd.DataFrame({"clip_id": ["a", "b", "c", "d"], "corpus": ["ravdess", "ravdess", "tess", "tess"],
-                              "label": [0, 1, 0, 1], "p_angry": p_angry})
+        frame = pd.DataFrame(
+            {
+                "clip_id": ["a", "b", "c", "d"],
+                "corpus": ["ravdess", "ravdess", "tess", "tess"],
+                "label": [0, 1, 0, 1],
+                "p_angry": p_angry,
+            }
+        )
         frame["p_sad"] = 1 - frame["p_angry"]
         frame["predicted"] = (frame["p_sad"] > frame["p_angry"]).astype(int)
         return Evaluation("test", "shared-si", True, classes, frame, {}, pd.DataFrame(), pd.DataFrame())

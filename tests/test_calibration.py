@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 
 from aed_tf.calibration import (
-    apply_temperature, expected_calibration_error, fit_temperature, reliability_table,
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_table,
 )
 
 
@@ -10,7 +13,9 @@ def overconfident(seed: int = 0, clips: int = 4000, classes: int = 4):
     """Labels and probabilities of a model that is right 60% of the time but says ~0.95."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, clips)
-    predicted = np.where(rng.random(clips) < 0.6, labels, (labels + rng.integers(1, classes, clips)) % classes)
+    predicted = np.where(
+        rng.random(clips) < 0.6, labels, (labels + rng.integers(1, classes, clips)) % classes
+    )
     probabilities = np.full((clips, classes), 0.05 / (classes - 1))
     probabilities[np.arange(clips), predicted] = 0.95
     return labels, probabilities

@@ -87,8 +87,11 @@ def test_cli_flags_override_only_what_was_given():
     assert config.data.data_roots == ("r1", "r2")
     assert config.data.prepared_dir == "x"
     assert (config.frontend.n_mels, config.augment.augment, config.data.calm) == (80, False, "drop")
-    untouched = {k: v for k, v in config.to_flat().items()
-                 if k not in ("data_roots", "prepared_dir", "n_mels", "augment", "calm")}
+    untouched = {
+        k: v
+        for k, v in config.to_flat().items()
+        if k not in ("data_roots", "prepared_dir", "n_mels", "augment", "calm")
+    }
     assert untouched == {k: v for k, v in Config().to_flat().items() if k in untouched}
 
 

@@ -103,7 +103,12 @@ RAVDESS_NAMES = [
 
 @pytest.mark.parametrize("stem, emotion, source_label, intensity, speaker, gender", RAVDESS_NAMES)
 def test_ravdess_names(
-    tmp_path: Path, stem: str, emotion: str, source_label: str, intensity: str, speaker: str,
+    tmp_path: Path,
+    stem: str,
+    emotion: str,
+    source_label: str,
+    intensity: str,
+    speaker: str,
     gender: str,
 ) -> None:
     path = tmp_path / f"Actor_{speaker}" / f"{stem}.wav"
@@ -112,7 +117,9 @@ def test_ravdess_names(
     assert (labelled.corpus, labelled.clip_id) == ("ravdess", f"ravdess/{stem}")
     assert labelled.path == path
     assert (labelled.emotion, labelled.source_label, labelled.intensity) == (
-        emotion, source_label, intensity,
+        emotion,
+        source_label,
+        intensity,
     )
     assert (labelled.speaker, labelled.gender) == (speaker, gender)
 
@@ -143,8 +150,14 @@ def test_invalid_ravdess_codes_are_not_ravdess(tmp_path: Path, stem: str) -> Non
 
 @pytest.mark.parametrize(
     "code, emotion",
-    [("ANG", "angry"), ("DIS", "disgust"), ("FEA", "fear"), ("HAP", "happy"), ("NEU", "neutral"),
-     ("SAD", "sad")],
+    [
+        ("ANG", "angry"),
+        ("DIS", "disgust"),
+        ("FEA", "fear"),
+        ("HAP", "happy"),
+        ("NEU", "neutral"),
+        ("SAD", "sad"),
+    ],
 )
 def test_crema_d_emotions(tmp_path: Path, code: str, emotion: str) -> None:
     labelled = parse_path(tmp_path / "AudioWAV" / f"1042_IEO_{code}_HI.wav")
@@ -156,12 +169,14 @@ def test_crema_d_emotions(tmp_path: Path, code: str, emotion: str) -> None:
 
 @pytest.mark.parametrize(
     "stem, speaker, intensity",
-    [("1001_DFA_ANG_LO", "1001", "low"), ("1091_TIE_SAD_MD", "1091", "medium"),
-     ("1050_WSI_NEU_HI", "1050", "high"), ("1001_IWW_HAP_XX", "1001", "")],
+    [
+        ("1001_DFA_ANG_LO", "1001", "low"),
+        ("1091_TIE_SAD_MD", "1091", "medium"),
+        ("1050_WSI_NEU_HI", "1050", "high"),
+        ("1001_IWW_HAP_XX", "1001", ""),
+    ],
 )
-def test_crema_d_levels_and_actor_bounds(
-    tmp_path: Path, stem: str, speaker: str, intensity: str
-) -> None:
+def test_crema_d_levels_and_actor_bounds(tmp_path: Path, stem: str, speaker: str, intensity: str) -> None:
     labelled = parse_path(tmp_path / f"{stem}.wav")
     assert labelled is not None
     assert (labelled.speaker, labelled.intensity) == (speaker, intensity)
@@ -169,8 +184,16 @@ def test_crema_d_levels_and_actor_bounds(
 
 @pytest.mark.parametrize(
     "stem",
-    ["1000_DFA_ANG_XX", "1092_DFA_ANG_XX", "1001_DFA_XYZ_XX", "1001_DFA_ANG_LX",
-     "1001_DF_ANG_XX", "1001_dfa_ANG_XX", "1001_DFA_ang_XX", "101_DFA_ANG_XX"],
+    [
+        "1000_DFA_ANG_XX",
+        "1092_DFA_ANG_XX",
+        "1001_DFA_XYZ_XX",
+        "1001_DFA_ANG_LX",
+        "1001_DF_ANG_XX",
+        "1001_dfa_ANG_XX",
+        "1001_DFA_ang_XX",
+        "101_DFA_ANG_XX",
+    ],
 )
 def test_invalid_crema_d_codes_are_not_crema_d(tmp_path: Path, stem: str) -> None:
     assert parse_path(tmp_path / "AudioWAV" / f"{stem}.wav") is None
@@ -249,10 +272,17 @@ def test_ased_real_files(extra_datasets: Path) -> None:
 # -- ASED ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stem, emotion", [
-    ("n1-01-01-01-01", "neutral"), ("f2-03-02-02-09", "fear"), ("h3-10-01-01-65", "happy"),
-    ("s4-04-02-01-29", "sad"), ("S4-04-02-01-29", "sad"), ("a5-12-03-02-40", "angry"),
-])
+@pytest.mark.parametrize(
+    "stem, emotion",
+    [
+        ("n1-01-01-01-01", "neutral"),
+        ("f2-03-02-02-09", "fear"),
+        ("h3-10-01-01-65", "happy"),
+        ("s4-04-02-01-29", "sad"),
+        ("S4-04-02-01-29", "sad"),
+        ("a5-12-03-02-40", "angry"),
+    ],
+)
 def test_ased_names(tmp_path: Path, stem: str, emotion: str) -> None:
     labelled = parse_path(tmp_path / "ASED" / "any folder" / f"{stem}.wav")
     assert labelled is not None and labelled.corpus == "ased"
@@ -267,14 +297,17 @@ def test_ased_speaker_is_the_number_alone_whatever_the_gender_code(tmp_path: Pat
     assert female.speaker == male.speaker == "09"
 
 
-@pytest.mark.parametrize("stem", [
-    "n2-01-01-01-01",  # the letter and the folder number disagree
-    "x1-01-01-01-01",  # no such emotion
-    "n1-01-01-03-01",  # gender code 03
-    "n1-01-01-01-66",  # speakers are 01-65
-    "n1-01-01-01-00",
-    "n1-1-01-01-01",
-])
+@pytest.mark.parametrize(
+    "stem",
+    [
+        "n2-01-01-01-01",  # the letter and the folder number disagree
+        "x1-01-01-01-01",  # no such emotion
+        "n1-01-01-03-01",  # gender code 03
+        "n1-01-01-01-66",  # speakers are 01-65
+        "n1-01-01-01-00",
+        "n1-1-01-01-01",
+    ],
+)
 def test_invalid_ased_names_are_not_ased(tmp_path: Path, stem: str) -> None:
     labelled = parse_path(tmp_path / f"{stem}.wav")
     assert labelled is None or labelled.corpus != "ased"
@@ -292,8 +325,13 @@ def test_scan_reads_an_ased_tree_the_tests_make(tmp_path: Path) -> None:
 # -- SAVEE -----------------------------------------------------------------------------------
 
 SAVEE_PREFIXES = [
-    ("DC", "a", "angry"), ("JE", "d", "disgust"), ("JK", "f", "fear"), ("KL", "h", "happy"),
-    ("DC", "n", "neutral"), ("JE", "sa", "sad"), ("JK", "su", "surprise"),
+    ("DC", "a", "angry"),
+    ("JE", "d", "disgust"),
+    ("JK", "f", "fear"),
+    ("KL", "h", "happy"),
+    ("DC", "n", "neutral"),
+    ("JE", "sa", "sad"),
+    ("JK", "su", "surprise"),
 ]
 
 
@@ -312,8 +350,16 @@ def test_savee_flat_and_folder_layouts_give_the_same_clip(
 
 @pytest.mark.parametrize(
     "relative",
-    ["XX_a01.wav", "DC_b01.wav", "DC_a1.wav", "DC_a001.wav", "dc_a01.wav", "XX/a01.wav",
-     "DC/b01.wav", "clips/a01.wav"],
+    [
+        "XX_a01.wav",
+        "DC_b01.wav",
+        "DC_a1.wav",
+        "DC_a001.wav",
+        "dc_a01.wav",
+        "XX/a01.wav",
+        "DC/b01.wav",
+        "clips/a01.wav",
+    ],
 )
 def test_invalid_savee_names_are_not_savee(tmp_path: Path, relative: str) -> None:
     assert parse_path(tmp_path / "AudioData" / relative) is None
@@ -346,9 +392,7 @@ def test_combined_layout_takes_the_label_from_the_folder(
 
 
 @pytest.mark.parametrize("folder, stem", [("Angry", "clip_0001"), ("Sad", "a01"), ("Happy", "x")])
-def test_combined_layout_with_unknown_names_has_no_speaker(
-    tmp_path: Path, folder: str, stem: str
-) -> None:
+def test_combined_layout_with_unknown_names_has_no_speaker(tmp_path: Path, folder: str, stem: str) -> None:
     labelled = parse_path(tmp_path / folder / f"{stem}.mp3")
     assert labelled is not None
     assert (labelled.corpus, labelled.speaker, labelled.gender) == ("unknown", "", "")
@@ -382,24 +426,38 @@ def test_csv_manifest_paths_speakers_and_bad_rows(tmp_path: Path) -> None:
     ]
     assert {f.corpus for f in files} == {"csv"}
     assert [(s.path.name, s.reason) for s in skipped] == [
-        ("a.wav", f"row 6 of {manifest}: unknown emotion 'bored' (expected one of angry, "
-                  "disgust, fear, happy, neutral, sad, surprise, calm or a synonym)"),
+        (
+            "a.wav",
+            f"row 6 of {manifest}: unknown emotion 'bored' (expected one of angry, "
+            "disgust, fear, happy, neutral, sad, surprise, calm or a synonym)",
+        ),
         ("missing.wav", f"row 7 of {manifest}: file not found"),
-        ("notes.txt", f"row 8 of {manifest}: not an audio file (expected .wav, .flac, .ogg, .oga, "
-                      ".opus, .mp3, .aiff, .aif, .au, .w64, .caf)"),
+        (
+            "notes.txt",
+            f"row 8 of {manifest}: not an audio file (expected .wav, .flac, .ogg, .oga, "
+            ".opus, .mp3, .aiff, .aif, .au, .w64, .caf)",
+        ),
     ]
 
 
 @pytest.mark.parametrize(
     "cell, emotion",
-    [("angry", "angry"), ("Anger", "angry"), ("disgusted", "disgust"), ("FEARFUL", "fear"),
-     ("happiness", "happy"), ("neutral", "neutral"), ("calm", "calm"), ("Sadness", "sad"),
-     ("surprised", "surprise"), ("Suprised", "surprise"), ("PS", "surprise"),
-     ("pleasant_surprise", "surprise")],
+    [
+        ("angry", "angry"),
+        ("Anger", "angry"),
+        ("disgusted", "disgust"),
+        ("FEARFUL", "fear"),
+        ("happiness", "happy"),
+        ("neutral", "neutral"),
+        ("calm", "calm"),
+        ("Sadness", "sad"),
+        ("surprised", "surprise"),
+        ("Suprised", "surprise"),
+        ("PS", "surprise"),
+        ("pleasant_surprise", "surprise"),
+    ],
 )
-def test_csv_emotion_synonyms_without_speaker_column(
-    tmp_path: Path, cell: str, emotion: str
-) -> None:
+def test_csv_emotion_synonyms_without_speaker_column(tmp_path: Path, cell: str, emotion: str) -> None:
     touch(tmp_path / "clip.wav")
     (tmp_path / "labels.csv").write_text(f"path,emotion\nclip.wav,{cell}\n")
     (labelled,), skipped = read_csv_manifest(tmp_path / "labels.csv")
@@ -425,20 +483,26 @@ def test_csv_root_in_scan_keeps_one_copy_per_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "extension", [".wav", ".flac", ".ogg", ".mp3", ".WAV", ".Flac", ".OGG", ".MP3", ".aiff", ".au", ".w64", ".caf"]
+    "extension",
+    [".wav", ".flac", ".ogg", ".mp3", ".WAV", ".Flac", ".OGG", ".MP3", ".aiff", ".au", ".w64", ".caf"],
 )
 def test_scan_reads_every_audio_extension(tmp_path: Path, extension: str) -> None:
-    path = write_audio(tmp_path / "savee" / f"DC_h03{extension}", seconds=0.1,
-                       format=extension[1:].upper())
+    path = write_audio(tmp_path / "savee" / f"DC_h03{extension}", seconds=0.1, format=extension[1:].upper())
     files, skipped = scan([tmp_path])
     assert [(f.path, f.clip_id) for f in files] == [(path, "savee/DC_h03")] and skipped == []
 
 
 def test_scan_ignores_non_audio_and_hidden_files(tmp_path: Path) -> None:
     clip = touch(tmp_path / "Actor_01" / "03-01-01-01-01-01-01.wav")
-    for name in ("README.md", "Actor_01/notes.txt", "labels.csv", "cover.jpg",
-                 "Actor_01/._03-01-01-01-01-01-02.wav", ".hidden.wav",
-                 ".cache/03-01-01-01-01-01-03.wav"):
+    for name in (
+        "README.md",
+        "Actor_01/notes.txt",
+        "labels.csv",
+        "cover.jpg",
+        "Actor_01/._03-01-01-01-01-01-02.wav",
+        ".hidden.wav",
+        ".cache/03-01-01-01-01-01-03.wav",
+    ):
         touch(tmp_path / name)
     files, skipped = scan([tmp_path])
     assert [f.path for f in files] == [clip] and skipped == []
@@ -491,8 +555,10 @@ def test_parse_path_makes_paths_absolute(tmp_path: Path, monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize(
     "root, error, message",
-    [("absent", MissingDataError, "does not exist"),
-     ("notes.txt", ValueError, "must be a folder or a .csv manifest")],
+    [
+        ("absent", MissingDataError, "does not exist"),
+        ("notes.txt", ValueError, "must be a folder or a .csv manifest"),
+    ],
 )
 def test_scan_rejects_bad_roots(tmp_path: Path, root: str, error: type, message: str) -> None:
     touch(tmp_path / "notes.txt")
@@ -508,7 +574,8 @@ def test_resolve_explicit_roots(tmp_path: Path) -> None:
     (tmp_path / "corpora").mkdir()
     absolute = str(tmp_path / "corpora")
     assert resolve_data_roots(["labels.csv", absolute], cwd=tmp_path) == [
-        tmp_path / "labels.csv", tmp_path / "corpora",
+        tmp_path / "labels.csv",
+        tmp_path / "corpora",
     ]
     with pytest.raises(MissingDataError, match=re.escape(str(tmp_path / "nowhere"))):
         resolve_data_roots(["corpora", "nowhere"], cwd=tmp_path)
@@ -521,7 +588,9 @@ def test_resolve_prefers_data_then_shared_datasets(tmp_path: Path) -> None:
     assert resolve_data_roots(cwd=project) == [tmp_path / "shared" / "datasets"]
     (tmp_path / "shared" / "extra-datasets").mkdir()
     assert resolve_data_roots(cwd=project) == [
-        tmp_path / "shared" / "datasets", tmp_path / "shared" / "extra-datasets"]
+        tmp_path / "shared" / "datasets",
+        tmp_path / "shared" / "extra-datasets",
+    ]
     (project / "data").mkdir()
     assert resolve_data_roots(cwd=project) == [project / "data"]
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from aed_tf import cli
-from aed_tf.crossval import SPEAKER_FOLDS, model_name, summarize
 from aed_tf.config import Config
+from aed_tf.crossval import SPEAKER_FOLDS, model_name, summarize
 from tests.synth import make_ased_tree, make_ravdess_tree, tiny_config
 
 
@@ -24,11 +24,38 @@ def three_corpora(tmp_path_factory) -> Path:
 def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path, capsys):
     output = tmp_path / "cv.json"
     config = tiny_config(tmp_path, three_corpora)
-    argv = ["bench", "cv", "--test-folds", "1", "ased", "--seeds", "0", "1", "--output", str(output),
-            "--data-roots", str(three_corpora), "--prepared-dir", config.data.prepared_dir,
-            "--cache-dir", config.data.cache_dir, "--output-dir", config.train.output_dir,
-            "--epochs", "1", "--batch-size", "8", "--clip-seconds", "0.5", "--n-mels", "32",
-            "--time-mask-width", "5", "--freq-mask-width", "4"]
+    argv = [
+        "bench",
+        "cv",
+        "--test-folds",
+        "1",
+        "ased",
+        "--seeds",
+        "0",
+        "1",
+        "--output",
+        str(output),
+        "--data-roots",
+        str(three_corpora),
+        "--prepared-dir",
+        config.data.prepared_dir,
+        "--cache-dir",
+        config.data.cache_dir,
+        "--output-dir",
+        config.train.output_dir,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--clip-seconds",
+        "0.5",
+        "--n-mels",
+        "32",
+        "--time-mask-width",
+        "5",
+        "--freq-mask-width",
+        "4",
+    ]
     assert cli.main(argv) == 0
     result = json.loads(output.read_text())
     assert "ravdess: 1: 01-02, 2: 03-04" in result["folds_description"]
@@ -45,12 +72,20 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert set(summary["per_corpus"]["ravdess"]["recall_per_class"]) == {"angry", "happy", "neutral", "sad"}
     assert summary["leave_corpus_out"]["ased"]["clips"] == 40
     head = summary["headline_uar"]
-    per_seed = [np.mean([summary["per_corpus"][c]["uar_per_seed"][str(s)] for c in ("ased", "ravdess")])
-                for s in (0, 1)]
+    per_seed = [
+        np.mean([summary["per_corpus"][c]["uar_per_seed"][str(s)] for c in ("ased", "ravdess")])
+        for s in (0, 1)
+    ]
     assert head["mean"] == pytest.approx(np.mean(per_seed))
     table = output.with_suffix(".md").read_text()
-    for expected in ("headline", "Leave one corpus out", "eGeMAPS + linear SVM, per-speaker standardised",
-                     "Recall per class", "UAR per fold", "aed-tf bench cv --test-folds 1 ased"):
+    for expected in (
+        "headline",
+        "Leave one corpus out",
+        "eGeMAPS + linear SVM, per-speaker standardised",
+        "Recall per class",
+        "UAR per fold",
+        "aed-tf bench cv --test-folds 1 ased",
+    ):
         assert expected in table
     assert "fold ased seed 1" in capsys.readouterr().out
 
@@ -67,20 +102,57 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert again["rows"][0]["summary"] == summary
 
 
-def test_a_per_speaker_model_is_measured_with_its_speakers_clips_and_each_clip_alone(three_corpora, tmp_path, capsys):
+def test_a_per_speaker_model_is_measured_with_its_speakers_clips_and_each_clip_alone(
+    three_corpora, tmp_path, capsys
+):
     output = tmp_path / "cv.json"
     config = tiny_config(tmp_path, three_corpora)
-    assert cli.main(["bench", "cv", "--test-folds", "1", "--seeds", "0", "--no-baselines", "--output", str(output),
-                     "--data-roots", str(three_corpora), "--prepared-dir", config.data.prepared_dir,
-                     "--cache-dir", config.data.cache_dir, "--output-dir", config.train.output_dir,
-                     "--epochs", "1", "--clip-seconds", "0.5", "--n-mels", "32", "--time-mask-width", "5",
-                     "--freq-mask-width", "4", "--normalization", "speaker"]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "cv",
+                "--test-folds",
+                "1",
+                "--seeds",
+                "0",
+                "--no-baselines",
+                "--output",
+                str(output),
+                "--data-roots",
+                str(three_corpora),
+                "--prepared-dir",
+                config.data.prepared_dir,
+                "--cache-dir",
+                config.data.cache_dir,
+                "--output-dir",
+                config.train.output_dir,
+                "--epochs",
+                "1",
+                "--clip-seconds",
+                "0.5",
+                "--n-mels",
+                "32",
+                "--time-mask-width",
+                "5",
+                "--freq-mask-width",
+                "4",
+                "--normalization",
+                "speaker",
+            ]
+        )
+        == 0
+    )
     rows = {row["model"]: row for row in json.loads(output.read_text())["rows"]}
     [own] = [name for name in rows if "normalization=speaker" in name and "alone" not in name]
     alone = rows[f"{own}, each clip alone (training statistics)"]
     assert len(rows) == 2
     for corpus in ("ased", "ravdess"):
-        assert alone["summary"]["per_corpus"][corpus]["clips"] == rows[own]["summary"]["per_corpus"][corpus]["clips"] == 8
+        assert (
+            alone["summary"]["per_corpus"][corpus]["clips"]
+            == rows[own]["summary"]["per_corpus"][corpus]["clips"]
+            == 8
+        )
     assert "each clip alone (training statistics)" in output.with_suffix(".md").read_text()
 
 
@@ -90,13 +162,41 @@ def test_summary_pools_out_of_fold_predictions_per_corpus():
     # Seed 0: every ravdess clip right, tess half right; seed 1 the same but one more tess miss.
     for seed, tess_hits in ((0, 2), (1, 1)):
         for fold in ("1", "2"):
-            rows += [{"clip_id": f"r{fold}{i}", "corpus": "ravdess", "speaker": fold, "label": i % 2,
-                      "predicted": i % 2, "seed": seed, "fold": fold} for i in range(2)]
+            rows += [
+                {
+                    "clip_id": f"r{fold}{i}",
+                    "corpus": "ravdess",
+                    "speaker": fold,
+                    "label": i % 2,
+                    "predicted": i % 2,
+                    "seed": seed,
+                    "fold": fold,
+                }
+                for i in range(2)
+            ]
         for i in range(4):
-            rows.append({"clip_id": f"t{i}", "corpus": "tess", "speaker": "OAF", "label": i % 2,
-                         "predicted": i % 2 if i < tess_hits else 1 - i % 2, "seed": seed, "fold": "1"})
-    rows.append({"clip_id": "x", "corpus": "tess", "speaker": "YAF", "label": 0, "predicted": 0,
-                 "seed": 0, "fold": "tess"})
+            rows.append(
+                {
+                    "clip_id": f"t{i}",
+                    "corpus": "tess",
+                    "speaker": "OAF",
+                    "label": i % 2,
+                    "predicted": i % 2 if i < tess_hits else 1 - i % 2,
+                    "seed": seed,
+                    "fold": "1",
+                }
+            )
+    rows.append(
+        {
+            "clip_id": "x",
+            "corpus": "tess",
+            "speaker": "YAF",
+            "label": 0,
+            "predicted": 0,
+            "seed": 0,
+            "fold": "tess",
+        }
+    )
     summary = summarize(pd.DataFrame(rows), classes)
     assert summary["per_corpus"]["ravdess"]["uar"]["mean"] == 1.0
     assert summary["per_corpus"]["tess"]["uar_per_seed"] == {0: 0.5, 1: 0.25}

@@ -49,11 +49,18 @@ def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
         config = tiny_config(home, data_root, epochs=1)
         (home / "config.json").write_text(config.to_json())
         # On the CPU, where runs are bit-reproducible and two workers do not share one GPU.
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        env = {
+            **os.environ,
+            "CUDA_VISIBLE_DEVICES": "",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
         command = [sys.executable, "-c", WORKER, str(home / "config.json"), str(home / "weights.npz")]
-        workers.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True))
+        workers.append(
+            subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     outputs = []
     try:
         for worker in workers:
@@ -64,8 +71,10 @@ def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
     for index, (worker, output) in enumerate(zip(workers, outputs)):
         assert worker.returncode == 0, f"worker {index} exited {worker.returncode}:\n{output[-5000:]}"
 
-    with np.load(tmp_path / "worker0" / "weights.npz") as chief, \
-            np.load(tmp_path / "worker1" / "weights.npz") as other:
+    with (
+        np.load(tmp_path / "worker0" / "weights.npz") as chief,
+        np.load(tmp_path / "worker1" / "weights.npz") as other,
+    ):
         assert chief.files == other.files and len(chief.files) > 100
         for name in chief.files:
             assert np.array_equal(chief[name], other[name]), name
@@ -79,7 +88,10 @@ def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
     assert saved["status"] == "finished"
     hardware = saved["hardware"]
     assert (hardware["strategy"], hardware["workers"], hardware["replicas"]) == (
-        "MultiWorkerMirroredStrategy", 2, 2)
+        "MultiWorkerMirroredStrategy",
+        2,
+        2,
+    )
     history = pd.read_csv(run / HISTORY_FILE)
     assert list(history["epoch"]) == [1]
     assert {"loss", "accuracy", "val_uar", "learning_rate"} <= set(history.columns)

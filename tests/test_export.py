@@ -49,13 +49,17 @@ def responsive_run(tiny_run, tmp_path_factory) -> Path:
 
 def windows(clips: list[np.ndarray], length: int) -> np.ndarray:
     """[clips, length]: the middle `length` samples of each clip, a batch."""
-    return np.stack([clip[(len(clip) - length) // 2:][:length] for clip in clips])
+    return np.stack([clip[(len(clip) - length) // 2 :][:length] for clip in clips])
 
 
 @pytest.mark.parametrize("format", FORMATS)
-def test_an_export_gives_the_keras_models_probabilities_on_real_clips(responsive_run, clips, format, tmp_path):
+def test_an_export_gives_the_keras_models_probabilities_on_real_clips(
+    responsive_run, clips, format, tmp_path
+):
     model = EmotionRecognizer.load(responsive_run).model
-    clip_samples = FrontEndConfig(**json.loads((responsive_run / "config.json").read_text())["frontend"]).clip_samples
+    clip_samples = FrontEndConfig(
+        **json.loads((responsive_run / "config.json").read_text())["frontend"]
+    ).clip_samples
     batch = windows(clips, clip_samples)
     expected_batch = model(batch).numpy()
     # The comparison means something: the clips get answers far apart compared with the tolerance.
@@ -90,7 +94,11 @@ def test_cli_exports_the_trained_run(tiny_run, clips, format, capsys):
     TFLite model is converted from the SavedModel export.)"""
     assert main(["export", str(tiny_run), "--format", format]) == 0
     out = capsys.readouterr().out
-    path = tiny_run / "export" / {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
+    path = (
+        tiny_run
+        / "export"
+        / {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
+    )
     assert str(path) in out and metadata_file(path).is_file()
     model = EmotionRecognizer.load(tiny_run).model
     batch = windows(clips, 8000)
@@ -99,8 +107,10 @@ def test_cli_exports_the_trained_run(tiny_run, clips, format, capsys):
 
 def test_cli_export_errors_are_one_line(tiny_run, tmp_path, capsys):
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
-    assert capsys.readouterr().err.strip() == f"aed-tf export: error: {tmp_path}: not a finished run " \
-                                              "(no serving.keras or config.json)"
+    assert (
+        capsys.readouterr().err.strip() == f"aed-tf export: error: {tmp_path}: not a finished run "
+        "(no serving.keras or config.json)"
+    )
     with pytest.raises(SystemExit):
         main(["export", str(tiny_run), "--format", "pytorch"])
     assert "invalid choice" in capsys.readouterr().err
@@ -115,8 +125,11 @@ def test_plain_ops_trace_the_front_end_without_xla_and_give_the_same_image():
     spec = tf.TensorSpec([None, None], tf.float32)
 
     def calls(function) -> set[str]:
-        return {node.op for node in function.get_concrete_function(spec).graph.as_graph_def().node
-                if "PartitionedCall" in node.op}
+        return {
+            node.op
+            for node in function.get_concrete_function(spec).graph.as_graph_def().node
+            if "PartitionedCall" in node.op
+        }
 
     compiled = tf.function(lambda w: waveform_to_image(w, frontend, 32))
     assert calls(compiled)  # the XLA-compiled steps are function calls
@@ -149,8 +162,9 @@ def test_the_audio_native_backbone_exports_with_builtin_ops(audiocnn_run, clips,
     assert np.abs(expected - expected.mean(axis=0)).max() > 1e-4  # the clips get answers of their own
     np.testing.assert_allclose(load_export(out)(batch), expected, rtol=0, atol=TOLERANCE[format])
     for clip in clips[:2]:  # whole clips of other lengths: the pooling takes any number of frames
-        np.testing.assert_allclose(load_export(out)(clip[None]), model(clip[None]).numpy(), rtol=0,
-                                   atol=TOLERANCE[format])
+        np.testing.assert_allclose(
+            load_export(out)(clip[None]), model(clip[None]).numpy(), rtol=0, atol=TOLERANCE[format]
+        )
 
 
 @pytest.mark.parametrize("format", FORMATS)

@@ -15,14 +15,14 @@ from aed_tf.config import Config, FrontEndConfig
 from aed_tf.errors import InputError
 from aed_tf.features import (
     LogMelFrontEnd,
+    SpectrogramImage,
     log_mel,
+    log_mel_statistics,
     mel_matrix,
     mel_power,
-    log_mel_statistics,
     normalize_per_clip,
     normalize_per_speaker,
     to_image,
-    SpectrogramImage,
     waveform_to_features,
     waveform_to_image,
     white_noise_mel_power,
@@ -103,9 +103,7 @@ def test_log_mel_matches_librosa_on_speech(shared_datasets: Path) -> None:
 def test_log_mel_is_the_log_of_the_mel_power_spectrum() -> None:
     frontend = FrontEndConfig(clip_seconds=0.5, n_mels=40)
     waves = np.stack([tone(0.5, freq=110.0 * (s + 1), seed=s) for s in range(3)])
-    stft = tf.signal.stft(
-        waves, frontend.window_length, frontend.hop_length, frontend.n_fft
-    ).numpy()
+    stft = tf.signal.stft(waves, frontend.window_length, frontend.hop_length, frontend.n_fft).numpy()
     expected = np.abs(stft) ** 2 @ mel_matrix(frontend)
     np.testing.assert_allclose(mel_power(waves, frontend), expected, rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(log_mel(waves, frontend), np.log(expected + 1e-6), atol=1e-3)
@@ -166,7 +164,9 @@ def test_normalize_per_speaker_is_the_per_clip_normalisation_with_the_speakers_s
     np.testing.assert_allclose(normalized.reshape(-1, 16).mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(normalized.std(), 1, atol=1e-3)
     # ... so the louder take stays louder, which per-clip normalisation removes.
-    assert normalized[0].mean() > 0.3 > abs(normalize_per_clip(tf.constant(clips, tf.float32)).numpy()[0].mean())
+    assert (
+        normalized[0].mean() > 0.3 > abs(normalize_per_clip(tf.constant(clips, tf.float32)).numpy()[0].mean())
+    )
     # One variance for all bands: a nearly constant band is not blown up.
     clips[..., -1] = -13.8 + 1e-3 * rng.standard_normal((4, 50))
     frames = clips.reshape(-1, 16)
@@ -184,7 +184,10 @@ def test_log_mel_statistics_of_groups_and_of_a_group_without_frames() -> None:
 
 
 def test_the_front_end_takes_statistics_exactly_when_it_normalises_per_speaker() -> None:
-    clip, speaker = FrontEndConfig(clip_seconds=0.5), FrontEndConfig(clip_seconds=0.5, normalization="speaker")
+    clip, speaker = (
+        FrontEndConfig(clip_seconds=0.5),
+        FrontEndConfig(clip_seconds=0.5, normalization="speaker"),
+    )
     waves = np.random.default_rng(0).normal(0, 0.1, (2, clip.clip_samples)).astype(np.float32)
     statistics = np.stack([np.zeros((2, clip.n_mels)), np.ones((2, clip.n_mels))], axis=1).astype(np.float32)
     with pytest.raises(ValueError, match="needs the speaker's statistics"):
@@ -192,7 +195,9 @@ def test_the_front_end_takes_statistics_exactly_when_it_normalises_per_speaker()
     with pytest.raises(ValueError, match="takes no statistics"):
         waveform_to_features(waves, clip, statistics)
     # Zero means and unit deviations leave the log-mel as it is.
-    np.testing.assert_allclose(waveform_to_features(waves, speaker, statistics), log_mel(waves, clip), atol=1e-5)
+    np.testing.assert_allclose(
+        waveform_to_features(waves, speaker, statistics), log_mel(waves, clip), atol=1e-5
+    )
     with pytest.raises(InputError, match="normalization"):
         FrontEndConfig(normalization="corpus")
 
@@ -277,8 +282,7 @@ def test_layer_configs_round_trip() -> None:
     rebuilt = LogMelFrontEnd.from_config(config)
     assert rebuilt.frontend == layer.frontend and rebuilt.name == "front"
     frontend = rebuilt.frontend
-    assert rebuilt.compute_output_shape((None, frontend.clip_samples)) == (
-        None, frontend.num_frames, 40)
+    assert rebuilt.compute_output_shape((None, frontend.clip_samples)) == (None, frontend.num_frames, 40)
     image = SpectrogramImage.from_config(SpectrogramImage(96, name="img").get_config())
     assert image.image_size == 96 and image.name == "img"
     assert image.compute_output_shape((None, None, 40)) == (None, 96, 96, 3)

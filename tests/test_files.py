@@ -45,8 +45,9 @@ def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
 
     from aed_tf.files import remove_stale_temporaries
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()  # a process that has exited
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()  # a process that has exited
     stale = tmp_path / f".tmp-{gone}-config.json"
     stale.write_text("{")
     stale_dir = tmp_path / f".tmp-{gone}-savedmodel"

@@ -20,6 +20,7 @@ def test_metrics_match_sklearn_with_absent_and_never_predicted_classes(seed):
     assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
     assert metrics["uar"] == pytest.approx(balanced_accuracy_score(labels, predicted))
     assert metrics["macro_f1"] == pytest.approx(
-        f1_score(labels, predicted, labels=present, average="macro", zero_division=0))
+        f1_score(labels, predicted, labels=present, average="macro", zero_division=0)
+    )
     assert metrics["loss"] == pytest.approx(log_loss(labels, probabilities, labels=np.arange(6)), rel=1e-6)
     assert label_metrics(labels, predicted, 6) == {k: metrics[k] for k in ("accuracy", "uar", "macro_f1")}

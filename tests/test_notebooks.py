@@ -16,19 +16,38 @@ from aed_tf.cli import main
 from aed_tf.config import Config
 from aed_tf.errors import UserError
 from aed_tf.runner import (
-    NOTEBOOKS, NOTEBOOKS_DIR, NotebookFailedError, ensure_kernel, notebook_parameters,
-    parse_parameters, run, run_notebook,
+    NOTEBOOKS,
+    NOTEBOOKS_DIR,
+    NotebookFailedError,
+    ensure_kernel,
+    notebook_parameters,
+    parse_parameters,
+    run,
+    run_notebook,
 )
 from tests.synth import make_ravdess_tree
 
-SECTIONS = ("Run card", "Learning curves", "Per class", "Confusion matrix", "Per corpus",
-            "Per speaker", "Calibration", "Errors you can listen to", "Baseline", "Parameters")
+SECTIONS = (
+    "Run card",
+    "Learning curves",
+    "Per class",
+    "Confusion matrix",
+    "Per corpus",
+    "Per speaker",
+    "Calibration",
+    "Errors you can listen to",
+    "Baseline",
+    "Parameters",
+)
 
 
 def config_defaults(*sections: str) -> dict:
     config = Config()
-    return {name: list(value) if isinstance(value, tuple) else value
-            for section in sections for name, value in vars(getattr(config, section)).items()}
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for section in sections
+        for name, value in vars(getattr(config, section)).items()
+    }
 
 
 @pytest.mark.parametrize("name", list(NOTEBOOKS.values()))
@@ -44,7 +63,8 @@ def test_notebooks_are_committed_clean_with_one_parameters_cell(name):
 
 def test_notebook_parameters_are_the_config_fields_with_their_defaults():
     assert notebook_parameters(NOTEBOOKS_DIR / NOTEBOOKS["train"]) == config_defaults(
-        "data", "frontend", "augment", "train")
+        "data", "frontend", "augment", "train"
+    )
     explore = notebook_parameters(NOTEBOOKS_DIR / NOTEBOOKS["explore"])
     assert explore == {**config_defaults("data", "frontend", "augment"), "examples_per_emotion": 1}
     evaluate = notebook_parameters(NOTEBOOKS_DIR / NOTEBOOKS["evaluate"])
@@ -52,10 +72,24 @@ def test_notebook_parameters_are_the_config_fields_with_their_defaults():
 
 
 def test_parameters_take_their_config_field_types_and_yaml_otherwise():
-    values = parse_parameters([("epochs", "3"), ("learning_rate", "1e-3"), ("augment", "false"),
-                               ("data_roots", "data/x"), ("run_dir", "saved_models/a"), ("bootstrap_resamples", "10")])
-    assert values == {"epochs": 3, "learning_rate": 0.001, "augment": False, "data_roots": ["data/x"],
-                      "run_dir": "saved_models/a", "bootstrap_resamples": 10}
+    values = parse_parameters(
+        [
+            ("epochs", "3"),
+            ("learning_rate", "1e-3"),
+            ("augment", "false"),
+            ("data_roots", "data/x"),
+            ("run_dir", "saved_models/a"),
+            ("bootstrap_resamples", "10"),
+        ]
+    )
+    assert values == {
+        "epochs": 3,
+        "learning_rate": 0.001,
+        "augment": False,
+        "data_roots": ["data/x"],
+        "run_dir": "saved_models/a",
+        "bootstrap_resamples": 10,
+    }
     with pytest.raises(UserError, match="epochs"):
         parse_parameters([("epochs", "many")])
 
@@ -69,15 +103,21 @@ def test_the_runner_refuses_parameters_no_notebook_declares(tmp_path, monkeypatc
 
 
 def test_a_failing_cell_names_the_cell_exits_non_zero_and_keeps_the_partial_record(tmp_path, capsys):
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("divisor = 1", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("print('before the failure')"),
-        nbformat.v4.new_code_cell("ratio = 1 / divisor"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("divisor = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print('before the failure')"),
+            nbformat.v4.new_code_cell("ratio = 1 / divisor"),
+        ],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
     source = tmp_path / "failing.ipynb"
     nbformat.write(notebook, source)
 
-    with pytest.raises(NotebookFailedError, match=r"failing.ipynb failed in cell \[4\] \('ratio = 1 / divisor'\): ZeroDivisionError") as failure:
+    with pytest.raises(
+        NotebookFailedError,
+        match=r"failing.ipynb failed in cell \[4\] \('ratio = 1 / divisor'\): ZeroDivisionError",
+    ) as failure:
         run_notebook(str(source), {"divisor": 0}, tmp_path / "reports" / "r1", progress=False)
     record = tmp_path / "reports" / "r1" / "failing.ipynb"
     assert str(record) in str(failure.value)
@@ -96,10 +136,13 @@ def test_a_failing_cell_names_the_cell_exits_non_zero_and_keeps_the_partial_reco
 def test_the_kernels_console_holds_no_tensorflow_start_up_lines_nor_transport_warnings(tmp_path, capfd):
     """The kernel imports TensorFlow silenced before the first cell and logs errors only; its
     standard error is the console's (file descriptor 2, which capfd holds here)."""
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("answer = 1", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("import tensorflow as tf\nprint(tf.constant(answer).numpy())"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("answer = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("import tensorflow as tf\nprint(tf.constant(answer).numpy())"),
+        ],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
     source = tmp_path / "quiet.ipynb"
     nbformat.write(notebook, source)
     capfd.readouterr()
@@ -111,22 +154,28 @@ def test_the_kernels_console_holds_no_tensorflow_start_up_lines_nor_transport_wa
     assert executed.cells[-1].outputs[0]["text"].strip() == "42"
 
 
-def test_evaluating_a_folder_that_is_not_a_finished_run_fails_before_any_kernel(tmp_path, monkeypatch, capsys):
+def test_evaluating_a_folder_that_is_not_a_finished_run_fails_before_any_kernel(
+    tmp_path, monkeypatch, capsys
+):
     import aed_tf.runner as runner
 
     monkeypatch.chdir(tmp_path)
     started = []
     monkeypatch.setattr(runner, "run_notebook", lambda *a, **k: started.append(a))
     assert main(["run", "evaluate", "-p", "run_dir", str(tmp_path / "nonexistent")]) == 2
-    assert capsys.readouterr().err.strip() == (f"aed-tf run: error: {tmp_path / 'nonexistent'}: not a run folder "
-                                               "(no config.json); -p run_dir takes a folder that aed-tf train "
-                                               "wrote, e.g. saved_models/<run-id>")
+    assert capsys.readouterr().err.strip() == (
+        f"aed-tf run: error: {tmp_path / 'nonexistent'}: not a run folder "
+        "(no config.json); -p run_dir takes a folder that aed-tf train "
+        "wrote, e.g. saved_models/<run-id>"
+    )
     killed = tmp_path / "saved_models" / "killed"
     killed.mkdir(parents=True)
     (killed / "config.json").write_text('{"status": "training"}')
     assert main(["run", "evaluate", "-p", "run_dir", str(killed)]) == 2
-    assert "has not finished (status 'training'); resume it with aed-tf train --resume --run-id killed" \
+    assert (
+        "has not finished (status 'training'); resume it with aed-tf train --resume --run-id killed"
         in capsys.readouterr().err
+    )
     assert started == [] and not (tmp_path / "reports").exists()
 
 
@@ -161,12 +210,25 @@ def parse_html(path: Path) -> _Elements:
 def test_run_all_executes_explore_train_evaluate_into_a_self_contained_report(tmp_path, monkeypatch):
     data_root = make_ravdess_tree(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    parameters = parse_parameters([
-        ("data_roots", str(data_root)), ("cache_dir", "cache"), ("backbone", "mobilenetv3small"),
-        ("weights", "none"), ("image_size", "32"), ("batch_size", "8"), ("epochs", "2"),
-        ("clip_seconds", "0.5"), ("n_mels", "32"), ("time_mask_width", "5"), ("freq_mask_width", "4"),
-        ("val_fraction", "0.2"), ("test_fraction", "0.2"), ("run_id", "tiny"), ("bootstrap_resamples", "50"),
-    ])
+    parameters = parse_parameters(
+        [
+            ("data_roots", str(data_root)),
+            ("cache_dir", "cache"),
+            ("backbone", "mobilenetv3small"),
+            ("weights", "none"),
+            ("image_size", "32"),
+            ("batch_size", "8"),
+            ("epochs", "2"),
+            ("clip_seconds", "0.5"),
+            ("n_mels", "32"),
+            ("time_mask_width", "5"),
+            ("freq_mask_width", "4"),
+            ("val_fraction", "0.2"),
+            ("test_fraction", "0.2"),
+            ("run_id", "tiny"),
+            ("bootstrap_resamples", "50"),
+        ]
+    )
     runs = run(list(NOTEBOOKS), parameters, Path("reports"), progress=False)
 
     report_dir = tmp_path / "reports" / "tiny"
@@ -189,7 +251,12 @@ def test_run_all_executes_explore_train_evaluate_into_a_self_contained_report(tm
     # corpus beside the baseline's) comes before the first section; every parameter comes last,
     # folded in a <details> element.
     headline, run_card = text.index("UAR"), text.index("Run card")
-    assert headline < text.index("Split protocol speaker-independent") < text.index("bootstrap interval") < run_card
+    assert (
+        headline
+        < text.index("Split protocol speaker-independent")
+        < text.index("bootstrap interval")
+        < run_card
+    )
     assert [tag for tag, attrs in elements.tags if attrs.get("class") == "aed-headline"] == ["div"]
     assert [tag for tag, _ in elements.tags].count("details") == 1
     assert text.index("All ", text.index("Parameters")) > text.index("Baseline")
@@ -200,13 +267,19 @@ def test_run_all_executes_explore_train_evaluate_into_a_self_contained_report(tm
     assert "speaker-independent" in text
     images = [attrs for tag, attrs in elements.tags if tag == "img"]
     sources = [attrs for tag, attrs in elements.tags if tag == "source"]
-    assert len(images) >= 8 and all(a["src"].startswith("data:image/png;base64,") and len(a["src"]) > 1000
-                                    for a in images)
-    assert sources and all(a["src"].startswith("data:audio/wav;base64,") and len(a["src"]) > 1000
-                           for a in sources)
+    assert len(images) >= 8 and all(
+        a["src"].startswith("data:image/png;base64,") and len(a["src"]) > 1000 for a in images
+    )
+    assert sources and all(
+        a["src"].startswith("data:audio/wav;base64,") and len(a["src"]) > 1000 for a in sources
+    )
     # Nothing is fetched from the network.
-    assert not [a for tag, a in elements.tags if tag in ("script", "link", "img") and
-                (a.get("src") or a.get("href") or "").startswith(("http:", "https:", "//"))]
+    assert not [
+        a
+        for tag, a in elements.tags
+        if tag in ("script", "link", "img")
+        and (a.get("src") or a.get("href") or "").startswith(("http:", "https:", "//"))
+    ]
     explore = parse_html(report_dir / "01_explore.html")
     assert sum(tag == "source" for tag, _ in explore.tags) >= 4  # a player per emotion
 
@@ -223,10 +296,23 @@ def test_run_all_executes_explore_train_evaluate_into_a_self_contained_report(tm
     screenshot = tmp_path / "report.png"
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={screenshot}", "--window-size=1280,1600", page.as_uri()],
-        check=True, capture_output=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={screenshot}",
+            "--window-size=1280,1600",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     pixels = matplotlib.image.imread(screenshot)[..., :3]
     not_white = np.mean(pixels.min(axis=-1) < 0.9)

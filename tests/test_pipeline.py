@@ -24,8 +24,8 @@ from aed_tf.pipeline import (
     mixup,
     random_gain,
     random_start_frames,
-    spec_augment,
     speaker_statistics,
+    spec_augment,
     speed_factors,
     train_dataset,
     waveform_dataset,
@@ -177,8 +177,15 @@ def test_speed_perturbation_trains_on_each_speed_of_each_clip_exactly() -> None:
     0.8x, 1x or 1.2x, resampled before its mel power is computed; every speed occurs."""
     assert speed_factors(CONFIG.augment) == (1.0,)
     assert speed_factors(CONFIG.replace(speed_perturbation=0.2, augment=False).augment) == (1.0,)
-    config = CONFIG.replace(speed_perturbation=0.2, batch_size=1, gain_db=0.0, noise_probability=0.0,
-                            freq_masks=0, time_masks=0, time_shift_ms=0.0)
+    config = CONFIG.replace(
+        speed_perturbation=0.2,
+        batch_size=1,
+        gain_db=0.0,
+        noise_probability=0.0,
+        freq_masks=0,
+        time_masks=0,
+        time_shift_ms=0.0,
+    )
     assert speed_factors(config.augment) == (0.8, 1.0, 1.2)
     n, hop = FRONTEND.clip_samples, FRONTEND.hop_length
     wave = clips([3 * n])[0]
@@ -189,7 +196,9 @@ def test_speed_perturbation_trains_on_each_speed_of_each_clip_exactly() -> None:
         distances = {}
         for speed in speed_factors(config.augment):
             fast = wave if speed == 1.0 else change_speed(wave, speed)
-            windows = [fit_to_length(tf.constant(fast), n, offset) for offset in range(0, len(fast) - n + 1, hop)]
+            windows = [
+                fit_to_length(tf.constant(fast), n, offset) for offset in range(0, len(fast) - n + 1, hop)
+            ]
             expected = waveform_to_features(tf.stack(windows), FRONTEND).numpy()
             distances[speed] = np.abs(expected - features.numpy()).max(axis=(1, 2)).min()
         speed = min(distances, key=distances.get)
@@ -404,14 +413,10 @@ def test_bench_pipeline_on_real_clips(shared_datasets: Path) -> None:
     waveforms = [sf.read(path, dtype="float32")[0] for path in paths]
     labels = [i % NUM_CLASSES for i in range(len(paths))]
     config = Config().replace(batch_size=8)
-    result = bench_pipeline(
-        waveforms, labels, paths, config, librosa_clips=10, min_seconds=1.0
-    )
+    result = bench_pipeline(waveforms, labels, paths, config, librosa_clips=10, min_seconds=1.0)
     pipeline = result["pipeline_clips_per_second"]
     assert result["ratio"] == pytest.approx(pipeline / result["reference_clips_per_second"])
-    assert result["same_settings_ratio"] == pytest.approx(
-        pipeline / result["same_settings_clips_per_second"]
-    )
+    assert result["same_settings_ratio"] == pytest.approx(pipeline / result["same_settings_clips_per_second"])
     assert result["pipeline"]["seconds"] >= 1.0 and result["pipeline"]["clips"] % 8 == 0
     assert pipeline == result["pipeline"]["clips"] / result["pipeline"]["seconds"]
     for route in ("reference", "same_settings"):
@@ -423,7 +428,10 @@ def test_bench_pipeline_on_real_clips(shared_datasets: Path) -> None:
     assert result["clips_in_memory"] == len(paths)
     assert result["settings"] == {
         "output": "log-mel features [batch, frames, n_mels]; the model draws the image",
-        "batch_size": 8, "clip_seconds": 3.0, "n_mels": 128, "augment": True,
+        "batch_size": 8,
+        "clip_seconds": 3.0,
+        "n_mels": 128,
+        "augment": True,
     }
     assert result["cpu_count"] >= 1 and result["tensorflow_version"] == tf.__version__
     json.dumps(result)
@@ -486,28 +494,40 @@ def test_per_speaker_training_examples_are_the_front_end_with_their_speakers_sta
     dataset = train_dataset(waves, list(range(6)), NUM_CLASSES, config, seed=0, speakers=speakers)
     for features, one_hot in dataset:
         clip = int(np.argmax(one_hot[0]))
-        windows = [fit_to_length(tf.constant(waves[clip]), n, offset)
-                   for offset in range(0, abs(len(waves[clip]) - n) + 1, hop)]
-        expected = waveform_to_features(tf.stack(windows), SPEAKER_CONFIG.frontend,
-                                        np.repeat(statistics[clip][None], len(windows), 0)).numpy()
+        windows = [
+            fit_to_length(tf.constant(waves[clip]), n, offset)
+            for offset in range(0, abs(len(waves[clip]) - n) + 1, hop)
+        ]
+        expected = waveform_to_features(
+            tf.stack(windows), SPEAKER_CONFIG.frontend, np.repeat(statistics[clip][None], len(windows), 0)
+        ).numpy()
         assert np.abs(expected - features.numpy()).max(axis=(1, 2)).min() < 1e-3
     with pytest.raises(ValueError, match="the speaker of every training clip"):
         train_dataset(waves, list(range(6)), NUM_CLASSES, config, seed=0)
     # Augmented, the same statistics normalise: finite features of the two speakers' scale.
-    for features, _ in train_dataset(waves, list(range(6)), NUM_CLASSES, SPEAKER_CONFIG.replace(
-            speed_perturbation=0.1), seed=0, speakers=speakers):
+    for features, _ in train_dataset(
+        waves,
+        list(range(6)),
+        NUM_CLASSES,
+        SPEAKER_CONFIG.replace(speed_perturbation=0.1),
+        seed=0,
+        speakers=speakers,
+    ):
         assert np.isfinite(features.numpy()).all() and np.abs(features.numpy()).max() < 50
 
 
 def test_per_speaker_eval_dataset_uses_each_clips_statistics() -> None:
     waves, speakers = _speaker_clips()
     statistics = speaker_statistics(waves, speakers, FRONTEND)
-    features = np.concatenate([f.numpy() for f, _ in eval_dataset(waves, [0] * 6, NUM_CLASSES,
-                                                                    SPEAKER_CONFIG, statistics)])
+    features = np.concatenate(
+        [f.numpy() for f, _ in eval_dataset(waves, [0] * 6, NUM_CLASSES, SPEAKER_CONFIG, statistics)]
+    )
     n = FRONTEND.clip_samples
     for wave, stats, feature in zip(waves, statistics, features):
         centred = fit_to_length(tf.constant(wave), n, abs(len(wave) - n) // 2)
-        np.testing.assert_allclose(feature, waveform_to_features(centred[None], SPEAKER_CONFIG.frontend, stats[None])[0], atol=1e-4)
+        np.testing.assert_allclose(
+            feature, waveform_to_features(centred[None], SPEAKER_CONFIG.frontend, stats[None])[0], atol=1e-4
+        )
     # Each speaker standardised by their own statistics: 20 dB apart before, alike after.
     # (Bands near the floor of silence keep some of the difference.)
     assert np.abs(features[:3] - features[3:]).mean() < 0.25
@@ -522,6 +542,8 @@ def test_augmented_views_of_a_clip_normalised_per_speaker_use_the_clips_own_stat
     wave = clips([n])[0] * 0.3
     [plain] = augmented_views(wave, SPEAKER_CONFIG.replace(augment=False), count=1)
     own = speaker_statistics([wave], ["the speaker"], FRONTEND)
-    np.testing.assert_allclose(plain, waveform_to_features(wave[None], SPEAKER_CONFIG.frontend, own)[0], atol=1e-3)
+    np.testing.assert_allclose(
+        plain, waveform_to_features(wave[None], SPEAKER_CONFIG.frontend, own)[0], atol=1e-3
+    )
     views = augmented_views(wave, SPEAKER_CONFIG, count=3)
     assert views.shape == (3, FRONTEND.num_frames, FRONTEND.n_mels) and np.isfinite(views).all()

@@ -20,8 +20,12 @@ def make_dataset(root: Path) -> Path:
     for actor in range(1, 7):
         for i, code in enumerate(EMOTION_CODES):
             name = f"03-01-{code}-01-01-01-{actor:02d}.wav"
-            write_audio(root / "ravdess" / f"Actor_{actor:02d}" / name, seconds=0.5,
-                        freq=150 + 40 * i + 7 * actor, seed=actor * 10 + i)
+            write_audio(
+                root / "ravdess" / f"Actor_{actor:02d}" / name,
+                seconds=0.5,
+                freq=150 + 40 * i + 7 * actor,
+                seed=actor * 10 + i,
+            )
     write_audio(root / "crema" / "1001_DFA_ANG_XX.wav", seconds=0.4, sample_rate=48000, channels=2)
     write_audio(root / "savee" / "DC" / "a01.flac", seconds=0.4, sample_rate=44100, freq=300)
     # An exact duplicate under another actor's name, and another copy of a clip (same clip id).
@@ -40,8 +44,13 @@ def make_dataset(root: Path) -> Path:
 
 
 def config_for(tmp_path: Path, data_root: Path, **changes) -> Config:
-    return Config().replace(data_roots=[str(data_root)], prepared_dir=str(tmp_path / "prepared"),
-                            cache_dir=str(tmp_path / "cache"), max_clip_seconds=2.0, **changes)
+    return Config().replace(
+        data_roots=[str(data_root)],
+        prepared_dir=str(tmp_path / "prepared"),
+        cache_dir=str(tmp_path / "cache"),
+        max_clip_seconds=2.0,
+        **changes,
+    )
 
 
 def test_prepare_writes_manifest_summary_and_split(tmp_path):
@@ -116,8 +125,11 @@ def test_prepare_hands_back_the_decoded_clips_of_the_manifest(tmp_path):
 
 @pytest.mark.shared_data
 def test_prepare_on_the_shared_datasets(shared_datasets, shared_cache, tmp_path):
-    config = Config().replace(data_roots=[str(shared_datasets)], prepared_dir=str(tmp_path / "prepared"),
-                              cache_dir=str(shared_cache))
+    config = Config().replace(
+        data_roots=[str(shared_datasets)],
+        prepared_dir=str(tmp_path / "prepared"),
+        cache_dir=str(shared_cache),
+    )
     prepared = prepare(config, progress=False)
     summary = prepared.summary
     counts = prepared.manifest.groupby("corpus").size().to_dict()
@@ -131,8 +143,18 @@ def test_prepare_on_the_shared_datasets(shared_datasets, shared_cache, tmp_path)
 
 def test_cli_prepare_prints_the_summary(tmp_path, capsys):
     data = make_dataset(tmp_path / "data")
-    code = cli.main(["prepare", str(data), "--out", str(tmp_path / "out"),
-                     "--cache-dir", str(tmp_path / "cache"), "--max-clip-seconds", "2"])
+    code = cli.main(
+        [
+            "prepare",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--max-clip-seconds",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "clips per corpus x emotion" in out and "exact duplicates: 1 group" in out

@@ -36,9 +36,9 @@ def speech(shared_datasets) -> np.ndarray:
 
 def speech_core(samples: np.ndarray, seconds: float) -> np.ndarray:
     """`seconds` from the loudest part of the clip: speech for sure."""
-    centre = int(np.argmax(np.convolve(samples ** 2, np.ones(1600), mode="same")))
+    centre = int(np.argmax(np.convolve(samples**2, np.ones(1600), mode="same")))
     half = int(seconds * 16000) // 2
-    return samples[centre - half: centre + half]
+    return samples[centre - half : centre + half]
 
 
 def probabilities(prediction: rec.Prediction) -> np.ndarray:
@@ -72,7 +72,9 @@ def test_a_longer_clip_is_the_mean_of_its_speech_windows(recognizer, speech):
     assert 0.5 < prediction.speech_seconds < prediction.duration == pytest.approx(len(speech) / 16000)
 
 
-def test_predict_many_equals_predict_one_by_one_and_goes_on_past_bad_files(recognizer, shared_datasets, tmp_path):
+def test_predict_many_equals_predict_one_by_one_and_goes_on_past_bad_files(
+    recognizer, shared_datasets, tmp_path
+):
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
     paths = [RAVDESS_CLIP, bad, TESS_CLIP, RAVDESS_DIR / "Actor_02" / "03-01-03-01-01-01-02.flac"]
@@ -101,11 +103,14 @@ def _nonfinite_wav(value: float):
         samples = np.full(16000, 0.1, np.float32)
         samples[4000] = value
         sf.write(path, samples, 16000, subtype="FLOAT")
+
     return write
 
 
 def _truncated_flac(path: Path) -> None:
-    sf.write(path, np.random.default_rng(0).uniform(-0.5, 0.5, 64000).astype(np.float32), 16000, format="FLAC")
+    sf.write(
+        path, np.random.default_rng(0).uniform(-0.5, 0.5, 64000).astype(np.float32), 16000, format="FLAC"
+    )
     path.write_bytes(path.read_bytes()[:30000])
 
 
@@ -193,8 +198,9 @@ def test_stereo_is_mixed_down_and_clipping_is_reported(recognizer, speech, tmp_p
     sf.write(stereo, np.stack([clip, clip], axis=1), 16000, subtype="FLOAT")
     prediction = recognizer.predict(stereo)
     assert prediction.channels == 2
-    np.testing.assert_allclose(probabilities(prediction), probabilities(recognizer.predict(clip, sample_rate=16000)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        probabilities(prediction), probabilities(recognizer.predict(clip, sample_rate=16000)), atol=1e-5
+    )
 
     clipped = tmp_path / "clipped.wav"
     sf.write(clipped, np.clip(clip * 50, -1, 1), 16000, subtype="PCM_16")
@@ -223,14 +229,16 @@ def test_timeline_covers_the_speech_and_leaves_silence_unlabelled(recognizer, sp
     assert segments[0].start == 0 and segments[-1].end == pytest.approx(len(recording) / 16000)
     assert all(a.end == pytest.approx(b.start) for a, b in zip(segments, segments[1:]))
     assert all(a.label != b.label for a, b in zip(segments, segments[1:]))  # merged
-    assert sum(timeline.shares.values()) == pytest.approx(1.0) and set(timeline.shares) == set(timeline.classes)
+    assert sum(timeline.shares.values()) == pytest.approx(1.0) and set(timeline.shares) == set(
+        timeline.classes
+    )
 
     def label_at(seconds: float) -> str | None:
         return next(s.label for s in segments if s.start <= seconds < s.end)
 
     # Every loud 30 ms frame of the clips lies in a labelled segment; mid-gap is unlabelled.
     frames = recording[: len(recording) // 480 * 480].reshape(-1, 480)
-    loud = np.flatnonzero(np.sqrt(np.mean(frames ** 2, axis=1)) > 0.02)
+    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 0.02)
     assert loud.size > 20
     assert all(label_at((i + 0.5) * 480 / 16000) is not None for i in loud)
     for start in (0.0, 2.0 + len(speech) / 16000, 4.0 + (len(speech) + len(tess)) / 16000):
@@ -313,13 +321,13 @@ def test_window_cutter_gives_every_window_whatever_the_blocks():
     position = 0
     while position < len(signal):
         size = int(rng.integers(1, 80))
-        windows += cutter.feed(signal[position:position + size])
+        windows += cutter.feed(signal[position : position + size])
         position += size
     windows += cutter.finish()
     starts = [start for start, _ in windows]
     assert starts == list(range(0, 338, 30)) + [337]  # the last one ends at the last sample
     for start, samples in windows:
-        np.testing.assert_array_equal(samples, signal[start:start + 100])
+        np.testing.assert_array_equal(samples, signal[start : start + 100])
 
     short = tl.WindowCutter(plan)
     assert short.feed(signal[:40]) == [] and [(s, len(w)) for s, w in short.finish()] == [(0, 40)]
@@ -352,8 +360,26 @@ def test_cli_predicts_a_file_and_a_timeline(tiny_run, shared_datasets, tmp_path,
     assert result["source"] == str(RAVDESS_CLIP) and result["label"] in result["probabilities"]
 
     out, plot = tmp_path / "timeline.csv", tmp_path / "timeline.png"
-    assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(tiny_run), "--timeline", "--format", "csv",
-                 "--out", str(out), "--plot", str(plot), "--hop", "0.25"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(RAVDESS_CLIP),
+                "--run-dir",
+                str(tiny_run),
+                "--timeline",
+                "--format",
+                "csv",
+                "--out",
+                str(out),
+                "--plot",
+                str(plot),
+                "--hop",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     assert out.read_text().startswith("source,start,end,label,") and plot.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -368,10 +394,14 @@ def test_cli_goes_on_past_bad_files_in_a_folder(tiny_run, speech, tmp_path, caps
     captured = capsys.readouterr()
     assert code == 1
     result = json.loads(captured.out)
-    assert [r["source"] for r in result["results"]] == [str(folder / "good.wav"), str(folder / "sub" / "silence.flac")]
+    assert [r["source"] for r in result["results"]] == [
+        str(folder / "good.wav"),
+        str(folder / "sub" / "silence.flac"),
+    ]
     assert result["results"][1]["label"] is None
-    assert result["errors"] == [{"source": str(folder / "broken.wav"),
-                                 "reason": result["errors"][0]["reason"]}]
+    assert result["errors"] == [
+        {"source": str(folder / "broken.wav"), "reason": result["errors"][0]["reason"]}
+    ]
     assert "1 of 3 files could not be used" in captured.err and f"{folder / 'broken.wav'}: " in captured.err
     assert "silence.flac: no speech found" in captured.err
 
@@ -397,7 +427,9 @@ def test_bench_predict_measures_a_recording_in_a_child_process(tiny_run, shared_
 
     result = bench_predict(tiny_run, clips, hours=[0.005], workdir=tmp_path)
     (measured,) = result["results"]
-    assert result["times_real_time"] == pytest.approx(measured["duration_seconds"] / measured["timeline_seconds"])
+    assert result["times_real_time"] == pytest.approx(
+        measured["duration_seconds"] / measured["timeline_seconds"]
+    )
     assert measured["windows_classified"] > 0 and sum(measured["shares"].values()) == pytest.approx(1.0)
     assert 100 < result["peak_rss_megabytes"] and measured["rss_after_recording_megabytes"] > 0
     assert not list(tmp_path.glob("tmp*/*.flac"))  # the recording is removed
@@ -411,33 +443,45 @@ def speaker_recognizer(speaker_run) -> EmotionRecognizer:
     return EmotionRecognizer.load(speaker_run)
 
 
-def _per_speaker_output(recognizer: EmotionRecognizer, clip: np.ndarray, statistics: np.ndarray) -> np.ndarray:
+def _per_speaker_output(
+    recognizer: EmotionRecognizer, clip: np.ndarray, statistics: np.ndarray
+) -> np.ndarray:
     return recognizer.model({"waveform": clip[None], "speaker_statistics": statistics[None]}).numpy()[0]
 
 
-def test_a_per_speaker_run_falls_back_to_the_statistics_of_its_training_clips(speaker_run, speaker_recognizer, speech):
-    from aed_tf.train import TRAINING_STATISTICS_FILE, load_training_data
+def test_a_per_speaker_run_falls_back_to_the_statistics_of_its_training_clips(
+    speaker_run, speaker_recognizer, speech
+):
     from aed_tf.config import Config
     from aed_tf.features import log_mel
+    from aed_tf.train import TRAINING_STATISTICS_FILE, load_training_data
 
     saved = json.loads((speaker_run / TRAINING_STATISTICS_FILE).read_text())
     config = Config.from_dict(json.loads((speaker_run / "config.json").read_text())["config"])
     train_part = load_training_data(config, progress=False).partitions["train"]
     assert saved["clips"] == len(train_part.labels) and saved["speakers"] == len(set(train_part.speakers))
     # The band means and deviations over every frame of every training clip.
-    frames = np.concatenate([log_mel(w[None], speaker_recognizer.frontend)[0].numpy() for w in train_part.waveforms])
+    frames = np.concatenate(
+        [log_mel(w[None], speaker_recognizer.frontend)[0].numpy() for w in train_part.waveforms]
+    )
     np.testing.assert_allclose(saved["mean"], frames.mean(axis=0), atol=1e-3)
     np.testing.assert_allclose(saved["deviation"], frames.std(axis=0), atol=1e-3)
-    np.testing.assert_allclose(speaker_recognizer.speaker_statistics, [saved["mean"], saved["deviation"]], atol=1e-6)
+    np.testing.assert_allclose(
+        speaker_recognizer.speaker_statistics, [saved["mean"], saved["deviation"]], atol=1e-6
+    )
 
     clip = speech_core(speech, 0.5)
     prediction = speaker_recognizer.predict(clip, sample_rate=16000)
-    np.testing.assert_allclose(probabilities(prediction),
-                               _per_speaker_output(speaker_recognizer, clip, speaker_recognizer.speaker_statistics),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        probabilities(prediction),
+        _per_speaker_output(speaker_recognizer, clip, speaker_recognizer.speaker_statistics),
+        atol=1e-5,
+    )
 
 
-def test_for_speaker_normalises_with_the_references_so_their_level_no_longer_matters(speaker_recognizer, speech, tmp_path):
+def test_for_speaker_normalises_with_the_references_so_their_level_no_longer_matters(
+    speaker_recognizer, speech, tmp_path
+):
     clip = speech_core(speech, 0.5)
     quiet, loud = clip * 0.5, clip * 2.0  # 12 dB apart (RAVDESS is quiet: far above the log's floor)
     assert np.abs(loud).max() < 1
@@ -449,14 +493,23 @@ def test_for_speaker_normalises_with_the_references_so_their_level_no_longer_mat
     assert not np.allclose(by_quiet.speaker_statistics, speaker_recognizer.speaker_statistics, atol=0.1)
     for recognizer, samples in ((by_quiet, quiet), (by_loud, loud)):
         expected = _per_speaker_output(recognizer, samples, recognizer.speaker_statistics)
-        np.testing.assert_allclose(probabilities(recognizer.predict(samples, sample_rate=16000)), expected, atol=1e-5)
+        np.testing.assert_allclose(
+            probabilities(recognizer.predict(samples, sample_rate=16000)), expected, atol=1e-5
+        )
     # Each take normalised by itself: the 12 dB between them is gone.
-    np.testing.assert_allclose(probabilities(by_quiet.predict(paths[0])), probabilities(by_loud.predict(paths[1])),
-                               atol=0.02)
+    np.testing.assert_allclose(
+        probabilities(by_quiet.predict(paths[0])), probabilities(by_loud.predict(paths[1])), atol=0.02
+    )
     # The training statistics keep the level, so the two takes look different to the model.
-    default = [_per_speaker_output(speaker_recognizer, s, speaker_recognizer.speaker_statistics) for s in (quiet, loud)]
-    assert np.abs(default[0] - default[1]).max() > 10 * np.abs(
-        probabilities(by_quiet.predict(paths[0])) - probabilities(by_loud.predict(paths[1]))).max()
+    default = [
+        _per_speaker_output(speaker_recognizer, s, speaker_recognizer.speaker_statistics)
+        for s in (quiet, loud)
+    ]
+    assert (
+        np.abs(default[0] - default[1]).max()
+        > 10
+        * np.abs(probabilities(by_quiet.predict(paths[0])) - probabilities(by_loud.predict(paths[1]))).max()
+    )
 
 
 def test_speaker_references_that_cannot_be_used_are_refused(speaker_recognizer, recognizer, tmp_path):
@@ -480,13 +533,29 @@ def test_cli_predict_takes_speaker_references(speaker_run, shared_datasets, tmp_
     folder = tmp_path / "speaker"
     folder.mkdir()
     sf.write(folder / "take.wav", decode(RAVDESS_CLIP).samples * 0.05, 16000, subtype="FLOAT")
-    assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(speaker_run), "--speaker-reference", str(folder)]) == 0
+    assert (
+        main(
+            ["predict", str(RAVDESS_CLIP), "--run-dir", str(speaker_run), "--speaker-reference", str(folder)]
+        )
+        == 0
+    )
     referenced = json.loads(capsys.readouterr().out)
     expected = EmotionRecognizer.load(speaker_run).for_speaker([folder / "take.wav"]).predict(RAVDESS_CLIP)
     assert referenced["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
     assert referenced["probabilities"] != pytest.approx(default["probabilities"], abs=1e-4)
-    assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(speaker_run), "--speaker-reference",
-                 str(tmp_path / "nowhere")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(RAVDESS_CLIP),
+                "--run-dir",
+                str(speaker_run),
+                "--speaker-reference",
+                str(tmp_path / "nowhere"),
+            ]
+        )
+        == 2
+    )
     assert "nowhere: speaker reference not found" in capsys.readouterr().err
 
 
@@ -495,14 +564,20 @@ def test_a_run_folder_whose_config_does_not_match_its_model_is_refused(tiny_run,
 
     from aed_tf.errors import UserError
 
-    for name, edit in (("classes", lambda c: {**c, "classes": c["classes"][:-1]}),
-                       ("front end", lambda c: {**c, "frontend": {**c["frontend"], "fmax": 7000.0}})):
+    for name, edit in (
+        ("classes", lambda c: {**c, "classes": c["classes"][:-1]}),
+        ("front end", lambda c: {**c, "frontend": {**c["frontend"], "fmax": 7000.0}}),
+    ):
         run = tmp_path / name
         shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
         config = json.loads((run / "config.json").read_text())
         (run / "config.json").write_text(json.dumps(edit(config)))
-        with pytest.raises(UserError, match="classes, the model in serving.keras has" if name == "classes"
-                           else r"not the one serving.keras was saved with .*'fmax': \(7000.0, 8000.0\)"):
+        with pytest.raises(
+            UserError,
+            match="classes, the model in serving.keras has"
+            if name == "classes"
+            else r"not the one serving.keras was saved with .*'fmax': \(7000.0, 8000.0\)",
+        ):
             EmotionRecognizer.load(run)
 
 
@@ -514,7 +589,9 @@ def test_a_clip_too_short_to_classify_is_no_speech_without_a_padding_warning(rec
 TF_STARTUP_MARKERS = ("oneDNN", "cuda", "cuInit", "cpu_feature_guard", "absl::InitializeLog")
 
 
-def test_cli_commands_keep_tensorflows_start_up_lines_off_the_console_unless_verbose(tiny_run, shared_datasets):
+def test_cli_commands_keep_tensorflows_start_up_lines_off_the_console_unless_verbose(
+    tiny_run, shared_datasets
+):
     import os
     import subprocess
     import sys
@@ -523,14 +600,25 @@ def test_cli_commands_keep_tensorflows_start_up_lines_off_the_console_unless_ver
     environment = {k: v for k, v in os.environ.items() if k not in ("AED_TF_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}
     quiet = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert quiet.returncode == 0 and json.loads(quiet.stdout)["source"] == str(RAVDESS_CLIP)
-    assert not [line for line in quiet.stderr.splitlines() if any(m in line for m in TF_STARTUP_MARKERS)], quiet.stderr
-    loud = subprocess.run(command, capture_output=True, text=True, env={**environment, "AED_TF_VERBOSE": "1"},
-                          timeout=300)
+    assert not [line for line in quiet.stderr.splitlines() if any(m in line for m in TF_STARTUP_MARKERS)], (
+        quiet.stderr
+    )
+    loud = subprocess.run(
+        command, capture_output=True, text=True, env={**environment, "AED_TF_VERBOSE": "1"}, timeout=300
+    )
     assert loud.returncode == 0 and any(m in loud.stderr for m in TF_STARTUP_MARKERS), loud.stderr
     # An error still reaches the console, in one line.
-    missing = subprocess.run(command[:4] + ["missing.wav"] + command[5:], capture_output=True, text=True,
-                             env=environment, timeout=300)
-    assert missing.returncode == 2 and missing.stderr.strip() == "aed-tf predict: error: missing.wav: file not found"
+    missing = subprocess.run(
+        command[:4] + ["missing.wav"] + command[5:],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert (
+        missing.returncode == 2
+        and missing.stderr.strip() == "aed-tf predict: error: missing.wav: file not found"
+    )
 
 
 def test_a_truncated_or_missing_model_file_is_a_one_line_error(tiny_run, tmp_path, capsys):
@@ -542,7 +630,9 @@ def test_a_truncated_or_missing_model_file_is_a_one_line_error(tiny_run, tmp_pat
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
     serving = run / "serving.keras"
     serving.write_bytes(serving.read_bytes()[: serving.stat().st_size // 2])
-    with pytest.raises(UserError, match=r"serving.keras: not a readable .keras archive \(truncated or corrupt\)"):
+    with pytest.raises(
+        UserError, match=r"serving.keras: not a readable .keras archive \(truncated or corrupt\)"
+    ):
         EmotionRecognizer.load(run)
     assert main(["predict", str(RAVDESS_CLIP), "--run-dir", str(run)]) == 2
     assert capsys.readouterr().err.strip().endswith("not a readable .keras archive (truncated or corrupt)")

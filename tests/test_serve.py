@@ -27,10 +27,17 @@ from tests.responsive import make_responsive_run
 from tests.test_recognizer import BAD_FILES
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 # A microphone that plays a beep, allowed without asking.
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # A microphone that plays a beep, allowed without asking.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
 RAVDESS_CLIP = RAVDESS_DIR / "Actor_01" / "03-01-05-01-01-01-01.flac"  # 3.9 s
 TESS_CLIP = TESS_DIR / "YAF_fear" / "YAF_bath_fear.flac"
 STARTUP_SECONDS = 120  # importing TensorFlow and Gradio and loading the model, on a busy 2-core machine
@@ -57,8 +64,17 @@ def server(run, tmp_path_factory) -> Iterator[str]:
         port = probe.getsockname()[1]
     log = folder / "serve.log"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-c", "import sys; from aed_tf.cli import main; sys.exit(main())",
-               "serve", str(run), "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from aed_tf.cli import main; sys.exit(main())",
+        "serve",
+        str(run),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -128,8 +144,9 @@ class Demo:
             clear.click()
             expect(self.page.locator("#status")).to_contain_text("Upload an audio file")
         self.page.locator("#audio input[type=file]").set_input_files(str(path))
-        expect(self.page.locator("#status [data-testid=markdown]")).to_contain_text(f" {path.name}",
-                                                                                 timeout=ANSWER_MS)
+        expect(self.page.locator("#status [data-testid=markdown]")).to_contain_text(
+            f" {path.name}", timeout=ANSWER_MS
+        )
         return self.status()
 
     def elsewhere(self) -> list[str]:
@@ -149,8 +166,12 @@ def test_an_uploaded_clip_shows_the_label_of_predict(demo, recognizer, shared_da
     for clip in (RAVDESS_CLIP, TESS_CLIP):
         expected = recognizer.predict(clip)
         status = demo.upload(clip)
-        expect(demo.page.locator("#probabilities [data-testid=label-output-value]")).to_have_text(expected.label)
-        assert status.startswith(f"{expected.label} ({expected.probabilities[expected.label]:.0%}) in {clip.name}")
+        expect(demo.page.locator("#probabilities [data-testid=label-output-value]")).to_have_text(
+            expected.label
+        )
+        assert status.startswith(
+            f"{expected.label} ({expected.probabilities[expected.label]:.0%}) in {clip.name}"
+        )
         assert demo.bars() == sorted(expected.probabilities, key=expected.probabilities.get, reverse=True)
         # Longer than the 0.5 s window: the timeline and its segments are shown too.
         expect(demo.page.locator("#timeline img")).to_be_visible()
@@ -186,16 +207,19 @@ def test_silence_short_clipped_stereo_and_low_rate_audio(demo, recognizer, share
     assert demo.label() is None and not demo.page.locator("#timeline img").is_visible()
 
     speech = decode(RAVDESS_CLIP).samples
-    loudest = int(np.argmax(np.convolve(speech ** 2, np.ones(1600), mode="same")))
+    loudest = int(np.argmax(np.convolve(speech**2, np.ones(1600), mode="same")))
     short = tmp_path / "short.wav"
-    sf.write(short, speech[loudest - 2400: loudest + 2400], 16000, subtype="FLOAT")  # 0.3 s
+    sf.write(short, speech[loudest - 2400 : loudest + 2400], 16000, subtype="FLOAT")  # 0.3 s
     clipped = tmp_path / "clipped-stereo-44k.wav"
     loud = np.clip(soxr.resample(speech * 30, 16000, 44100), -1, 1)
     sf.write(clipped, np.stack([loud, loud * 0.9], axis=1), 44100, subtype="PCM_16")
     low_rate = tmp_path / "phone-8k.wav"
     sf.write(low_rate, soxr.resample(speech, 16000, 8000), 8000, subtype="PCM_16")
-    for path, warning in ((short, "shorter than the 0.5 s window"), (clipped, "clipping: "),
-                          (low_rate, "recorded at 8000 Hz")):
+    for path, warning in (
+        (short, "shorter than the 0.5 s window"),
+        (clipped, "clipping: "),
+        (low_rate, "recorded at 8000 Hz"),
+    ):
         with pytest.warns(UserWarning):
             expected = recognizer.predict(path)
         status = demo.upload(path)
@@ -211,5 +235,7 @@ def test_a_recording_from_the_microphone_is_recognised(demo):
     demo.page.wait_for_timeout(2500)
     demo.page.locator("#audio button", has_text=re.compile(r"^\s*Stop\s*$")).first.click()
     expect(demo.page.locator("#status")).not_to_contain_text("Upload an audio file", timeout=ANSWER_MS)
-    assert re.match(r"(\w+ \(\d+%\)|No speech found) in \S+\.wav: [\d.]+ s of audio", demo.status()), demo.status()
+    assert re.match(r"(\w+ \(\d+%\)|No speech found) in \S+\.wav: [\d.]+ s of audio", demo.status()), (
+        demo.status()
+    )
     assert demo.elsewhere() == []

@@ -309,8 +309,13 @@ def test_cv_folds_are_the_named_ones_and_test_every_speaker_once():
         assert speakers_of(table, "test", "tess") == {1: ["OAF"], 2: ["YAF"]}.get(fold, [])
         # Validation: training speakers of the next fold, RAVDESS one male and one female.
         following = fold % 5 + 1
-        assert speakers_of(table, "val", "ravdess") == [f"{4 * following - 3:02d}", f"{4 * following - 2:02d}"]
-        assert speakers_of(table, "val", "ased") == [f"{s:02d}" for s in range(13 * following - 12, 13 * following - 5)]
+        assert speakers_of(table, "val", "ravdess") == [
+            f"{4 * following - 3:02d}",
+            f"{4 * following - 2:02d}",
+        ]
+        assert speakers_of(table, "val", "ased") == [
+            f"{s:02d}" for s in range(13 * following - 12, 13 * following - 5)
+        ]
         assert speakers_of(table, "val", "tess") == []
         tested += [tuple(k.split(":")) for k in speaker_key(table[table["partition"] == "test"]).unique()]
     assert sorted(tested) == sorted({tuple(k.split(":")) for k in speaker_key(manifest)})
@@ -334,7 +339,9 @@ def test_cv_refuses_an_unknown_fold_and_a_duplicate_across_folds():
         with pytest.raises(ValueError, match="tests a speaker fold 1-5 or a corpus"):
             make_split(manifest, CV, fold=fold)
     # Fixed folds cannot keep an exact duplicate of two folds' speakers together: refused.
-    manifest.loc[manifest["speaker"] == "01", "audio_hash"] = manifest.loc[manifest["speaker"] == "05", "audio_hash"].iloc[0]
+    manifest.loc[manifest["speaker"] == "01", "audio_hash"] = manifest.loc[
+        manifest["speaker"] == "05", "audio_hash"
+    ].iloc[0]
     with pytest.raises(LeakageError, match="exact duplicates"):
         make_split(manifest, CV, fold="1")
 
@@ -449,8 +456,11 @@ def test_guard_catches_duplicates_in_two_partitions_for_every_protocol(manifest,
     manifest.loc[manifest["clip_id"] == split.loc[b, "clip_id"], "audio_hash"] = "shared-audio"
     manifest.loc[manifest["clip_id"] == split.loc[a, "clip_id"], "audio_hash"] = "shared-audio"
     for speaker_independent in (True, False):
-        with pytest.raises(LeakageError, match=r"exact duplicates \(audio_hash\) in more than "
-                           r"one partition: shared-audio \(test, train\)"):
+        with pytest.raises(
+            LeakageError,
+            match=r"exact duplicates \(audio_hash\) in more than "
+            r"one partition: shared-audio \(test, train\)",
+        ):
             check_no_leakage(manifest, split, speaker_independent)
 
 

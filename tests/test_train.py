@@ -16,8 +16,15 @@ from aed_tf.errors import InputError
 from aed_tf.labels import CLASSES
 from aed_tf.pipeline import eval_dataset
 from aed_tf.train import (
-    CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE,
-    load_training_data, phases, train,
+    CLASSIFIER_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    SERVING_FILE,
+    SPLIT_FILE,
+    load_training_data,
+    phases,
+    train,
 )
 from tests.synth import make_ravdess_tree, tiny_config
 
@@ -101,7 +108,9 @@ def test_a_non_finite_loss_stops_training_at_once_with_its_likely_cause(tmp_path
     from aed_tf.train import NonFiniteLossError
 
     config = tiny_config(tmp_path, data_root, backbone="audiocnn", learning_rate=1e30, epochs=3)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch \d+ .*learning rate 1e\+30.*--learning-rate"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"epoch 1, batch \d+ .*learning rate 1e\+30.*--learning-rate"
+    ):
         train(config, progress=False)
     run = tmp_path / "runs" / "run"
     assert json.loads((run / CONFIG_FILE).read_text())["status"] == "failed: non-finite loss"
@@ -113,8 +122,9 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_the_pipeline(tmp
         train(tiny_config(tmp_path, data_root, batch_size=100000), progress=False)
 
 
-def test_a_full_disk_during_training_is_one_line_and_the_run_resumes_once_there_is_room(tmp_path, data_root,
-                                                                                         monkeypatch, capsys):
+def test_a_full_disk_during_training_is_one_line_and_the_run_resumes_once_there_is_room(
+    tmp_path, data_root, monkeypatch, capsys
+):
     import errno
 
     import aed_tf.train as train_module
@@ -131,11 +141,38 @@ def test_a_full_disk_during_training_is_one_line_and_the_run_resumes_once_there_
         return real_write_csv(df, path)
 
     monkeypatch.setattr(train_module, "write_csv", full_after_the_split)
-    flags = ["--data-roots", str(data_root), "--prepared-dir", config.data.prepared_dir, "--cache-dir",
-             config.data.cache_dir, "--output-dir", config.train.output_dir, "--run-id", "run", "--backbone",
-             "audiocnn", "--weights", "none", "--batch-size", "8", "--epochs", "2", "--clip-seconds", "0.5",
-             "--n-mels", "32", "--time-mask-width", "5", "--freq-mask-width", "4", "--val-fraction", "0.2",
-             "--test-fraction", "0.2"]
+    flags = [
+        "--data-roots",
+        str(data_root),
+        "--prepared-dir",
+        config.data.prepared_dir,
+        "--cache-dir",
+        config.data.cache_dir,
+        "--output-dir",
+        config.train.output_dir,
+        "--run-id",
+        "run",
+        "--backbone",
+        "audiocnn",
+        "--weights",
+        "none",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--clip-seconds",
+        "0.5",
+        "--n-mels",
+        "32",
+        "--time-mask-width",
+        "5",
+        "--freq-mask-width",
+        "4",
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+    ]
     assert main(["train", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("aed-tf train: error: ") and err[-1].endswith(": No space left on device")
@@ -163,8 +200,9 @@ def test_pretrained_weights_warm_up_the_head_then_fine_tune(tmp_path, data_root)
 
     weights = tmp_path / "pretrained.weights.h5"
     build_backbone("mobilenetv3small", 32, weights=None).save_weights(weights)
-    config = tiny_config(tmp_path, data_root, weights=str(weights), warmup_epochs=1, epochs=1,
-                         lr_warmup_fraction=0.0)
+    config = tiny_config(
+        tmp_path, data_root, weights=str(weights), warmup_epochs=1, epochs=1, lr_warmup_fraction=0.0
+    )
     assert [p.name for p in phases(config)] == ["head", "finetune"]
     history = train(config, progress=False).history
     assert list(history["phase"]) == ["head", "finetune"]
@@ -206,8 +244,11 @@ def test_a_run_killed_before_its_first_epoch_ended_resumes_from_the_start(tmp_pa
 
 def test_resume_continues_a_killed_run(tmp_path, data_root):
     config = tiny_config(tmp_path, data_root, epochs=6)
-    args = [f"--{k.replace('_', '-')}={v}" for k, v in config.to_flat().items()
-            if v != Config().to_flat()[k] and k != "data_roots"]
+    args = [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in config.to_flat().items()
+        if v != Config().to_flat()[k] and k != "data_roots"
+    ]
     command = [sys.executable, "-m", "aed_tf", "train", "--data-roots", str(data_root), *args]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = tmp_path / "runs" / "run" / "state.json"
@@ -242,8 +283,12 @@ def test_resume_refuses_changed_parameters(tmp_path, data_root):
 def test_resume_across_machines_gets_a_clear_error_not_a_crash(tmp_path, monkeypatch):
     from aed_tf.distributed import MultiWorkerUnsupportedError
 
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
-                                                "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+        ),
+    )
     config = tiny_config(tmp_path, tmp_path / "data", resume=True)
     # Refused before the strategy connects to the cluster.
     with pytest.raises(MultiWorkerUnsupportedError, match="--resume.*TF_CONFIG unset"):
