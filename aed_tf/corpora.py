@@ -431,7 +431,9 @@ def scan(roots: Sequence[str | Path]) -> tuple[list[LabelledFile], list[SkippedF
     crema_d_genders: dict[str, str] = {}
     for root in (Path(os.path.abspath(r)) for r in roots):
         if root.is_dir():
-            for path in _visible_files(root):
+            paths, unreadable = _visible_files(root)
+            skipped += unreadable
+            for path in paths:
                 if path.name == _CREMA_D_DEMOGRAPHICS:
                     crema_d_genders |= _read_crema_d_genders(path)
                 elif path.suffix.lower() in AUDIO_EXTENSIONS:
@@ -462,11 +464,19 @@ def scan(roots: Sequence[str | Path]) -> tuple[list[LabelledFile], list[SkippedF
     return files, skipped
 
 
-def _visible_files(root: Path) -> list[Path]:
-    """Files under root in sorted order, skipping hidden ones; follows links, but not in loops."""
+def _visible_files(root: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """Files under root in sorted order, skipping hidden ones; follows links, but not in loops.
+    A folder that cannot be read is listed with the reason, and the others go on."""
     files: list[Path] = []
+    unreadable: list[SkippedFile] = []
     seen_folders: set[tuple[int, int]] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=_raise):
+
+    def note(error: OSError) -> None:
+        unreadable.append(
+            SkippedFile(Path(error.filename), f"cannot read the folder ({error.strerror or error})")
+        )
+
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=note):
         stat = os.stat(folder)
         if (stat.st_dev, stat.st_ino) in seen_folders:
             subfolders.clear()
@@ -475,11 +485,7 @@ def _visible_files(root: Path) -> list[Path]:
         # Sorted, so that a folder reached twice through links is always kept at the same path.
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         files += [Path(folder, name) for name in names if not name.startswith(".")]
-    return sorted(files, key=lambda path: path.relative_to(root).parts)
-
-
-def _raise(error: OSError) -> None:
-    raise error
+    return sorted(files, key=lambda path: path.relative_to(root).parts), unreadable
 
 
 def resolve_data_roots(data_roots: Sequence[str] = (), cwd: Path | None = None) -> list[Path]:

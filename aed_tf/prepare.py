@@ -231,7 +231,9 @@ def format_summary(summary: dict) -> str:
 
 
 def _skip_kind(reason: str) -> str:
-    return OTHER_COPY if reason.startswith("another copy") else NOT_A_CORPUS_FILE
+    if reason.startswith("another copy"):
+        return OTHER_COPY
+    return UNREADABLE if reason.startswith("cannot read the folder") else NOT_A_CORPUS_FILE
 
 
 def _rejection(path: Path, kind: str, reason: str) -> dict:

@@ -173,3 +173,30 @@ def test_cli_rejects_a_bad_parameter_without_a_traceback(tmp_path, capsys):
     assert cli.main(["prepare", str(tmp_path), "--val-fraction", "0.9"]) == 2
     err = capsys.readouterr().err
     assert "val_fraction" in err and "Traceback" not in err
+
+
+def test_a_folder_that_cannot_be_read_is_listed_and_the_rest_goes_on(tmp_path, monkeypatch):
+    """(Permissions cannot be taken from root, which runs the tests: the folder listing fails
+    instead, as it does for an unreadable folder.)"""
+    import os
+
+    root = make_dataset(tmp_path / "data")
+    locked = root / "ravdess" / "Actor_04"
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    prepared = prepare(
+        Config().replace(
+            data_roots=[str(root)], prepared_dir=str(tmp_path / "prepared"), cache_dir=str(tmp_path / "cache")
+        ),
+        progress=False,
+    )
+    row = prepared.rejected[prepared.rejected["path"] == str(locked)].iloc[0]
+    assert (row["kind"], row["reason"]) == (UNREADABLE, "cannot read the folder (Permission denied)")
+    speakers = set(prepared.manifest.loc[prepared.manifest["corpus"] == "ravdess", "speaker"])
+    assert "04" not in speakers and {"01", "02", "05", "06"} <= speakers
