@@ -306,3 +306,42 @@ def test_a_bad_limit_or_a_taken_port_is_one_line_and_status_2(server, run, capsy
     assert taken.stderr.strip().splitlines()[-1] == (
         f"aed-tf serve: error: cannot serve on 127.0.0.1:{port}: Address already in use"
     )
+
+
+def test_uploads_to_the_page_are_deleted_when_the_server_stops(run, tmp_path, shared_datasets):
+    """Gradio keeps an upload in its temporary folder for an hour; a stopped server leaves none."""
+    import signal
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uploads = tmp_path / "gradio"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(uploads), "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-m", "aed_tf", "serve", str(run), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            try:
+                if httpx.get(url + "docs", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "aed-tf serve did not start"
+            time.sleep(0.5)
+        # What the page's audio component does with a file: Gradio's upload route.
+        answer = httpx.post(
+            url + "gradio_api/upload", files={"files": ("clip.flac", RAVDESS_CLIP.read_bytes())}, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        [stored] = answer.json()
+        assert Path(stored).is_file() and Path(stored).is_relative_to(uploads)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0 or process.returncode == -signal.SIGTERM
+        assert [p for p in uploads.rglob("*") if p.is_file()] == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
