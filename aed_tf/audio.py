@@ -459,31 +459,45 @@ def _refuse_undeclared_audio(path: Path, file: BinaryIO, frames: int) -> None:
 
 
 def _wav_undeclared_bytes(file: BinaryIO) -> int:
-    """Bytes after a RIFF/WAVE file's data chunk that no chunk declares (0 for other formats).
+    """Bytes after a RIFF/WAVE file's data chunk that look like more audio, not another chunk
+    (0 for other formats, or when a chunk follows).
 
     libsndfile reads only the frames the data chunk declares: with a header that understates them,
-    seconds of audio would be read as a few milliseconds and the rest ignored without a word.
-    Chunks after the data (LIST, id3 ...) are walked; the first bytes that are not a chunk header
-    whose size fits in the file are undeclared."""
+    seconds of audio would be read as a few milliseconds and the rest ignored without a word. A
+    chunk after the data (LIST, id3 ...) is recognised by its printable four-letter id, found
+    where the data's pad byte puts it or where a writer that omits the pad byte puts it; what it
+    holds (even cut short by the end of the file) is not examined."""
     file.seek(0, os.SEEK_END)
     end = file.tell()
     file.seek(0)
     header = file.read(12)
     if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
         return 0
-    position, seen_data = 12, False
+    position = 12
     while position + 8 <= end:
         file.seek(position)
         chunk_header = file.read(8)
         chunk, size = chunk_header[:4], int.from_bytes(chunk_header[4:8], "little")
-        if not all(32 <= c < 127 for c in chunk) or position + 8 + size > end:
-            return end - position if seen_data else 0
-        if chunk == b"data":
-            if size == 0xFFFFFFFF:
+        if chunk != b"data":
+            if not _chunk_id(chunk):
+                return 0  # a layout this check does not know: libsndfile's reading stands
+            position += 8 + size + size % 2
+            continue
+        if size == 0xFFFFFFFF:
+            return 0
+        audio_end = position + 8 + size
+        if end - audio_end < UNDECLARED_WAV_BYTES:
+            return 0
+        for start in (audio_end + size % 2, audio_end):  # after the pad byte, or without it
+            file.seek(start)
+            if _chunk_id(file.read(4)):
                 return 0
-            seen_data = True
-        position += 8 + size + size % 2
-    return 0 if position >= end - 1 else end - position
+        return end - audio_end
+    return 0
+
+
+def _chunk_id(name: bytes) -> bool:
+    return len(name) == 4 and all(32 <= c < 127 for c in name)
 
 
 def _libsndfile_reason(error: sf.LibsndfileError) -> str:

@@ -44,6 +44,7 @@ def bench_pipeline(
     config: Config,
     librosa_clips: int = 200,
     min_seconds: float = 10.0,
+    speakers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Clips per second through `train_dataset` and through the per-file librosa routes of
     `ROUTES`, measured in one run, and the ratios of the pipeline's rate to theirs.
@@ -51,7 +52,7 @@ def bench_pipeline(
     The pipeline's one-off mel-power precompute is timed on its own (`precompute_seconds`); then
     whole epochs run until `min_seconds` have passed, after one warm-up batch that is not counted.
     Each librosa route featurises the same `librosa_clips` files spread evenly over `paths`, after
-    one warm-up file.
+    one warm-up file. `speakers` (each clip's) are needed to normalise per speaker.
     """
     if not paths:
         raise ValueError("no paths for the librosa routes")
@@ -60,7 +61,7 @@ def bench_pipeline(
     if min_seconds <= 0:
         raise ValueError(f"min_seconds = {min_seconds}: must be > 0")
     precompute_seconds, pipeline_clips, pipeline_seconds = _time_pipeline(
-        waveforms, labels, config, min_seconds
+        waveforms, labels, config, min_seconds, speakers
     )
     spread = np.linspace(0, len(paths) - 1, min(librosa_clips, len(paths))).round().astype(int)
     chosen = [Path(paths[i]) for i in np.unique(spread)]
@@ -98,12 +99,13 @@ def _time_pipeline(
     labels: Sequence[int],
     config: Config,
     min_seconds: float,
+    speakers: Sequence[str] | None = None,
 ) -> tuple[float, int, float]:
     """(precompute seconds, clips, seconds): making the dataset, then whole training epochs after
     one uncounted warm-up batch."""
     num_classes = len(class_names(config.data.calm))
     start = time.perf_counter()
-    dataset = train_dataset(waveforms, labels, num_classes, config, seed=config.data.seed)
+    dataset = train_dataset(waveforms, labels, num_classes, config, seed=config.data.seed, speakers=speakers)
     precompute_seconds = time.perf_counter() - start
     batches = iter(dataset)
     next(batches)  # traces the functions and fills the buffers
@@ -303,7 +305,7 @@ def pipeline_cost(config: Config, steps: int = 30, rounds: int = 2) -> dict[str,
     data = load_training_data(config, progress=False)
     part = data.partitions["train"]
     dataset = train_dataset(
-        part.waveforms, part.labels, len(data.classes), config, seed=config.data.seed
+        part.waveforms, part.labels, len(data.classes), config, seed=config.data.seed, speakers=part.speakers
     ).repeat()
     in_memory = tf.data.Dataset.from_tensors(next(iter(dataset))).repeat()
     model = build_classifier(config.replace(weights="none").train, len(data.classes), config.frontend.n_mels)

@@ -323,7 +323,7 @@ def _run_notebooks(config: Config, args: argparse.Namespace) -> int:
 def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
     from aed_tf.bench import bench_pipeline
     from aed_tf.labels import apply_calm_policy, class_names
-    from aed_tf.prepare import prepare
+    from aed_tf.prepare import prepare, speaker_keys
 
     prepared = prepare(config)
     manifest = apply_calm_policy(prepared.manifest, config.data.calm)
@@ -335,6 +335,7 @@ def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
         [Path(p) for p in manifest["path"]],
         config,
         min_seconds=args.seconds,
+        speakers=speaker_keys(manifest),
     )
     result["command"] = args.command_line
     write_json(Path(args.output), result)

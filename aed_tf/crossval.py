@@ -23,7 +23,7 @@ from aed_tf import baseline
 from aed_tf.config import Config
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import label_metrics
-from aed_tf.prepare import Prepared, prepare
+from aed_tf.prepare import Prepared, prepare, speaker_keys
 from aed_tf.splits import CV, CV_FOLDS, PROTOCOLS, make_split
 
 SPEAKER_FOLDS = tuple(str(fold) for fold in range(1, CV_FOLDS + 1))
@@ -97,7 +97,7 @@ def baseline_predictions(
     classes = class_names(config.data.calm)
     labels = np.array([classes.index(e) for e in manifest["emotion"]])
     waveforms = [prepared.waveforms[clip] for clip in manifest["clip_id"]]
-    speakers = (manifest["corpus"] + ":" + manifest["speaker"]).to_numpy()
+    speakers = speaker_keys(manifest)
     rate = config.frontend.sample_rate
     features = {}
     for name, (featurize, _) in _FEATURES.items():
@@ -409,6 +409,7 @@ def bench_cv(
     rows = {row["model"]: row for row in (previous or {}).get("rows", [])}
     name = model_name(config)
     predictions = model_predictions(config, folds, seeds, progress=progress, log=log)
+    seconds = time.perf_counter() - started  # one figure for the rows this command made
     for statistics, frame in predictions.groupby("statistics", sort=False):
         # A per-speaker model is measured twice: each test speaker normalised by their own
         # (unlabelled) clips, and every clip alone, by the training clips' statistics.
@@ -418,7 +419,7 @@ def bench_cv(
             "command": command,
             "folds": folds,
             "seeds": list(seeds),
-            "seconds": time.perf_counter() - started,
+            "seconds": seconds,
             "summary": summarize(frame, classes),
         }
     if baselines:

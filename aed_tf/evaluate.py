@@ -30,6 +30,8 @@ class Evaluation:
     overall: dict[str, float]
     per_corpus: pd.DataFrame  # rows: corpus; columns: clips and the metrics
     per_speaker: pd.DataFrame
+    normalization: str = "clip"  # the run's front end: "clip" or "speaker"
+    speaker_statistics: str | None = None  # per speaker: "own clips" or "training"
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -84,6 +86,8 @@ def evaluate(
         overall=classification_metrics(part.labels, probabilities),
         per_corpus=grouped_metrics(predictions, probabilities, ["corpus"]),
         per_speaker=grouped_metrics(predictions, probabilities, ["corpus", "speaker"]),
+        normalization=config.frontend.normalization,
+        speaker_statistics=speaker_statistics if config.frontend.normalization == "speaker" else None,
     )
 
 

@@ -135,6 +135,14 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
     return Prepared(manifest, rejected_df, summary, manifest_path(out), split_file, folds_file, waveforms)
 
 
+def speaker_keys(manifest: pd.DataFrame) -> np.ndarray:
+    """Each clip's speaker, named apart across corpora ("ravdess:07"). A clip whose speaker is
+    unknown is a speaker of its own: per-speaker statistics must not pool strangers."""
+    known = manifest["speaker"] != ""
+    keys = manifest["corpus"] + ":" + manifest["speaker"].where(known, "?" + manifest["clip_id"])
+    return keys.to_numpy(dtype=str)
+
+
 def load_manifest(prepared_dir: str | Path) -> pd.DataFrame:
     path = manifest_path(prepared_dir)
     if not path.is_file():

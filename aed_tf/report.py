@@ -432,6 +432,24 @@ def protocol_sentence(evaluation: Evaluation, validation_clips: pd.DataFrame) ->
     )
 
 
+def normalization_sentence(evaluation: Evaluation) -> str:
+    """Where a per-speaker run's statistics came from, in a sentence; "" for a clip-normalised run."""
+    if evaluation.normalization != "speaker":
+        return ""
+    if evaluation.speaker_statistics == "training":
+        return (
+            "Normalised per speaker with the training clips' statistics, as a lone clip of an "
+            "unknown speaker is."
+        )
+    return (
+        f"Normalised per speaker: each {evaluation.partition} speaker's features are standardised "
+        f"with the statistics of their own {evaluation.partition} clips (emotions unused), as "
+        "EmotionRecognizer.for_speaker does with a speaker's recordings; a lone clip of an unknown "
+        "speaker gets the training clips' statistics instead, which aed-tf bench cv measures apart "
+        "(each clip alone)."
+    )
+
+
 def weak_figure_warnings(
     predictions: pd.DataFrame, classes: Sequence[str], validation_clips: pd.DataFrame, partition: str = "test"
 ) -> list[str]:
@@ -605,8 +623,10 @@ def headline_block(
         f"({resamples} resamples, seed {seed}). UAR: unweighted average recall, the mean recall "
         "of the classes present.</p>"
     )
+    normalized = normalization_sentence(evaluation)
+    normalization = f'<p class="aed-protocol">{html.escape(normalized)}</p>' if normalized else ""
     return (
         f'{_HEADLINE_STYLE}<div class="aed-headline">{answer}'
         f'<p class="aed-protocol">{html.escape(protocol_sentence(evaluation, validation_clips))}</p>'
-        f"{checks}{headline_table_html(model, baseline, name)}{caption}</div>"
+        f"{normalization}{checks}{headline_table_html(model, baseline, name)}{caption}</div>"
     )

@@ -42,7 +42,7 @@ from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
 from aed_tf.pipeline import eval_dataset, speaker_statistics, train_dataset
-from aed_tf.prepare import prepare
+from aed_tf.prepare import prepare, speaker_keys
 from aed_tf.runs import (  # noqa: F401  (the run folder's names, also read from here)
     CLASSIFIER_FILE,
     CONFIG_FILE,
@@ -71,8 +71,8 @@ class Partition:
 
     @property
     def speakers(self) -> np.ndarray:
-        """Each clip's speaker, named apart across corpora ("ravdess:07")."""
-        return (self.manifest["corpus"] + ":" + self.manifest["speaker"]).to_numpy(dtype=str)
+        """Each clip's speaker, named apart across corpora (`speaker_keys`)."""
+        return speaker_keys(self.manifest)
 
     def eval_dataset(
         self, num_classes: int, config: Config, statistics: np.ndarray | None = None

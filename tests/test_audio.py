@@ -717,3 +717,20 @@ def test_the_actor_07_duplicates_share_audio_hash_and_cache_entry(shared_dataset
 
     assert a.audio_hash == b.audio_hash == decode(pair[1]).audio_hash
     assert cache.decodes == 1
+
+
+def test_wavs_with_chunks_after_the_audio_or_an_omitted_pad_byte_are_not_refused(tmp_path):
+    """Odd-sized 8-bit audio with its pad byte omitted by the writer, then a large LIST chunk;
+    and a metadata chunk cut short by the end of the file: the audio itself is whole."""
+    frames = 16001
+    audio = (np.arange(frames) % 200 + 28).astype(np.uint8).tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, 16000, 16000, 1, 8)
+    listing = b"LIST" + struct.pack("<I", 3000) + b"INFO" + b"x" * 2996
+    chunks = b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", frames) + audio + listing
+    path = tmp_path / "no-pad.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
+    assert decode(path).samples.shape == (frames,)
+    cut = tmp_path / "cut-metadata.wav"
+    whole = write_audio(tmp_path / "whole.wav", seconds=1.0, sample_rate=16000, subtype="PCM_16").read_bytes()
+    cut.write_bytes(whole + b"id3 " + struct.pack("<I", 100000) + b"\0" * 2000)
+    assert decode(cut).samples.shape == (16000,)

@@ -547,3 +547,22 @@ def test_augmented_views_of_a_clip_normalised_per_speaker_use_the_clips_own_stat
     )
     views = augmented_views(wave, SPEAKER_CONFIG, count=3)
     assert views.shape == (3, FRONTEND.num_frames, FRONTEND.n_mels) and np.isfinite(views).all()
+
+
+def test_the_pipeline_benchmark_runs_a_per_speaker_config_given_the_speakers(tmp_path) -> None:
+    waves = clips([2000] * 8)
+    path = tmp_path / "clip.wav"
+    sf.write(path, waves[0], FRONTEND.sample_rate)
+    speakers = ["a"] * 4 + ["b"] * 4
+    result = bench_pipeline(
+        waves,
+        [i % NUM_CLASSES for i in range(8)],
+        [path],
+        SPEAKER_CONFIG,
+        librosa_clips=1,
+        min_seconds=0.2,
+        speakers=speakers,
+    )
+    assert (
+        result["pipeline"]["clips"] % SPEAKER_CONFIG.train.batch_size == 0 and result["pipeline"]["clips"] > 0
+    )

@@ -200,3 +200,16 @@ def test_a_folder_that_cannot_be_read_is_listed_and_the_rest_goes_on(tmp_path, m
     assert (row["kind"], row["reason"]) == (UNREADABLE, "cannot read the folder (Permission denied)")
     speakers = set(prepared.manifest.loc[prepared.manifest["corpus"] == "ravdess", "speaker"])
     assert "04" not in speakers and {"01", "02", "05", "06"} <= speakers
+
+
+def test_speaker_keys_name_speakers_apart_across_corpora_and_keep_unknown_ones_apart():
+    from aed_tf.prepare import speaker_keys
+
+    manifest = pd.DataFrame(
+        {
+            "corpus": ["ravdess", "ased", "ased", "csv", "csv"],
+            "speaker": ["07", "07", "07", "", ""],
+            "clip_id": ["r1", "a1", "a2", "c1", "c2"],
+        }
+    )
+    assert list(speaker_keys(manifest)) == ["ravdess:07", "ased:07", "ased:07", "csv:?c1", "csv:?c2"]

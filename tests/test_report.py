@@ -654,3 +654,18 @@ def test_the_index_fits_1300_px_and_clicking_a_header_sorts_by_it(tmp_path):
         assert order_after_clicking("run") == [long, old, shipped]
         assert page.locator("th", has_text="run").get_attribute("aria-sort") == "ascending"
         browser.close()
+
+
+def test_a_per_speaker_runs_headline_says_whose_statistics_normalised_the_clips(tmp_path):
+    import dataclasses
+
+    run = summary_run(tmp_path, "shipped", "shared-si")
+    plain = report.headline_block(run, evaluation_of(FAIR), FAIR, FOUR_VALIDATION_SPEAKERS, resamples=20)
+    assert "Normalised per speaker" not in plain and report.normalization_sentence(evaluation_of(FAIR)) == ""
+    own = dataclasses.replace(evaluation_of(FAIR), normalization="speaker", speaker_statistics="own clips")
+    block = report.headline_block(run, own, FAIR, FOUR_VALIDATION_SPEAKERS, resamples=20)
+    text = html.unescape(block)
+    assert "each test speaker's features are standardised with the statistics of their own test clips" in text
+    assert text.index("Split protocol") < text.index("Normalised per speaker")
+    alone = dataclasses.replace(own, speaker_statistics="training")
+    assert report.normalization_sentence(alone).startswith("Normalised per speaker with the training clips'")
