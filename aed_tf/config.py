@@ -31,7 +31,12 @@ NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
 # The recommended setting for a CPU, as measured by `aed-tf bench cv`: the defaults of that
 # benchmark and of `make demo`. (`aed-tf train`'s own defaults stay those of a user with a GPU and
 # internet: an ImageNet backbone.)
-CPU_SETTING: dict[str, Any] = {"backbone": "audiocnn", "weights": "none", "epochs": 12}
+CPU_SETTING: dict[str, Any] = {
+    "backbone": "audiocnn",
+    "weights": "none",
+    "epochs": 12,
+    "normalization": "speaker",
+}
 
 
 def param(default: Any, help: str) -> Any:

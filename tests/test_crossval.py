@@ -62,7 +62,10 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert "fold 1: ased 03, ravdess 03" in result["validation_description"]
     models = [row["model"] for row in result["rows"]]
     assert models[0].startswith("audiocnn (") and "epochs=1" in models[0]
-    assert len(models) == 5 and sum("per-speaker standardised" in m for m in models) == 2
+    # The recommended setting normalises per speaker: measured with the test speakers' clips and
+    # each clip alone.
+    assert len(models) == 6 and sum("per-speaker standardised" in m for m in models) == 2
+    assert sum(m.endswith("each clip alone (training statistics)") for m in models) == 1
     model_row = result["rows"][0]
     assert model_row["seeds"] == [0, 1] and model_row["folds"] == ["1", "ased"]
     summary = model_row["summary"]
