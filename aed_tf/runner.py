@@ -113,9 +113,10 @@ _KERNEL_ARGUMENTS = [
     # ... and the kernel imports TensorFlow before the first cell with it silenced (unless
     # AED_TF_VERBOSE is set), so the console is not filled with it once per notebook.
     "--IPKernelApp.exec_lines=import aed_tf.quiet; aed_tf.quiet.import_quietly()",
-    # "Kernel is running over TCP without encryption", once per notebook: the kernel listens on
-    # 127.0.0.1 for this process alone.
-    "--IPKernelApp.log_level=ERROR",
+    # "Kernel is running over TCP without encryption", once per notebook (the kernel listens on
+    # 127.0.0.1 for this process alone), and "KeyboardInterrupt caught in kernel" as papermill
+    # shuts it down. A failing cell is reported from the notebook, not from this log.
+    "--IPKernelApp.log_level=CRITICAL",
 ]
 
 

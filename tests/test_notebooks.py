@@ -148,7 +148,7 @@ def test_the_kernels_console_holds_no_tensorflow_start_up_lines_nor_transport_wa
     capfd.readouterr()
     run_notebook(str(source), {"answer": 42}, tmp_path / "reports" / "quiet", progress=False)
     console = capfd.readouterr().err
-    for noise in ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "without encryption"):
+    for noise in ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "without encryption", "[IPKernelApp]"):
         assert noise not in console, console
     executed = nbformat.read(tmp_path / "reports" / "quiet" / "quiet.ipynb", as_version=4)
     assert executed.cells[-1].outputs[0]["text"].strip() == "42"
