@@ -118,7 +118,11 @@ def run_card(run: dict[str, Any]) -> pd.DataFrame:
     best = f"epoch {best['epoch']} of phase {best['phase']} (validation UAR {best['val_uar']:.3f})"
     rows = [
         ("run", Path(run["run_dir"]).name),
-        ("backbone", f"{config['train']['backbone']} at {run['image_size']} px"),
+        # An audio-native backbone sees the log-mel itself: no image, no size.
+        (
+            "backbone",
+            f"{config['train']['backbone']}" + (f" at {run['image_size']} px" if run["image_size"] else ""),
+        ),
         ("weights", run["weights"]),
         ("split protocol", protocol),
         ("split", split["description"]),
