@@ -42,6 +42,10 @@ _FEATURES: dict[str, tuple[Callable[..., np.ndarray], Callable[..., Any]]] = {
 }
 
 
+# How a lone clip of an unknown speaker is normalised, as its row names it.
+_ALONE = {"training": "training statistics", "the clip itself": "its own statistics"}
+
+
 def default_folds(corpora: Sequence[str]) -> list[str]:
     """The speaker folds, then one leave-one-corpus-out fold per corpus."""
     return list(SPEAKER_FOLDS) + sorted(corpora)
@@ -76,9 +80,10 @@ def model_predictions(
             data = load_training_data(run_config, progress=False)
             test = evaluate(run_dir, "test", data=data).predictions[_PREDICTION_COLUMNS]
             frames.append(test.assign(seed=seed, fold=fold, statistics="own clips"))
-            if config.frontend.normalization == "speaker":
-                lone = evaluate(run_dir, "test", data=data, speaker_statistics="training").predictions
-                frames.append(lone[_PREDICTION_COLUMNS].assign(seed=seed, fold=fold, statistics="training"))
+            if config.frontend.normalization == "speaker":  # and a lone clip of an unknown speaker
+                for lone in ("training", "the clip itself"):
+                    alone = evaluate(run_dir, "test", data=data, speaker_statistics=lone).predictions
+                    frames.append(alone[_PREDICTION_COLUMNS].assign(seed=seed, fold=fold, statistics=lone))
             log(
                 f"fold {fold} seed {seed}: {_progress_line(test)} "
                 f"({'reused' if status == 'finished' else f'{time.perf_counter() - started:.0f} s'}, {run_dir})"
@@ -413,7 +418,7 @@ def bench_cv(
     for statistics, frame in predictions.groupby("statistics", sort=False):
         # A per-speaker model is measured twice: each test speaker normalised by their own
         # (unlabelled) clips, and every clip alone, by the training clips' statistics.
-        row_name = name if statistics == "own clips" else f"{name}, each clip alone ({statistics} statistics)"
+        row_name = name if statistics == "own clips" else f"{name}, each clip alone ({_ALONE[statistics]})"
         rows[row_name] = {
             "model": row_name,
             "command": command,

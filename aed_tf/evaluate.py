@@ -14,10 +14,12 @@ import pandas as pd
 from aed_tf.errors import InputError
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import load_model
+from aed_tf.pipeline import eval_dataset
+from aed_tf.pipeline import speaker_statistics as speaker_statistics_of
 from aed_tf.runs import CLASSIFIER_FILE, Run
 from aed_tf.train import TrainingData, load_training_data
 
-SpeakerStatistics = Literal["own clips", "training"]
+SpeakerStatistics = Literal["own clips", "training", "the clip itself"]
 
 
 @dataclass
@@ -50,8 +52,8 @@ def evaluate(
     and data, loaded here (`load_training_data` of the run's config).
 
     A run that normalises per speaker takes each speaker's statistics from their own clips in the
-    partition (``"own clips"``: their labels unused), or the training clips' for every clip
-    (``"training"``: a clip whose speaker has no other audio)."""
+    partition (``"own clips"``: their labels unused), or, for a clip whose speaker has no other
+    audio, the training clips' (``"training"``) or the clip's own (``"the clip itself"``)."""
     run_dir = Path(run_dir)
     run = Run.load(run_dir)
     config = run.config
@@ -61,15 +63,18 @@ def evaluate(
     if not len(part.labels):
         raise InputError(f"{run_dir}: the {partition} partition of its split is empty")
     classifier = load_model(run_dir / CLASSIFIER_FILE)
-    fixed = None
-    if config.frontend.normalization == "speaker" and speaker_statistics == "training":
-        fixed = run.training_statistics()
-    elif speaker_statistics not in typing.get_args(SpeakerStatistics):
+    if speaker_statistics not in typing.get_args(SpeakerStatistics):
         raise InputError(
             f"speaker_statistics {speaker_statistics!r}: choose one of "
             f"{', '.join(typing.get_args(SpeakerStatistics))}"
         )
-    features = part.eval_dataset(len(data.classes), config, fixed)
+    if config.frontend.normalization == "speaker" and speaker_statistics == "training":
+        features = part.eval_dataset(len(data.classes), config, run.training_statistics())
+    elif config.frontend.normalization == "speaker" and speaker_statistics == "the clip itself":
+        each = speaker_statistics_of(part.waveforms, part.manifest["clip_id"], config.frontend)
+        features = eval_dataset(part.waveforms, part.labels, len(data.classes), config, each)
+    else:
+        features = part.eval_dataset(len(data.classes), config)
     probabilities = classifier.predict(features, verbose=0)
 
     predictions = part.manifest.copy()

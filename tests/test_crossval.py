@@ -64,8 +64,9 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert models[0].startswith("audiocnn (") and "epochs=1" in models[0]
     # The recommended setting normalises per speaker: measured with the test speakers' clips and
     # each clip alone.
-    assert len(models) == 6 and sum("per-speaker standardised" in m for m in models) == 2
+    assert len(models) == 7 and sum("per-speaker standardised" in m for m in models) == 2
     assert sum(m.endswith("each clip alone (training statistics)") for m in models) == 1
+    assert sum(m.endswith("each clip alone (its own statistics)") for m in models) == 1
     model_row = result["rows"][0]
     assert model_row["seeds"] == [0, 1] and model_row["folds"] == ["1", "ased"]
     summary = model_row["summary"]
@@ -149,7 +150,8 @@ def test_a_per_speaker_model_is_measured_with_its_speakers_clips_and_each_clip_a
     rows = {row["model"]: row for row in json.loads(output.read_text())["rows"]}
     [own] = [name for name in rows if "normalization=speaker" in name and "alone" not in name]
     alone = rows[f"{own}, each clip alone (training statistics)"]
-    assert len(rows) == 2
+    itself = rows[f"{own}, each clip alone (its own statistics)"]
+    assert len(rows) == 3 and itself["summary"]["per_corpus"]["ased"]["clips"] == 8
     for corpus in ("ased", "ravdess"):
         assert (
             alone["summary"]["per_corpus"][corpus]["clips"]
