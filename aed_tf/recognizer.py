@@ -26,6 +26,7 @@ model's rate) gets warnings, in ``.warnings`` and as `InputWarning`.
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
@@ -217,15 +218,6 @@ class EmotionRecognizer:
         elif speaker_statistics is not None:
             raise InputError("this model normalises each clip on its own: it takes no speaker_statistics")
         self.speaker_statistics = speaker_statistics
-        self._options = dict(
-            window_seconds=window_seconds,
-            hop_seconds=hop_seconds,
-            smoothing=smoothing,
-            vad=vad,
-            vad_aggressiveness=vad_aggressiveness,
-            min_speech_seconds=min_speech_seconds,
-            batch_size=batch_size,
-        )
         # One trace for every batch; the front end's XLA parts compile once per batch size, and
         # batches are padded to a power of two so that there are few sizes.
         waves = tf.TensorSpec([None, self.plan.window], tf.float32)
@@ -287,9 +279,10 @@ class EmotionRecognizer:
             raise InputError("for_speaker needs at least one reference recording")
         joined = tf.concat(frames, axis=0)
         statistics = log_mel_statistics(joined, np.zeros(len(joined), np.int64), 1)[0]
-        return EmotionRecognizer(
-            self.model, self.classes, self.frontend, speaker_statistics=statistics, **self._options
-        )
+        # The statistics are an argument of the traced model call: the copy shares its trace.
+        speaker = copy.copy(self)
+        speaker.speaker_statistics = statistics
+        return speaker
 
     # -- public API ------------------------------------------------------------------------------
 
