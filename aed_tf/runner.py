@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,8 +25,21 @@ from aed_tf.config import Config
 from aed_tf.errors import UserError
 from aed_tf.files import write_text
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+# The notebooks are package data, so they are found the same way from a source checkout (an
+# editable install) and from an installed wheel. A checkout's top-level `notebooks/`, where
+# Jupyter opens them, is a relative symlink to this folder: one copy of each.
+NOTEBOOKS_DIR = Path(str(resources.files("aed_tf") / "notebooks"))
+
+
+def _checkout_root() -> Path | None:
+    """The source checkout aed_tf runs from, recognised by its `notebooks` link to NOTEBOOKS_DIR;
+    None when aed_tf is installed from a wheel (site-packages has no such link)."""
+    root = Path(__file__).resolve().parents[1]
+    notebooks = root / "notebooks"
+    return root if notebooks.is_dir() and notebooks.resolve() == NOTEBOOKS_DIR.resolve() else None
+
+
+PROJECT_ROOT = _checkout_root()
 # The journey `aed-tf run all` takes, in order.
 NOTEBOOKS = {"explore": "01_explore.ipynb", "train": "02_train.ipynb", "evaluate": "03_evaluate.ipynb"}
 KERNEL_NAME = "aed-tf"
@@ -226,7 +240,7 @@ def run(
     trains = any("run_id" in d for d in declared.values())
     evaluates = any("run_dir" in d for d in declared.values())
     if evaluates and not trains and "run_dir" not in parameters:
-        from aed_tf.recognizer import latest_run
+        from aed_tf.runs import latest_run
 
         parameters["run_dir"] = str(latest_run(config.train.output_dir))
     if evaluates and not trains:  # refused here, before a kernel starts and a partial report is kept
@@ -503,9 +517,10 @@ document.querySelectorAll("table.runs th").forEach(function (th) {
 
 
 def work_from_project_root() -> Path:
-    """Opened in Jupyter, a notebook runs in `notebooks/`; this moves it to the project root,
-    where papermill and the CLI run, so relative paths (`prepared`, `saved_models`) mean the
-    same everywhere."""
-    if Path.cwd().resolve() == NOTEBOOKS_DIR.resolve():
+    """Opened in Jupyter from a checkout, a notebook runs in `notebooks/`; this moves it to the
+    checkout's root, where papermill and the CLI run, so relative paths (`prepared`,
+    `saved_models`) mean the same everywhere. Anywhere else (papermill runs a notebook in the
+    directory `aed-tf run` was started from, checkout or not) it stays where it is."""
+    if PROJECT_ROOT is not None and Path.cwd().resolve() == NOTEBOOKS_DIR.resolve():
         os.chdir(PROJECT_ROOT)
     return Path.cwd()
