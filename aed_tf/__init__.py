@@ -10,7 +10,7 @@ def __getattr__(name: str):
     # EmotionRecognizer imports TensorFlow: loaded on first use, so `import aed_tf` and the CLI
     # stay fast.
     if name == "EmotionRecognizer":
-        from aed_tf.recognizer import EmotionRecognizer
+        from aed_tf.serving.recognizer import EmotionRecognizer
 
         return EmotionRecognizer
     raise AttributeError(f"module 'aed_tf' has no attribute {name!r}")

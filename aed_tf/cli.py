@@ -14,10 +14,12 @@ from typing import Sequence
 from aed_tf import quiet
 from aed_tf.config import CPU_SETTING, Config
 from aed_tf.errors import UserError
-from aed_tf.files import write_json, write_text
+from aed_tf.files import write_text
+from aed_tf.serving.exported import FORMATS
 
-# Commands that never load TensorFlow: they are not made to import it.
-_WITHOUT_TENSORFLOW = {"prepare"}
+# Commands that load TensorFlow only when they use it (predict: for a Keras run, not for an ONNX
+# or TFLite export), so they are not made to import it up front.
+_WITHOUT_TENSORFLOW = {"prepare", "predict"}
 # The machine's faults, not the program's: a full disk, a read-only or forbidden place. One line
 # naming the file, as for a user's mistake.
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -160,13 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cv.set_defaults(run=_bench_cv)
 
     bench_predict = bench_kinds.add_parser(
-        "predict", help="x real time and peak memory of predict --timeline on recordings of real clips"
+        "predict",
+        help="a run's Keras model against its ONNX export: cold predict on one clip, and x real "
+        "time and peak memory of predict --timeline on recordings of real clips",
     )
     Config.add_arguments(bench_predict)
+    bench_predict.set_defaults(**CPU_SETTING)
     bench_predict.add_argument(
         "--run-dir",
-        help="run to measure (default: the newest finished "
-        "mobilenetv3small run in --output-dir, trained first if there is none)",
+        help="run to measure (default: the newest finished run of --backbone, the recommended "
+        "CPU setting's, in --output-dir; trained for one epoch first if there is none)",
     )
     bench_predict.add_argument(
         "--hours",
@@ -190,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("path", metavar="FILE|DIR", help="an audio file, or a folder searched at any depth")
     predict.add_argument("--run-dir", help="trained run (default: the newest finished run in saved_models/)")
+    predict.add_argument(
+        "--model",
+        metavar="EXPORT",
+        help="an export of a run instead (aed-tf export: .onnx, .tflite or a SavedModel folder, "
+        "its metadata JSON beside it); ONNX and TFLite run without TensorFlow",
+    )
     predict.add_argument("--timeline", action="store_true", help="segments over time instead of one label")
     predict.add_argument("--format", choices=("json", "csv"), default="json", help="output format")
     predict.add_argument("--out", help="output file (default: standard output)")
@@ -232,10 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and writes a metadata JSON beside it: classes, sample rate, clip length, the difference measured.",
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (saved_models/<run_id>)")
-    # aed_tf.export.FORMATS, not imported here: it imports TensorFlow, which --help does not need.
     export.add_argument(
         "--format",
-        choices=("savedmodel", "tflite", "onnx"),
+        choices=FORMATS,
         required=True,
         help="savedmodel (a folder), tflite or onnx",
     )
@@ -321,24 +331,9 @@ def _run_notebooks(config: Config, args: argparse.Namespace) -> int:
 
 
 def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
-    from aed_tf.bench import bench_pipeline
-    from aed_tf.labels import apply_calm_policy, class_names
-    from aed_tf.prepare import prepare, speaker_keys
+    from aed_tf.bench.pipeline import run_pipeline_benchmark
 
-    prepared = prepare(config)
-    manifest = apply_calm_policy(prepared.manifest, config.data.calm)
-    names = class_names(config.data.calm)
-    waveforms = [prepared.waveforms[clip] for clip in manifest["clip_id"]]
-    result = bench_pipeline(
-        waveforms,
-        [names.index(e) for e in manifest["emotion"]],
-        [Path(p) for p in manifest["path"]],
-        config,
-        min_seconds=args.seconds,
-        speakers=speaker_keys(manifest),
-    )
-    result["command"] = args.command_line
-    write_json(Path(args.output), result)
+    result = run_pipeline_benchmark(config, args.seconds, args.command_line, Path(args.output))
     print(json.dumps(result, indent=2))
     print(f"results: {args.output}")
     print(
@@ -349,16 +344,11 @@ def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
 
 
 def _bench_train(config: Config, args: argparse.Namespace) -> int:
-    from aed_tf.backbones import BACKBONES
-    from aed_tf.bench import bench_train, format_train_table
+    from aed_tf.bench.train import format_train_table, run_train_benchmark
 
     output = Path(args.output)
-    previous = json.loads(output.read_text()) if output.is_file() else None
-    result = bench_train(config, args.backbones or list(BACKBONES), args.command_line, previous)
-    write_json(output, result)
-    table = format_train_table(result)
-    write_text(output.with_suffix(".md"), table)
-    print(table)
+    result = run_train_benchmark(config, args.backbones, args.command_line, output)
+    print(format_train_table(result))
     best = max(result["results"], key=lambda r: r["test"]["uar"])
     print(
         f"best test UAR {best['test']['uar']:.3f} ({best['backbone']}, protocol {result['protocol']}); "
@@ -368,69 +358,50 @@ def _bench_train(config: Config, args: argparse.Namespace) -> int:
 
 
 def _bench_cv(config: Config, args: argparse.Namespace) -> int:
-    from aed_tf.crossval import bench_cv, format_cv_table
+    from aed_tf.bench.cv import format_cv_table, run_cv_benchmark
 
     output = Path(args.output)
-    previous = json.loads(output.read_text()) if output.is_file() else None
-    result = bench_cv(
-        config, args.test_folds, args.seeds, args.command_line, baselines=args.baselines, previous=previous
+    result = run_cv_benchmark(
+        config, args.test_folds, args.seeds, args.command_line, output, baselines=args.baselines
     )
-    write_json(output, result)
-    table = format_cv_table(result)
-    write_text(output.with_suffix(".md"), table)
-    print(table)
+    print(format_cv_table(result))
     print(f"results: {output} and {output.with_suffix('.md')}")
     return 0
 
 
 def _bench_predict(config: Config, args: argparse.Namespace) -> int:
-    from aed_tf.bench import PREDICT_BENCH_RUN_ID, bench_predict
-    from aed_tf.prepare import prepare
-    from aed_tf.recognizer import latest_run
+    from aed_tf.bench.predict import run_predict_benchmark
 
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-    else:
-        try:
-            run_dir = latest_run(config.train.output_dir, backbone="mobilenetv3small")
-        except UserError:  # speed does not depend on accuracy: a quick run will do
-            from aed_tf.train import train
-
-            run_dir = train(
-                config.replace(
-                    backbone="mobilenetv3small",
-                    weights="none",
-                    protocol="shared-si",
-                    image_size=config.train.image_size or 96,
-                    run_id=PREDICT_BENCH_RUN_ID,
-                )
-            ).run_dir
-    clips = [Path(p) for p in prepare(config).manifest["path"]]
-    result = bench_predict(run_dir, clips, args.hours, args.recording_rate)
-    result["command"] = args.command_line
-    write_json(Path(args.output), result)
+    result = run_predict_benchmark(
+        config, args.run_dir, args.hours, args.recording_rate, args.command_line, Path(args.output)
+    )
     print(json.dumps(result, indent=2))
     print(f"results: {args.output}")
-    print(
-        f"{result['duration_seconds'] / 3600:.2f} h recording: {result['times_real_time']:.0f}x real time "
-        f"(target >= 60x), peak RSS {result['peak_rss_megabytes']:.0f} MB (target < 2000 MB)"
-    )
+    for name, route in result["routes"].items():
+        cold = route["cold_predict"]
+        print(
+            f"{name}: cold predict of one clip {cold['wall_seconds']:.2f} s, peak RSS "
+            f"{cold['peak_rss_megabytes']:.0f} MB; {route['duration_seconds'] / 3600:.2f} h recording "
+            f"{route['times_real_time']:.0f}x real time, peak RSS {route['peak_rss_megabytes']:.0f} MB"
+        )
+    for format, ratios in result["ratios"].items():
+        print(
+            f"keras / {format}: cold wall {ratios['cold_wall_keras_over_export']:.1f}x, cold peak RSS "
+            f"{ratios['cold_rss_keras_over_export']:.1f}x; {format} / keras real time "
+            f"{ratios['real_time_export_over_keras']:.2f}x"
+        )
+    print(f"targets: {json.dumps(result['targets'])}")
     return 0
 
 
 def _predict(config: Config, args: argparse.Namespace) -> int:
-    import warnings
+    from aed_tf.serving.batch import predict_path, speaker_references
+    from aed_tf.serving.recognizer import EmotionRecognizer, latest_run
 
-    from aed_tf import recognizer as rec
-
-    source = Path(args.path)
-    if not source.exists():
-        raise UserError(f"{source}: file not found")
-    files = rec.audio_files(source) if source.is_dir() else [source]
-    if not files:
-        raise UserError(f"{source}: no audio files ({', '.join(rec.AUDIO_EXTENSIONS)}) in this folder")
-    recognizer = rec.EmotionRecognizer.load(
-        args.run_dir or rec.latest_run(config.train.output_dir),
+    if args.run_dir and args.model:
+        raise UserError("--run-dir and --model: give one (a run folder, or an export of one)")
+    recognizer = EmotionRecognizer.load(
+        args.model or args.run_dir or latest_run(config.train.output_dir),
         window_seconds=args.window,
         hop_seconds=args.hop,
         smoothing=args.smoothing,
@@ -439,72 +410,33 @@ def _predict(config: Config, args: argparse.Namespace) -> int:
         batch_size=args.windows_per_batch,
     )
     if args.speaker_reference:
-        references = []
-        for reference in map(Path, args.speaker_reference):
-            if not reference.exists():
-                raise UserError(f"{reference}: speaker reference not found")
-            references += rec.audio_files(reference) if reference.is_dir() else [reference]
-        recognizer = recognizer.for_speaker(references)
-    timeline = args.timeline or bool(args.plot)
-    results: list = []
-    errors: list[UserError] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rec.InputWarning)  # printed below, one line each
-        if not source.is_dir():  # a single file that cannot be used ends here, with its reason
-            results = [recognizer.timeline(source, progress=True) if timeline else recognizer.predict(source)]
-        elif timeline:
-            for path in files:
-                try:
-                    results.append(recognizer.timeline(path))
-                except UserError as error:
-                    errors.append(error)
-        else:
-            for item in recognizer.predict_many(files):
-                (errors if isinstance(item, UserError) else results).append(item)
-    for result in results:
-        prediction = result.prediction if timeline else result
+        recognizer = recognizer.for_speaker(speaker_references(args.speaker_reference))
+    batch = predict_path(recognizer, Path(args.path), timeline=args.timeline or bool(args.plot))
+    for prediction in batch.predictions:
         for message in prediction.warnings:
             print(f"aed-tf predict: warning: {prediction.source}: {message}", file=sys.stderr)
         if not prediction.speech_found:
             print(f"aed-tf predict: {prediction.source}: no speech found", file=sys.stderr)
     if args.plot:
-        plot = Path(args.plot)
-        for result in results:
-            name = Path(result.source).relative_to(source).with_suffix(".png") if source.is_dir() else None
-            result.plot(plot / str(name).replace("/", "__") if name else plot)
-    if args.format == "csv":
-        text = (rec.timelines_csv if timeline else rec.predictions_csv)(results, recognizer.classes)
-    else:
-        dicts = [r.to_dict() for r in results]
-        data = (
-            dicts[0]
-            if not source.is_dir()
-            else {
-                "results": dicts,
-                "errors": [
-                    {
-                        "source": str(e.path if hasattr(e, "path") else ""),
-                        "reason": getattr(e, "reason", str(e)),
-                    }
-                    for e in errors
-                ],
-            }
-        )
-        text = json.dumps(data, indent=2) + "\n"
+        batch.plot(Path(args.plot))
+    text = batch.text(args.format)
     if args.out:  # atomically: a killed command leaves the last whole file, not half a new one
         write_text(Path(args.out), text)
     else:
         sys.stdout.write(text)
-    if errors:
-        print(f"aed-tf predict: {len(errors)} of {len(files)} files could not be used:", file=sys.stderr)
-        for error in errors:
+    if batch.errors:
+        print(
+            f"aed-tf predict: {len(batch.errors)} of {len(batch.files)} files could not be used:",
+            file=sys.stderr,
+        )
+        for error in batch.errors:
             print(f"  {error}", file=sys.stderr)
         return 1
     return 0
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
-    from aed_tf.export import export
+    from aed_tf.serving.export import export
 
     exported = export(args.run_dir, args.format, args.out)
     check = exported.metadata["check"]
@@ -522,8 +454,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         raise UserError(f"--port must be 0 to 65535, got {args.port}")
     if not 0 < args.max_upload_mb < float("inf"):  # also refuses nan
         raise UserError(f"--max-upload-mb must be a positive number, got {args.max_upload_mb:g}")
-    from aed_tf.recognizer import latest_run
-    from aed_tf.serve import serve
+    from aed_tf.runs import latest_run
+    from aed_tf.serving.web import serve
 
     serve(
         args.run_dir or latest_run(config.train.output_dir),

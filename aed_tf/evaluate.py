@@ -14,10 +14,10 @@ import pandas as pd
 from aed_tf.errors import InputError
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import load_model
+from aed_tf.partitions import TrainingData, load_training_data
 from aed_tf.pipeline import eval_dataset
 from aed_tf.pipeline import speaker_statistics as speaker_statistics_of
 from aed_tf.runs import CLASSIFIER_FILE, Run
-from aed_tf.train import TrainingData, load_training_data
 
 SpeakerStatistics = Literal["own clips", "training", "the clip itself"]
 

@@ -149,6 +149,22 @@ def white_noise_mel_power(frontend: FrontEndConfig) -> np.ndarray:
     return expected
 
 
+def fit_to_length(waves: tf.Tensor, length: int, offset: tf.Tensor) -> tf.Tensor:
+    """Clips [..., N] -> [..., length]: the window starting at `offset` of longer clips, or
+    shorter ones placed `offset` samples into zeros; `offset` is in [0, |N - length|]
+    (`aed_tf.signature.centred_offset` centres). The one crop-or-pad of training, evaluation and
+    the serving model."""
+    waves = tf.convert_to_tensor(waves)
+    shortfall = tf.maximum(length - tf.shape(waves)[-1], 0)
+    is_short = shortfall > 0
+    before = tf.where(is_short, offset, 0)
+    start = tf.where(is_short, 0, offset)
+    unpadded = [[0, 0]] * (waves.shape.rank - 1)
+    fitted = tf.pad(waves, [*unpadded, [before, shortfall - before]])[..., start : start + length]
+    fitted.set_shape([*waves.shape[:-1], length])  # static only: EnsureShape is no TFLite builtin
+    return fitted
+
+
 def normalize_per_clip(features: tf.Tensor) -> tf.Tensor:
     """Each mel band's mean over the clip's frames removed, then the clip scaled to unit variance
     over its [frames, n_mels]; a constant (silent) clip becomes ~0, not NaN.

@@ -22,7 +22,8 @@ import tensorflow as tf
 from aed_tf.backbones import BackbonePreprocess, build_backbone, get_backbone, resolve_image_size
 from aed_tf.config import FrontEndConfig, TrainConfig
 from aed_tf.errors import UserError
-from aed_tf.features import LogMelFrontEnd, SpectrogramImage
+from aed_tf.features import LogMelFrontEnd, SpectrogramImage, fit_to_length
+from aed_tf.signature import STATISTICS_INPUT, WAVEFORM_INPUT, centred_offset
 
 BACKBONE_LAYER = "backbone"
 # From scratch, BatchNorm's moving statistics must follow fast-changing weights. MobileNetV3 ships
@@ -82,13 +83,7 @@ class CentreCropOrPad(keras.layers.Layer):
         self.length = int(length)
 
     def call(self, waves):
-        n = tf.shape(waves)[1]
-        excess = tf.abs(n - self.length) // 2
-        shortfall = tf.maximum(self.length - n, 0)
-        before = tf.where(shortfall > 0, excess, 0)
-        start = tf.where(shortfall > 0, 0, excess)
-        padded = tf.pad(waves, [[0, 0], [before, shortfall - before]])
-        return padded[:, start : start + self.length]
+        return fit_to_length(waves, self.length, centred_offset(tf.shape(waves)[1], self.length))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.length)
@@ -114,9 +109,6 @@ class TemperatureScaling(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "temperature": self.temperature}
-
-
-WAVEFORM_INPUT, STATISTICS_INPUT = "waveform", "speaker_statistics"
 
 
 def build_serving_model(

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from aed_tf.config import AugmentConfig, Config, FrontEndConfig
 from aed_tf.features import (
+    fit_to_length,
     log_mel_statistics,
     log_power,
     mel_power,
@@ -29,6 +30,7 @@ from aed_tf.features import (
     waveform_to_features,
     white_noise_mel_power,
 )
+from aed_tf.signature import centred_offset
 
 AUTOTUNE = tf.data.AUTOTUNE
 # A training set's mel power is computed in pieces of this many frames, this many at a time.
@@ -189,8 +191,8 @@ def eval_dataset(
         )
 
     def fit_clip(wave: tf.Tensor, label: tf.Tensor, *speaker: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        excess = tf.abs(tf.shape(wave)[0] - frontend.clip_samples)
-        return fit_to_length(wave, frontend.clip_samples, excess // 2), label, *speaker
+        offset = centred_offset(tf.shape(wave)[0], frontend.clip_samples)
+        return fit_to_length(wave, frontend.clip_samples, offset), label, *speaker
 
     def featurize(waves: tf.Tensor, classes: tf.Tensor, *speaker: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return waveform_to_features(waves, frontend, *speaker), tf.one_hot(classes, num_classes)
@@ -231,17 +233,6 @@ def whole_log_mel_frames(
     first = powers.row_starts().numpy() + _lead_frames(frontend)
     rows = np.repeat(first - np.cumsum(whole) + whole, whole) + np.arange(int(whole.sum()))
     return log_power(tf.gather(powers.flat_values, rows)), np.repeat(np.arange(len(whole)), whole)
-
-
-def fit_to_length(wave: tf.Tensor, length: int, offset: tf.Tensor) -> tf.Tensor:
-    """A clip of exactly `length` samples: the window starting at `offset` of a longer clip, or a
-    shorter clip placed `offset` samples into zeros. `offset` is in [0, |len(wave) - length|]."""
-    shortfall = tf.maximum(length - tf.shape(wave)[0], 0)
-    is_short = shortfall > 0
-    before = tf.where(is_short, offset, 0)
-    start = tf.where(is_short, 0, offset)
-    padded = tf.pad(wave, [[before, shortfall - before]])
-    return tf.ensure_shape(padded[start : start + length], [length])
 
 
 def clip_mel_powers(waveforms: Sequence[np.ndarray], frontend: FrontEndConfig) -> tf.RaggedTensor:

@@ -34,6 +34,17 @@ def import_quietly() -> None:
 
 
 @contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for the block (unless verbose): for native
+    libraries that print to it, such as LiteRT's "Created TensorFlow Lite XNNPACK delegate"."""
+    if verbose():
+        yield
+        return
+    with _stderr_silenced():
+        yield
+
+
+@contextlib.contextmanager
 def _stderr_silenced() -> Iterator[None]:
     try:
         if sys.stderr is not None:

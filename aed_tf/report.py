@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,8 +19,9 @@ from aed_tf.config import Config
 from aed_tf.evaluate import Evaluation, evaluate, grouped_metrics
 from aed_tf.files import write_json
 from aed_tf.metrics import classification_metrics, label_metrics
+from aed_tf.partitions import TrainingData, load_training_data
+from aed_tf.runs import FINISHED, HISTORY_FILE, Run
 from aed_tf.splits import PROTOCOLS
-from aed_tf.train import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, TrainingData, load_training_data
 
 SUMMARY_FILE = "summary.json"
 HEADLINE_METRICS = ("accuracy", "uar", "macro_f1")
@@ -38,18 +38,16 @@ NO_HELD_OUT_TEST = (
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """A run's config.json with its metrics.json under "metrics" and history.csv under "history"."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
-    run = json.loads((run_dir / CONFIG_FILE).read_text())
-    if run.get("status") != "finished":
+    record = Run.load(run_dir)  # a UserError for a folder that is not a run
+    if record.status != FINISHED:
         raise FileNotFoundError(
-            f"{run_dir}: the run has not finished (status {run.get('status')!r}); "
+            f"{run_dir}: the run has not finished (status {record.status!r}); "
             "finish it with `aed-tf train --resume` and the same run id"
         )
-    run["metrics"] = json.loads((run_dir / METRICS_FILE).read_text())
-    run["history"] = pd.read_csv(run_dir / HISTORY_FILE)
-    run["run_dir"] = str(run_dir)
+    run = dict(record.record)
+    run["metrics"] = record.metrics()
+    run["history"] = pd.read_csv(record.path / HISTORY_FILE)
+    run["run_dir"] = str(record.path)
     return run
 
 

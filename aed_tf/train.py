@@ -38,12 +38,11 @@ from aed_tf.calibration import apply_temperature, expected_calibration_error, fi
 from aed_tf.config import Config
 from aed_tf.errors import InputError, UserError
 from aed_tf.files import atomic_write, remove_stale_temporaries, write_csv, write_json
-from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
-from aed_tf.pipeline import eval_dataset, speaker_statistics, train_dataset
-from aed_tf.prepare import prepare, speaker_keys
-from aed_tf.runs import (  # noqa: F401  (the run folder's names, also read from here)
+from aed_tf.partitions import TrainingData, load_training_data
+from aed_tf.pipeline import speaker_statistics, train_dataset
+from aed_tf.runs import (
     CLASSIFIER_FILE,
     CONFIG_FILE,
     FINISHED,
@@ -53,47 +52,13 @@ from aed_tf.runs import (  # noqa: F401  (the run folder's names, also read from
     SPLIT_FILE,
     TENSORBOARD_DIR,
     TRAINING_STATISTICS_FILE,
+    Run,
 )
-from aed_tf.splits import PROTOCOLS, load_split
+from aed_tf.splits import PROTOCOLS
 
 _CHECKPOINT = "checkpoint.keras"  # the last finished epoch, with optimizer state
 _BEST_WEIGHTS = "best-weights.npz"  # model arrays only, not the optimizer's
 _STATE = "state.json"
-
-
-@dataclass
-class Partition:
-    """The clips of one partition, decoded, with integer labels."""
-
-    manifest: pd.DataFrame
-    waveforms: list[np.ndarray]
-    labels: np.ndarray
-
-    @property
-    def speakers(self) -> np.ndarray:
-        """Each clip's speaker, named apart across corpora (`speaker_keys`)."""
-        return speaker_keys(self.manifest)
-
-    def eval_dataset(
-        self, num_classes: int, config: Config, statistics: np.ndarray | None = None
-    ) -> tf.data.Dataset:
-        """The clips as evaluation batches. Per-speaker normalisation uses `statistics` [2, n_mels]
-        for every clip if given, else those of each speaker's own clips in this partition (their
-        labels unused)."""
-        if config.frontend.normalization == "speaker":
-            statistics = (
-                speaker_statistics(self.waveforms, self.speakers, config.frontend)
-                if statistics is None
-                else np.repeat(statistics[None], len(self.labels), axis=0)
-            )
-        return eval_dataset(self.waveforms, self.labels, num_classes, config, statistics)
-
-
-@dataclass
-class TrainingData:
-    classes: tuple[str, ...]
-    split: pd.DataFrame
-    partitions: dict[str, Partition]
 
 
 @dataclass
@@ -115,29 +80,6 @@ class Phase:
 
 def run_directory(config: Config) -> Path:
     return Path(config.train.output_dir) / config.run_id()
-
-
-def load_training_data(config: Config, progress: bool = True) -> TrainingData:
-    """The prepared manifest (prepare is idempotent and cached), the split and decoded clips."""
-    prepared = prepare(config, progress=progress)
-    classes = class_names(config.data.calm)
-    manifest = apply_calm_policy(prepared.manifest, config.data.calm)
-    split = load_split(prepared.split_path, prepared.manifest)
-    split = split[split["clip_id"].isin(manifest["clip_id"])]
-    joined = manifest.merge(split[["clip_id", "partition"]], on="clip_id")
-    waveforms = [prepared.waveforms[clip] for clip in joined["clip_id"]]
-    partitions = {}
-    for name in ("train", "val", "test"):
-        rows = np.flatnonzero(joined["partition"].to_numpy() == name)
-        if name != "test" and not len(rows):
-            raise InputError(f"the {name} partition of {prepared.split_path} is empty")
-        part = joined.iloc[rows].reset_index(drop=True)
-        partitions[name] = Partition(
-            part,
-            [waveforms[i] for i in rows],
-            np.array([classes.index(e) for e in part["emotion"]], dtype=np.int32),
-        )
-    return TrainingData(classes, split, partitions)
 
 
 def phases(config: Config) -> list[Phase]:
@@ -257,7 +199,7 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
             ),
         },
     )
-    _write_run_files(run_dir, config, data, image_size, strategy, status="finished")
+    _write_run_files(run_dir, config, data, image_size, strategy, status=FINISHED)
     for leftover in (_CHECKPOINT, _STATE, _BEST_WEIGHTS):
         (run_dir / leftover).unlink(missing_ok=True)
     return TrainResult(run_dir, val_metrics, history, seconds, model)
@@ -472,7 +414,7 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
         }
         raise InputError(f"{run_dir} was trained with other parameters; changed: {changed}")
     if not (run_dir / _STATE).is_file():
-        if json.loads((run_dir / CONFIG_FILE).read_text()).get("status") == "finished":
+        if Run.load(run_dir).status == FINISHED:
             raise InputError(f"{run_dir} has finished; nothing to resume")
         return fresh  # killed before its first epoch ended: nothing to keep, so start again
     return {**fresh, **json.loads((run_dir / _STATE).read_text())}

@@ -15,7 +15,7 @@ import keras
 from aed_tf.config import FrontEndConfig
 from aed_tf.features import SpectrogramImage
 from aed_tf.model import build_serving_model
-from aed_tf.train import CONFIG_FILE, SERVING_FILE
+from aed_tf.runs import CONFIG_FILE, SERVING_FILE
 
 
 def make_responsive_run(run_dir: Path, dest: Path) -> Path:

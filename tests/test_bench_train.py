@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from aed_tf import cli
+from aed_tf.bench import ENVIRONMENT_KEYS
 
 
 @pytest.mark.shared_data
@@ -47,8 +48,18 @@ def test_bench_train_reports_held_out_speakers_per_corpus(shared_datasets, share
     assert 0 <= run["test"]["uar"] <= 1 and run["train_images_per_second"] > 0
     cost = result["pipeline_cost"]
     assert cost["pipeline_images_per_second"] > 0 and cost["in_memory_images_per_second"] > 0
+    assert set(ENVIRONMENT_KEYS) <= set(result)  # the block every benchmark result records
     table = output.with_suffix(".md").read_text()
-    assert "shared-si" in table and "librosa statistics + MLP" in table
+    assert "shared-si" in table and "| test UAR ravdess | test UAR tess | mean of the corpora |" in table
+    # The clip counts in the table are the result's, not figures written into the code.
+    assert "1,399 of the 1,639 test clips are tess's" in table
+    ravdess, tess = run["test_per_corpus"]["ravdess"]["uar"], run["test_per_corpus"]["tess"]["uar"]
+    assert (
+        f"| mobilenetv3small (32 px, 1 epochs) | {ravdess:.3f} | {tess:.3f} | {(ravdess + tess) / 2:.3f} "
+        f"| {run['test']['uar']:.3f} |" in table
+    )
+    assert "baselines_uar" not in result and "MLP" not in table  # no hard-coded baseline figures
+    assert f"Measured with {result['cpu_count']} CPUs" in table
     assert "- mobilenetv3small: `aed-tf bench train --backbones mobilenetv3small" in table
     assert "best test UAR" in capsys.readouterr().out
 
@@ -69,7 +80,7 @@ def test_bench_train_reports_held_out_speakers_per_corpus(shared_datasets, share
 def test_the_ensemble_averages_the_models_probabilities_on_the_same_clips():
     import pandas as pd
 
-    from aed_tf.bench import ensemble_metrics, recall_per_class
+    from aed_tf.bench.train import ensemble_metrics, recall_per_class
     from aed_tf.evaluate import Evaluation
 
     classes = ("angry", "sad")

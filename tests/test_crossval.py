@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from aed_tf import cli
+from aed_tf.bench import ENVIRONMENT_KEYS, benchmark_environment
+from aed_tf.bench.cv import SPEAKER_FOLDS, model_name, summarize
 from aed_tf.config import Config
-from aed_tf.crossval import SPEAKER_FOLDS, model_name, summarize
+from aed_tf.runs import Run
 from tests.synth import make_ased_tree, make_ravdess_tree, tiny_config
 
 
@@ -81,6 +83,21 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
         for s in (0, 1)
     ]
     assert head["mean"] == pytest.approx(np.mean(per_seed))
+    # Settings are chosen by validation: each speaker-fold run's kept-epoch validation UAR, read
+    # from its own metrics.json; leave-one-corpus-out runs do not count.
+    validation = model_row["validation"]
+    assert [(r["seed"], r["fold"]) for r in validation["per_run"]] == [(0, "1"), (1, "1")]
+    speaker_fold_runs = [
+        Run.load(path.parent)
+        for path in Path(config.train.output_dir).glob("bench-audiocnn-*/config.json")
+        if Run.load(path.parent).config.data.fold == "1"
+    ]
+    assert sorted((r["seed"], r["uar"]) for r in validation["per_run"]) == sorted(
+        (run.config.data.seed, run.metrics()["val"]["uar"]) for run in speaker_fold_runs
+    )
+    assert validation["uar"]["mean"] == pytest.approx(np.mean([r["uar"] for r in validation["per_run"]]))
+    assert all("validation" not in row for row in result["rows"][1:])  # the lone-clip and baseline rows
+    assert set(ENVIRONMENT_KEYS) <= set(result)  # the block every benchmark result records
     table = output.with_suffix(".md").read_text()
     for expected in (
         "headline",
@@ -89,6 +106,8 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
         "Recall per class",
         "UAR per fold",
         "aed-tf bench cv --test-folds 1 ased",
+        f"Measured with {result['cpu_count']} CPUs",
+        f"TensorFlow {benchmark_environment()['tensorflow_version']}",
     ):
         assert expected in table
     assert "fold ased seed 1" in capsys.readouterr().out

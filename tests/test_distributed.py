@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from aed_tf.train import CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE
+from aed_tf.runs import CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE
 from tests.synth import make_ravdess_tree, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]

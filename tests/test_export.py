@@ -11,9 +11,9 @@ import tensorflow as tf
 from aed_tf.audio import decode
 from aed_tf.cli import build_parser, main
 from aed_tf.config import FrontEndConfig
-from aed_tf.export import FORMATS, check_waveforms, export, format_of, load_export, metadata_file
 from aed_tf.features import plain_ops, waveform_to_image
-from aed_tf.recognizer import EmotionRecognizer
+from aed_tf.serving.export import FORMATS, check_waveforms, export, format_of, load_export, metadata_file
+from aed_tf.serving.recognizer import EmotionRecognizer
 from tests.conftest import RAVDESS_DIR, TESS_DIR
 from tests.responsive import make_responsive_run
 
@@ -189,7 +189,7 @@ def test_a_per_speaker_run_exports_with_a_speaker_statistics_input(speaker_run, 
 def test_a_full_disk_during_export_is_one_line_naming_the_file(tiny_run, tmp_path, monkeypatch, capsys):
     import errno
 
-    import aed_tf.export as export_module
+    import aed_tf.serving.export as export_module
 
     out = tmp_path / "model.tflite"
 
@@ -200,3 +200,95 @@ def test_a_full_disk_during_export_is_one_line_naming_the_file(tiny_run, tmp_pat
     assert main(["export", str(tiny_run), "--format", "tflite", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"aed-tf export: error: {out}: No space left on device"
     assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+# -- the recognizer over an export -----------------------------------------------------------------
+
+
+def _probabilities(predictions) -> np.ndarray:
+    return np.array([list(p.probabilities.values()) for p in predictions])
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_the_recognizer_over_an_export_answers_as_over_the_keras_model(
+    responsive_run, clips, format, tmp_path, shared_datasets
+):
+    out = tmp_path / {"savedmodel": "sm", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
+    export(responsive_run, format, out)
+    keras_route, exported = EmotionRecognizer.load(responsive_run), EmotionRecognizer.load(out)
+    assert exported.classes == keras_route.classes and exported.frontend == keras_route.frontend
+    expected, got = (
+        keras_route.predict_many(CLIPS, progress=False),
+        exported.predict_many(CLIPS, progress=False),
+    )
+    assert [p.label for p in got] == [p.label for p in expected]
+    assert [(p.windows, p.speech_seconds) for p in got] == [(p.windows, p.speech_seconds) for p in expected]
+    np.testing.assert_allclose(_probabilities(got), _probabilities(expected), rtol=0, atol=TOLERANCE[format])
+    # A recording of several clips with silence between: the same windows, voice activity, segments.
+    gap = np.zeros(8000, np.float32)
+    recording = np.concatenate([part for clip in clips for part in (clip, gap)])
+    expected_timeline = keras_route.timeline(recording, sample_rate=16000)
+    timeline = exported.timeline(recording, sample_rate=16000)
+    assert [(s.start, s.end, s.label) for s in timeline.segments] == [
+        (s.start, s.end, s.label) for s in expected_timeline.segments
+    ]
+    np.testing.assert_allclose(
+        timeline.window_probabilities, expected_timeline.window_probabilities, rtol=0, atol=TOLERANCE[format]
+    )
+
+
+def test_a_per_speaker_export_recognizes_with_the_training_or_the_references_statistics(
+    speaker_run, clips, tmp_path, shared_datasets
+):
+    out = export(speaker_run, "onnx", tmp_path / "model.onnx").path
+    keras_route, exported = EmotionRecognizer.load(speaker_run), EmotionRecognizer.load(out)
+    np.testing.assert_allclose(exported.speaker_statistics, keras_route.speaker_statistics, atol=1e-6)
+    for expected_route, route in (
+        (keras_route, exported),
+        (keras_route.for_speaker(CLIPS[:3]), exported.for_speaker(CLIPS[:3])),
+    ):
+        expected, got = (
+            expected_route.predict_many(CLIPS, progress=False),
+            route.predict_many(CLIPS, progress=False),
+        )
+        assert np.abs(_probabilities(expected) - _probabilities(expected).mean(axis=0)).max() > 1e-4
+        np.testing.assert_allclose(
+            _probabilities(got), _probabilities(expected), rtol=0, atol=TOLERANCE["onnx"]
+        )
+
+
+def test_cli_predict_runs_an_export_and_refuses_what_is_not_one(tiny_run, tmp_path, capsys, shared_datasets):
+    out = export(tiny_run, "onnx", tmp_path / "model.onnx").path
+    clip = str(CLIPS[0])
+    assert main(["predict", clip, "--run-dir", str(tiny_run)]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert main(["predict", clip, "--model", str(out)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["label"] == expected["label"] and got["windows"] == expected["windows"]
+    np.testing.assert_allclose(
+        list(got["probabilities"].values()), list(expected["probabilities"].values()), atol=TOLERANCE["onnx"]
+    )
+    assert main(["predict", clip, "--model", str(out), "--run-dir", str(tiny_run)]) == 2
+    assert "give one" in capsys.readouterr().err
+    not_an_export = tmp_path / "model.pt"
+    not_an_export.write_bytes(b"\0" * 64)
+    assert main(["predict", clip, "--model", str(not_an_export)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"aed-tf predict: error: {not_an_export}: not an exported model (a SavedModel folder, a .tflite or an .onnx file)"
+    )
+    metadata_file(out).unlink()
+    assert main(["predict", clip, "--model", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"aed-tf predict: error: {out}: no metadata beside it (model.onnx.json, written by aed-tf export)"
+    )
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    metadata_file(corrupt).write_text(json.dumps({"classes": ["a"], "frontend": {}}))
+    assert main(["predict", clip, "--model", str(corrupt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith(f"aed-tf predict: error: {corrupt}: the onnx runtime could not load it: ")
+        and "\n" not in err
+    )

@@ -10,9 +10,10 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from aed_tf.bench import bench_pipeline
+from aed_tf.bench import ENVIRONMENT_KEYS
+from aed_tf.bench.pipeline import bench_pipeline
 from aed_tf.config import Config
-from aed_tf.features import log_mel, mel_power, waveform_to_features, white_noise_mel_power
+from aed_tf.features import fit_to_length, log_mel, mel_power, waveform_to_features, white_noise_mel_power
 from aed_tf.pipeline import (
     add_white_noise,
     augmented_views,
@@ -20,7 +21,6 @@ from aed_tf.pipeline import (
     clip_mel_powers,
     crop_frames,
     eval_dataset,
-    fit_to_length,
     mixup,
     random_gain,
     random_start_frames,
@@ -566,3 +566,4 @@ def test_the_pipeline_benchmark_runs_a_per_speaker_config_given_the_speakers(tmp
     assert (
         result["pipeline"]["clips"] % SPEAKER_CONFIG.train.batch_size == 0 and result["pipeline"]["clips"] > 0
     )
+    assert set(ENVIRONMENT_KEYS) <= set(result)  # the block every benchmark result records

@@ -11,11 +11,11 @@ import soundfile as sf
 import soxr
 
 from aed_tf import EmotionRecognizer
-from aed_tf import recognizer as rec
-from aed_tf import timeline as tl
 from aed_tf.audio import AudioError, AudioStream, decode
 from aed_tf.cli import main
 from aed_tf.errors import InputError
+from aed_tf.serving import recognizer as rec
+from aed_tf.serving import timeline as tl
 from tests.conftest import RAVDESS_DIR, TESS_DIR
 
 RAVDESS_CLIP = RAVDESS_DIR / "Actor_01" / "03-01-05-01-01-01-01.flac"  # angry, 3.9 s, speech ~1-2.7 s
@@ -288,7 +288,9 @@ def test_a_long_recording_is_read_block_by_block(recognizer, tiny_run, tmp_path,
     monkeypatch.setattr(tl.WindowCutter, "feed", feed)
     long_recognizer = EmotionRecognizer.load(tiny_run, hop_seconds=HOP, batch_size=16)
     real_infer = long_recognizer._infer
-    long_recognizer._infer = lambda waves: batches.append(waves.shape) or real_infer(waves)
+    long_recognizer._infer = lambda waves, statistics: (
+        batches.append(waves.shape) or real_infer(waves, statistics)
+    )
 
     timeline = long_recognizer.timeline(path)
     assert reads and max(reads) == rate  # one block of 1 s at the file's rate, never the whole file
@@ -418,21 +420,41 @@ def test_cli_a_single_bad_file_exits_non_zero_naming_it(tiny_run, tmp_path, caps
 
 
 def test_bench_predict_measures_a_recording_in_a_child_process(tiny_run, shared_datasets, tmp_path):
-    from aed_tf.bench import bench_predict, make_long_recording
+    from aed_tf.bench import ENVIRONMENT_KEYS
+    from aed_tf.bench.predict import bench_predict, make_long_recording
 
     clips = [RAVDESS_CLIP, TESS_CLIP]
     path = tmp_path / "made.flac"
     duration = make_long_recording(clips, path, seconds=20.0, sample_rate=48000)
     assert 20.0 <= duration < 30.0 and sf.info(path).duration == pytest.approx(duration)
 
-    result = bench_predict(tiny_run, clips, hours=[0.005], workdir=tmp_path)
-    (measured,) = result["results"]
-    assert result["times_real_time"] == pytest.approx(
-        measured["duration_seconds"] / measured["timeline_seconds"]
+    result = bench_predict(tiny_run, clips, hours=[0.005], workdir=tmp_path, cold_repeats=1)
+    routes = result["routes"]
+    assert set(routes) == {"keras", "onnx", "tflite"}
+    for route in routes.values():
+        (measured,) = route["results"]
+        assert route["times_real_time"] == pytest.approx(
+            measured["duration_seconds"] / measured["timeline_seconds"]
+        )
+        assert measured["windows_classified"] > 0 and sum(measured["shares"].values()) == pytest.approx(1.0)
+        assert 100 < route["peak_rss_megabytes"] and measured["rss_after_recording_megabytes"] > 0
+        cold = route["cold_predict"]
+        assert cold["wall_seconds"] > 0 and 50 < cold["peak_rss_megabytes"] < route["peak_rss_megabytes"] * 2
+    # The export hears the same recording as the Keras model: the same windows and speech.
+    keras_route, onnx_route = (routes[name]["results"][0] for name in ("keras", "onnx"))
+    for key in ("windows", "windows_classified", "speech_seconds"):
+        assert onnx_route[key] == keras_route[key]
+    # Without TensorFlow, the exported route's cold predict is lighter than the Keras route's.
+    assert (
+        routes["onnx"]["cold_predict"]["peak_rss_megabytes"]
+        < routes["keras"]["cold_predict"]["peak_rss_megabytes"]
     )
-    assert measured["windows_classified"] > 0 and sum(measured["shares"].values()) == pytest.approx(1.0)
-    assert 100 < result["peak_rss_megabytes"] and measured["rss_after_recording_megabytes"] > 0
+    assert result["ratios"]["cold_rss_keras_over_onnx"] == pytest.approx(
+        routes["keras"]["cold_predict"]["peak_rss_megabytes"]
+        / routes["onnx"]["cold_predict"]["peak_rss_megabytes"]
+    )
     assert not list(tmp_path.glob("tmp*/*.flac"))  # the recording is removed
+    assert set(ENVIRONMENT_KEYS) <= set(result)  # the block every benchmark result records
 
 
 # -- per-speaker normalisation -----------------------------------------------------------------------
@@ -454,7 +476,8 @@ def test_a_per_speaker_run_falls_back_to_the_statistics_of_its_training_clips(
 ):
     from aed_tf.config import Config
     from aed_tf.features import log_mel
-    from aed_tf.train import TRAINING_STATISTICS_FILE, load_training_data
+    from aed_tf.partitions import load_training_data
+    from aed_tf.runs import TRAINING_STATISTICS_FILE
 
     saved = json.loads((speaker_run / TRAINING_STATISTICS_FILE).read_text())
     config = Config.from_dict(json.loads((speaker_run / "config.json").read_text())["config"])

@@ -23,8 +23,10 @@ from aed_tf.baseline import fit_reference_baseline, predict_probabilities, refer
 from aed_tf.config import Config, FrontEndConfig
 from aed_tf.evaluate import Evaluation, evaluate, grouped_metrics
 from aed_tf.metrics import classification_metrics
+from aed_tf.partitions import load_training_data
 from aed_tf.runner import CHART_BAR_WIDTH, write_index
-from aed_tf.train import CONFIG_FILE, TrainResult, load_training_data
+from aed_tf.runs import CONFIG_FILE
+from aed_tf.train import TrainResult
 from tests.synth import tone
 
 CLASSES = ["angry", "happy", "sad"]

@@ -14,18 +14,10 @@ from aed_tf.calibration import apply_temperature, fit_temperature
 from aed_tf.config import Config
 from aed_tf.errors import InputError
 from aed_tf.labels import CLASSES
+from aed_tf.partitions import load_training_data
 from aed_tf.pipeline import eval_dataset
-from aed_tf.train import (
-    CLASSIFIER_FILE,
-    CONFIG_FILE,
-    HISTORY_FILE,
-    METRICS_FILE,
-    SERVING_FILE,
-    SPLIT_FILE,
-    load_training_data,
-    phases,
-    train,
-)
+from aed_tf.runs import CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE
+from aed_tf.train import phases, train
 from tests.synth import make_ravdess_tree, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]

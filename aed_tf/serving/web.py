@@ -51,7 +51,7 @@ from starlette.requests import ClientDisconnect  # noqa: E402
 from aed_tf import __version__  # noqa: E402
 from aed_tf.audio import AudioError  # noqa: E402
 from aed_tf.errors import UserError  # noqa: E402
-from aed_tf.recognizer import EmotionRecognizer, InputWarning, Prediction, Timeline  # noqa: E402
+from aed_tf.serving.recognizer import EmotionRecognizer, InputWarning, Prediction, Timeline  # noqa: E402
 
 TITLE = "Speech emotion recognition"
 SEGMENT_COLUMNS = ["start (s)", "end (s)", "emotion", "probability"]

@@ -6,7 +6,7 @@ from half-way after the previous window's centre to half-way before the next one
 tile the recording without overlap while the model hears the whole window around each. A window
 is classified only when its core holds enough speech by the voice activity detector, so silence
 is never given an emotion. Everything here is numpy and works block by block; the model is run by
-``aed_tf.recognizer``.
+``aed_tf.serving.recognizer``.
 """
 
 from __future__ import annotations

@@ -11,15 +11,16 @@ the same folds, with and without per-speaker standardisation of their features.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from aed_tf import baseline
+from aed_tf.bench import bench_run_id, benchmark_environment, format_environment, read_result, write_result
 from aed_tf.config import Config
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import label_metrics
@@ -62,9 +63,10 @@ def model_predictions(
 
     Each (fold, seed) is a run folder named by its settings (`bench_run_id`): a finished one is
     reused, a killed one resumes."""
-    from aed_tf.bench import bench_run_id
     from aed_tf.evaluate import evaluate
-    from aed_tf.train import CONFIG_FILE, load_training_data, run_directory, train
+    from aed_tf.partitions import load_training_data
+    from aed_tf.runs import CONFIG_FILE, FINISHED, Run
+    from aed_tf.train import run_directory, train
 
     frames = []
     for seed in seeds:
@@ -72,21 +74,26 @@ def model_predictions(
             run_config = config.replace(protocol=CV, fold=fold, seed=seed, resume=False)
             run_config = run_config.replace(run_id=bench_run_id(run_config))
             run_dir = run_directory(run_config)
-            config_file = run_dir / CONFIG_FILE
-            status = json.loads(config_file.read_text())["status"] if config_file.is_file() else None
+            status = Run.load(run_dir).status if (run_dir / CONFIG_FILE).is_file() else None
             started = time.perf_counter()
-            if status != "finished":
+            if status != FINISHED:
                 train(run_config.replace(resume=status is not None), progress=progress)
+            # The figure this setting is chosen by: the kept epoch's UAR on the fold's
+            # validation speakers (training speakers of the fold, never its test speakers).
+            validation_uar = Run.load(run_dir).metrics()["val"]["uar"]
             data = load_training_data(run_config, progress=False)
             test = evaluate(run_dir, "test", data=data).predictions[_PREDICTION_COLUMNS]
-            frames.append(test.assign(seed=seed, fold=fold, statistics="own clips"))
+            frames.append(
+                test.assign(seed=seed, fold=fold, statistics="own clips", validation_uar=validation_uar)
+            )
             if config.frontend.normalization == "speaker":  # and a lone clip of an unknown speaker
                 for lone in ("training", "the clip itself"):
                     alone = evaluate(run_dir, "test", data=data, speaker_statistics=lone).predictions
                     frames.append(alone[_PREDICTION_COLUMNS].assign(seed=seed, fold=fold, statistics=lone))
             log(
                 f"fold {fold} seed {seed}: {_progress_line(test)} "
-                f"({'reused' if status == 'finished' else f'{time.perf_counter() - started:.0f} s'}, {run_dir})"
+                f"validation UAR {validation_uar:.3f} "
+                f"({'reused' if status == FINISHED else f'{time.perf_counter() - started:.0f} s'}, {run_dir})"
             )
     return pd.concat(frames, ignore_index=True)
 
@@ -198,6 +205,25 @@ def summarize(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, An
     }
 
 
+def validation_summary(predictions: pd.DataFrame) -> dict[str, Any]:
+    """The validation UAR of every speaker-fold run (seed, fold) of a model, and their mean over
+    folds with its spread over seeds: what settings are compared by, never the test figures."""
+    runs = (
+        predictions[predictions["fold"].isin(SPEAKER_FOLDS)]
+        .groupby(["seed", "fold"], sort=True)["validation_uar"]
+        .first()
+    )
+    if runs.empty:  # leave-one-corpus-out folds alone
+        return {}
+    per_seed = runs.groupby(level="seed").mean()
+    return {
+        "uar": _spread(per_seed.tolist()),
+        "per_run": [
+            {"seed": int(seed), "fold": fold, "uar": float(uar)} for (seed, fold), uar in runs.items()
+        ],
+    }
+
+
 def _spread(values: Sequence[float]) -> dict[str, Any]:
     """Mean, standard deviation and range over seeds."""
     values = [float(v) for v in values]
@@ -227,10 +253,14 @@ def format_cv_table(result: dict[str, Any]) -> str:
         "## Speaker folds: pooled out-of-fold UAR per corpus",
         "",
         "Mean over seeds ± standard deviation over seeds; in brackets the standard deviation of "
-        "UAR over the 5 folds. The headline is the mean over corpora of the per-corpus UAR.",
+        f"UAR over the {CV_FOLDS} folds. The headline is the mean over corpora of the per-corpus UAR. "
+        "Validation UAR: the kept epoch's, on each fold's validation speakers, mean over the speaker "
+        "folds ± over seeds; settings are chosen by it, never by the test figures.",
         "",
-        "| model | folds | seeds | headline (mean of corpora) | " + " | ".join(corpora) + " |",
-        "|---|---|---|---|" + "---|" * len(corpora),
+        "| model | folds | seeds | validation UAR | headline (mean of corpora) | "
+        + " | ".join(corpora)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(corpora),
     ]
     for row in result["rows"]:
         summary = row["summary"]
@@ -242,8 +272,10 @@ def format_cv_table(result: dict[str, Any]) -> str:
             )
         head = summary["headline_uar"]
         folds = ", ".join(f for f in row["folds"] if f in SPEAKER_FOLDS)
+        validation = row.get("validation", {}).get("uar")  # rows of baselines and older records have none
+        validation_cell = f"{validation['mean']:.3f} ± {validation['std']:.3f}" if validation else ""
         lines.append(
-            f"| {row['model']} | {folds} | {head['n']} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
+            f"| {row['model']} | {folds} | {head['n']} | {validation_cell} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
             + " | ".join(cells)
             + " |"
         )
@@ -325,8 +357,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
         lines.append(f"- `{command}` ({seconds / 60:.0f} min): {made}")
     lines += [
         "",
-        f"Machine: {result['cpu_count']} CPUs, TensorFlow {result['tensorflow_version']}; "
-        f"written {result['timestamp']}.",
+        format_environment(result),
     ]
     return "\n".join(lines) + "\n"
 
@@ -392,6 +423,32 @@ def model_name(config: Config) -> str:
     return f"{config.train.backbone} ({', '.join(changed)})" if changed else config.train.backbone
 
 
+def run_cv_benchmark(
+    config: Config,
+    folds: Sequence[str] | None,
+    seeds: Sequence[int],
+    command: str,
+    output: Path,
+    baselines: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """`bench_cv`, keeping the rows of the result already at `output` for other models; writes
+    the result there and its `format_cv_table` beside it (.md)."""
+    result = bench_cv(
+        config,
+        folds,
+        seeds,
+        command,
+        baselines=baselines,
+        previous=read_result(output),
+        progress=progress,
+        log=log,
+    )
+    write_result(output, result, format_cv_table(result))
+    return result
+
+
 def bench_cv(
     config: Config,
     folds: Sequence[str] | None,
@@ -404,8 +461,6 @@ def bench_cv(
 ) -> dict[str, Any]:
     """Trains and tests the configured model on every fold and seed, and the baselines on the
     same folds; rows of `previous` for other models are kept, each with its command."""
-    from aed_tf.bench import benchmark_environment
-
     started = time.perf_counter()
     prepared = prepare(config.replace(protocol=CV, fold=SPEAKER_FOLDS[0]), progress=progress)
     manifest = prepared.manifest
@@ -426,6 +481,7 @@ def bench_cv(
             "seeds": list(seeds),
             "seconds": seconds,
             "summary": summarize(frame, classes),
+            **({"validation": validation_summary(frame)} if statistics == "own clips" else {}),
         }
     if baselines:
         baselines_started = time.perf_counter()

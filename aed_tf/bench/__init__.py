@@ -1,0 +1,105 @@
+"""Benchmarks (``aed-tf bench ...``), one module each; results go to reports/benchmarks/.
+
+- `aed_tf.bench.pipeline`: clips/s of the tf.data training pipeline against per-file librosa routes
+- `aed_tf.bench.train`: test UAR of every backbone on the held-out speakers of ``shared-si``
+- `aed_tf.bench.cv`: cross-validation over speakers, seeds and the baselines (the record)
+- `aed_tf.bench.predict`: x real time and peak memory of a timeline of long recordings
+
+Here, what they share: the block of where and when a result was measured, which every result
+records (`benchmark_environment`), reading and writing result files, and the names of the runs
+that the train and cv benchmarks train (`bench_run_id`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from aed_tf.config import Config
+from aed_tf.files import write_json, write_text
+
+# Versions recorded with every result, by distribution name (read without importing them).
+_VERSIONED = {"tensorflow": "tensorflow", "keras": "keras", "numpy": "numpy", "librosa": "librosa"}
+ENVIRONMENT_KEYS = (
+    "cpu_count",
+    "platform",
+    "python_version",
+    "aed_tf_version",
+    *(f"{name}_version" for name in _VERSIONED),
+    "timestamp",
+)
+
+
+def benchmark_environment() -> dict[str, Any]:
+    """What every benchmark result records about where and when it was measured: the CPUs this
+    process may use, the platform, the versions of Python, aed_tf and the libraries that do the
+    work, and the time (UTC)."""
+    from aed_tf import __version__
+
+    return {
+        "cpu_count": _usable_cpus(),
+        "platform": platform.platform(),
+        "python_version": platform.python_version(),
+        "aed_tf_version": __version__,
+        **{f"{name}_version": _version(name, dist) for name, dist in _VERSIONED.items()},
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def format_environment(result: dict[str, Any]) -> str:
+    """The line that result tables end with, from a result's `benchmark_environment` block."""
+    return (
+        f"Measured with {result['cpu_count']} CPUs ({result['platform']}), Python "
+        f"{result['python_version']}, TensorFlow {result['tensorflow_version']}, aed_tf "
+        f"{result['aed_tf_version']}; written {result['timestamp']}."
+    )
+
+
+def _version(name: str, distribution: str) -> str:
+    if name == "tensorflow":  # the version of the TensorFlow that runs, whichever wheel it came in
+        import tensorflow as tf
+
+        return tf.__version__
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on: fewer than the machine has under taskset or cgroups."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """An earlier result file, whose rows for other settings a benchmark keeps; None if none."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_result(path: Path, result: dict[str, Any], table: str | None = None) -> None:
+    """`result` as JSON at `path`, and `table` beside it as the same name .md."""
+    write_json(path, result)
+    if table is not None:
+        write_text(path.with_suffix(".md"), table)
+
+
+def bench_run_id(config: Config) -> str:
+    """`bench-<backbone>-<digest of every setting that differs from the defaults>`: the same
+    settings name the same run, so a benchmark run that finished is reused and one that was
+    killed resumes; a field added later, at its default, leaves every name as it was."""
+    defaults = Config().to_flat()
+    settings = {
+        name: value
+        for name, value in config.replace(run_id="", resume=False).to_flat().items()
+        if value != defaults[name]
+    }
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:8]
+    return f"bench-{config.train.backbone}-{digest}"

@@ -1,0 +1,94 @@
+"""What of serving needs TensorFlow: a run's Keras serving model, run on batches of windows, and
+the front end's log-mel statistics of a speaker's reference recordings. `aed_tf.serving.recognizer`
+imports this module only when it uses them, so a recognizer over an ONNX or TFLite export runs
+without TensorFlow."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from aed_tf import quiet
+
+quiet.import_quietly()  # before TensorFlow's first import: its C++ start-up lines are not ours
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Imported for its registered Keras layers, which serving.keras is made of (aed_tf.model's come
+# with load_model).
+import aed_tf.backbones  # noqa: E402, F401
+from aed_tf.config import FrontEndConfig  # noqa: E402
+from aed_tf.errors import UserError  # noqa: E402
+from aed_tf.features import log_mel, log_mel_statistics  # noqa: E402
+from aed_tf.model import load_model  # noqa: E402
+from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run  # noqa: E402
+from aed_tf.serving.exported import Runner  # noqa: E402
+from aed_tf.signature import STATISTICS_INPUT, WAVEFORM_INPUT  # noqa: E402
+
+
+def load_serving_model(run: Run) -> keras.Model:
+    """The run's serving.keras, checked against its config.json."""
+    model = load_model(run.path / SERVING_FILE)
+    _check_run_matches_model(run.path, model, run.classes, run.frontend)
+    return model
+
+
+def batch_runner(model: keras.Model, window: int, frontend: FrontEndConfig) -> Runner:
+    """(waves [B, window], statistics [2, n_mels] or None) -> probabilities [B, C], in one trace
+    for every batch: the front end's XLA parts compile once per batch size (the recognizer pads
+    batches to a power of two, so that there are few sizes)."""
+    waves = tf.TensorSpec([None, window], tf.float32)
+    if frontend.normalization != "speaker":
+        infer = tf.function(
+            lambda waves: model(waves, training=False), reduce_retracing=True, input_signature=[waves]
+        )
+        return lambda waves, statistics=None: infer(waves).numpy()
+    n_mels = frontend.n_mels
+    infer = tf.function(
+        lambda waves, statistics: model(
+            {
+                WAVEFORM_INPUT: waves,
+                STATISTICS_INPUT: tf.broadcast_to(statistics, [tf.shape(waves)[0], 2, n_mels]),
+            },
+            training=False,
+        ),
+        reduce_retracing=True,
+        input_signature=[waves, tf.TensorSpec([2, n_mels], tf.float32)],
+    )
+    return lambda waves, statistics: infer(waves, statistics).numpy()
+
+
+def speaker_statistics(recordings: Sequence[np.ndarray], frontend: FrontEndConfig) -> np.ndarray:
+    """[2, n_mels]: the band means and deviation over every log-mel frame of `recordings` (mono,
+    at the front end's rate), as training computes them over a speaker's clips."""
+    frames = tf.concat([log_mel(samples[np.newaxis], frontend)[0] for samples in recordings], axis=0)
+    return log_mel_statistics(frames, np.zeros(len(frames), np.int64), 1)[0]
+
+
+def _check_run_matches_model(
+    run_dir: Path, model: keras.Model, classes: Sequence[str], frontend: FrontEndConfig
+) -> None:
+    """config.json describes the model in serving.keras: as many classes as it has outputs, and
+    the front end it was saved with. An edited or mixed-up run folder would otherwise drop
+    probabilities or change every answer without a word."""
+    outputs = model.output_shape[-1]
+    if len(classes) != outputs:
+        raise UserError(
+            f"{run_dir}: {CONFIG_FILE} names {len(classes)} classes, the model in "
+            f"{SERVING_FILE} has {outputs} outputs"
+        )
+    saved = [layer.frontend for layer in model.layers if hasattr(layer, "frontend")]
+    if saved and saved[0] != frontend:
+        differ = {
+            k: (v, getattr(saved[0], k))
+            for k, v in dataclasses.asdict(frontend).items()
+            if getattr(saved[0], k) != v
+        }
+        raise UserError(
+            f"{run_dir}: the front end in {CONFIG_FILE} is not the one {SERVING_FILE} "
+            f"was saved with (config.json, model): {differ}"
+        )
