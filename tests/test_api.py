@@ -345,3 +345,66 @@ def test_uploads_to_the_page_are_deleted_when_the_server_stops(run, tmp_path, sh
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# -- a full disk -------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_gets_507_with_the_reason_and_keeps_no_partial_file(
+    recognizer, monkeypatch, shared_datasets
+):
+    """Fault injection inside the server (a patched write): the upload that the disk cannot hold
+    gets 507 and its reason, its partial file goes, and the next upload is answered as usual,
+    on the API and on the page's own upload route."""
+    import errno
+
+    import gradio.route_utils
+    from fastapi.testclient import TestClient
+
+    import aed_tf.serving.web as web
+
+    data = RAVDESS_CLIP.read_bytes()
+    reason = "the server could not store the upload: No space left on device (try again later)"
+    written: list[Path] = []
+    real_write_upload = web._write_upload
+
+    async def disk_full(path: Path, chunks) -> None:
+        with open(path, "wb") as file:
+            async for chunk in chunks:
+                file.write(chunk[:100])  # a partial file, then the disk is full
+                break
+        written.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    app = web.build_server(recognizer, "run")
+    with TestClient(app) as client:
+        monkeypatch.setattr(web, "_write_upload", disk_full)
+        for request in (
+            {"files": {"file": ("clip.flac", data, "audio/flac")}},
+            {"content": data, "headers": {"Content-Type": "audio/flac"}},
+        ):
+            answer = client.post("/api/predict", **request)
+            assert (answer.status_code, answer.json()) == (507, {"error": reason})
+        assert len(written) == 2 and not any(path.exists() or path.parent.exists() for path in written)
+        monkeypatch.setattr(web, "_write_upload", real_write_upload)
+        answer = client.post("/api/predict", files={"file": ("clip.flac", data, "audio/flac")})
+        assert answer.status_code == 200 and answer.json()["source"] == "clip.flac"
+
+        # The page's uploads go through Gradio's route into its upload folder.
+        (page,) = [route.app for route in app.routes if getattr(route, "path", None) == ""]
+        upload_dir = Path(page.uploaded_file_dir)
+        upload_dir.mkdir(parents=True, exist_ok=True)
+        before = set(upload_dir.iterdir())
+        real_write = gradio.route_utils.GradioUploadFile.write
+
+        async def page_disk_full(self, chunk: bytes) -> None:
+            await real_write(self, chunk[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(gradio.route_utils.GradioUploadFile, "write", page_disk_full)
+        answer = client.post("/gradio_api/upload", files={"files": ("clip.flac", data, "audio/flac")})
+        assert (answer.status_code, answer.text) == (507, reason)
+        assert set(upload_dir.iterdir()) == before
+        monkeypatch.setattr(gradio.route_utils.GradioUploadFile, "write", real_write)
+        answer = client.post("/gradio_api/upload", files={"files": ("clip.flac", data, "audio/flac")})
+        assert answer.status_code == 200 and len(answer.json()) == 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import mimetypes
 import os
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,13 @@ CONTENT_TYPE_SUFFIXES = {
     "audio/basic": ".au",
 }
 UPLOAD_NAME = "<upload>"  # the `source` of an upload that gives no file name
+# Where an upload is stored and cannot be: a full disk or quota, a read-only or forbidden folder.
+# Answered 507 with the reason, the partial file removed; the next upload is unaffected.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_reason(error: OSError) -> str:
+    return f"the server could not store the upload: {error.strerror or error} (try again later)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,9 +229,15 @@ def build_server(
         ),
     ) -> fastapi.Response:
         # The file the recognizer reads: in a folder of its own, deleted whatever happens.
-        with tempfile.TemporaryDirectory(prefix="aed-tf-api-") as folder:
+        try:
+            folder = tempfile.TemporaryDirectory(prefix="aed-tf-api-")
+        except OSError as error:
+            if error.errno not in STORAGE_ERRNOS:
+                raise
+            return _error(507, storage_reason(error))
+        with folder:
             try:
-                name, path = await _receive_upload(request, Path(folder), max_upload_bytes)
+                name, path = await _receive_upload(request, Path(folder.name), max_upload_bytes)
                 data = await run_in_threadpool(recognise, path, name, timeline)
             except _TooLarge:
                 return _error(413, too_large)
@@ -231,11 +245,15 @@ def build_server(
                 return _error(refused.status, refused.reason)
             except ClientDisconnect:
                 return _error(400, "the client closed the connection before the upload ended")
+            except OSError as error:
+                if error.errno not in STORAGE_ERRNOS:
+                    raise
+                return _error(507, storage_reason(error))
         # json.dumps as `aed-tf predict` writes it (JSONResponse would refuse a NaN).
         return fastapi.Response(json.dumps(data, indent=2) + "\n", media_type="application/json")
 
     # Mounted last: the routes above come before the page's catch-all "/".
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app,
         blocks,
         path="/",
@@ -247,6 +265,11 @@ def build_server(
         mcp_server=False,
         pwa=False,
     )
+    # The page's uploads are Gradio's: its own app answers a full disk with a 500 and keeps the
+    # partial file, so its storage faults are answered here, inside it.
+    (page,) = [route.app for route in app.routes if getattr(route, "path", None) == ""]
+    page.add_middleware(_PageStorageFaults, upload_dir=Path(page.uploaded_file_dir))
+    return app
 
 
 @dataclasses.dataclass
@@ -325,6 +348,43 @@ API_BODY: dict[str, Any] = {
 }
 
 
+class _PageStorageFaults:
+    """ASGI middleware of the page's app: an upload that the disk cannot hold is answered 507
+    with the reason instead of a 500, and the files it left in `upload_dir` are removed."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], upload_dir: Path) -> None:
+        self.app, self.upload_dir = app, upload_dir
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        before = self._files()
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except OSError as error:
+            if started or error.errno not in STORAGE_ERRNOS:
+                raise
+            for path in self._files() - before:  # this request's partial file
+                path.unlink(missing_ok=True)
+            await fastapi.responses.PlainTextResponse(storage_reason(error), status_code=507)(
+                scope, receive, send
+            )
+
+    def _files(self) -> set[Path]:
+        try:
+            return {path for path in self.upload_dir.iterdir() if path.is_file()}
+        except OSError:
+            return set()
+
+
 class _TooLarge(Exception):
     """The request's body is over the upload limit."""
 
@@ -361,9 +421,7 @@ async def _receive_upload(request: fastapi.Request, folder: Path, max_bytes: int
     if multipart:
         return await _save_form_file(limited, folder, max_bytes)
     path = folder / f"upload{_suffix(None, content_type)}"
-    with open(path, "wb") as file:
-        async for chunk in limited.stream():
-            file.write(chunk)
+    await _write_upload(path, limited.stream())
     return UPLOAD_NAME, path
 
 
@@ -379,12 +437,22 @@ async def _save_form_file(request: fastapi.Request, folder: Path, max_bytes: int
         if upload.size is not None and upload.size > max_bytes:
             raise _TooLarge
         path = folder / f"upload{_suffix(upload.filename, upload.content_type)}"
-        with open(path, "wb") as file:
+
+        async def chunks() -> AsyncIterator[bytes]:
             while chunk := await upload.read(1 << 20):
-                file.write(chunk)
+                yield chunk
+
+        await _write_upload(path, chunks())
         return Path(upload.filename).name if upload.filename else UPLOAD_NAME, path
     finally:
         await form.close()
+
+
+async def _write_upload(path: Path, chunks: AsyncIterator[bytes]) -> None:
+    """The upload's bytes into `path` (an OSError of a full disk is answered by the caller)."""
+    with open(path, "wb") as file:
+        async for chunk in chunks:
+            file.write(chunk)
 
 
 def _within(receive: Callable[[], Awaitable[dict]], limit: int) -> Callable[[], Awaitable[dict]]:
