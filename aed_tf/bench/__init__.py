@@ -79,6 +79,11 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def table_head(*columns: str) -> list[str]:
+    """The first two lines of a Markdown table with these column names."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def read_result(path: Path) -> dict[str, Any] | None:
     """An earlier result file, whose rows for other settings a benchmark keeps; None if none."""
     return json.loads(path.read_text()) if path.is_file() else None

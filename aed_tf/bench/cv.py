@@ -20,7 +20,14 @@ import numpy as np
 import pandas as pd
 
 from aed_tf import baseline
-from aed_tf.bench import bench_run_id, benchmark_environment, format_environment, read_result, write_result
+from aed_tf.bench import (
+    bench_run_id,
+    benchmark_environment,
+    format_environment,
+    read_result,
+    table_head,
+    write_result,
+)
 from aed_tf.config import Config
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import label_metrics
@@ -257,10 +264,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
         "Validation UAR: the kept epoch's, on each fold's validation speakers, mean over the speaker "
         "folds ± over seeds; settings are chosen by it, never by the test figures.",
         "",
-        "| model | folds | seeds | validation UAR | headline (mean of corpora) | "
-        + " | ".join(corpora)
-        + " |",
-        "|---|---|---|---|---|" + "---|" * len(corpora),
+        *table_head("model", "folds", "seeds", "validation UAR", "headline (mean of corpora)", *corpora),
     ]
     for row in result["rows"]:
         summary = row["summary"]
@@ -283,8 +287,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
         "",
         "Accuracy and macro-F1 of the same predictions (mean over seeds):",
         "",
-        "| model | " + " | ".join(f"{c} acc | {c} macro-F1" for c in corpora) + " |",
-        "|---|" + "---|---|" * len(corpora),
+        *table_head("model", *(f"{c} {measure}" for c in corpora for measure in ("acc", "macro-F1"))),
     ]
     for row in result["rows"]:
         per_corpus = row["summary"]["per_corpus"]
@@ -303,8 +306,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
             "",
             "## Leave one corpus out: train on the others, test on all of it (UAR)",
             "",
-            "| model | " + " | ".join(loco) + " |",
-            "|---|" + "---|" * len(loco),
+            *table_head("model", *loco),
         ]
         for row in result["rows"]:
             held = row["summary"]["leave_corpus_out"]
@@ -327,8 +329,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
         lines += [
             f"{corpus}:",
             "",
-            "| model | " + " | ".join(classes) + " |",
-            "|---|" + "---|" * len(classes),
+            *table_head("model", *classes),
         ]
         lines += [
             f"| {name} | " + " | ".join(f"{recall.get(c, float('nan')):.2f}" for c in classes) + " |"
@@ -338,8 +339,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
     lines += [
         "## UAR per fold (mean over seeds)",
         "",
-        "| model | corpus | " + " | ".join(f"fold {f}" for f in SPEAKER_FOLDS) + " |",
-        "|---|---|" + "---|" * len(SPEAKER_FOLDS),
+        *table_head("model", "corpus", *(f"fold {f}" for f in SPEAKER_FOLDS)),
     ]
     for row in result["rows"]:
         for corpus, c in row["summary"]["per_corpus"].items():

@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from aed_tf.bench import bench_run_id, benchmark_environment, format_environment, read_result, write_result
+from aed_tf.bench import (
+    bench_run_id,
+    benchmark_environment,
+    format_environment,
+    read_result,
+    table_head,
+    write_result,
+)
 from aed_tf.config import Config
 from aed_tf.evaluate import Evaluation, evaluate, grouped_metrics
 from aed_tf.metrics import classification_metrics
@@ -191,11 +198,17 @@ def format_train_table(result: dict[str, Any]) -> str:
         f"{largest}'s, so the pooled figure is mostly {largest}'s. The cross-validation benchmark "
         "(`cv.md`) measures many more speakers, and the baselines on the same folds.",
         "",
-        "| model | "
-        + " | ".join(f"test UAR {c}" for c in corpora)
-        + " | mean of the corpora | pooled test UAR | test acc | test macro-F1 | val UAR "
-        "| images/s (train) | training s |",
-        "|---|" + "---|" * len(corpora) + "---|---|---|---|---|---|---|",
+        *table_head(
+            "model",
+            *(f"test UAR {c}" for c in corpora),
+            "mean of the corpora",
+            "pooled test UAR",
+            "test acc",
+            "test macro-F1",
+            "val UAR",
+            "images/s (train)",
+            "training s",
+        ),
     ]
 
     def corpus_cells(per_corpus: dict[str, Any]) -> str:
@@ -220,8 +233,7 @@ def format_train_table(result: dict[str, Any]) -> str:
         "",
         "Test recall per class (where the errors are):",
         "",
-        "| model | " + " | ".join(classes) + " |",
-        "|---|" + "---|" * len(classes),
+        *table_head("model", *classes),
     ]
     for name, row in [(r["backbone"], r["test_recall_per_class"]) for r in result["results"]] + (
         [("ensemble", ensemble["test_recall_per_class"])] if ensemble else []
