@@ -73,9 +73,16 @@ def train_dataset(
     config: Config,
     seed: int | None = None,
     speakers: Sequence[str] | None = None,
+    epoch: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """One shuffled, augmented epoch per iteration: (features [B, frames, n_mels], one-hot labels
     [B, C]).
+
+    An epoch's clip order and augmentation are a function of the seed and the epoch's number
+    alone, never of what this process iterated before, so a resumed run sees the epochs an
+    uninterrupted one sees. The number is read from `epoch` (an int64 variable) when an
+    iteration starts, and the variable is then advanced by one; a trainer sets it at each epoch's
+    start (`aed_tf.train`), and without one the epochs count from 0.
 
     With per-speaker normalisation, `speakers` names each clip's speaker; a speaker's statistics
     are over their clips at each playback speed apart (a faster voice is another voice).
@@ -113,10 +120,11 @@ def train_dataset(
     clip_labels = tf.constant(np.tile(np.asarray(labels), len(speeds)), tf.int32)
     noise_bank = tf.constant(white_noise_bank(frontend))
     max_shift = round(augment.time_shift_ms / frontend.hop_ms) if augment.augment else 0  # hops
-    # Independent seed streams for the clip order and the batches, both fixed by `seed`.
-    order_seed = batch_seed = None
-    if seed is not None:
-        order_seed, batch_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+    # Independent seed streams for the clip order and the batches, both fixed by `seed` (drawn
+    # here when none is given).
+    order_seed, batch_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+    counter = tf.Variable(0, dtype=tf.int64, trainable=False) if epoch is None else epoch
+    clip_count, steps = len(arrays), len(arrays) // batch_size
 
     def featurize(clips: tf.Tensor, op_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         crop_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(op_seed, 2))
@@ -132,11 +140,23 @@ def train_dataset(
             return normalize(log_power(power), speaker), one_hot
         return augmented_features(power, one_hot, noise_bank, augment, augment_seed, speaker)
 
-    order = tf.data.Dataset.range(len(arrays)).shuffle(
-        len(arrays), seed=order_seed, reshuffle_each_iteration=True
+    def one_epoch(_: tf.Tensor) -> tf.data.Dataset:
+        number = counter.assign_add(1) - 1
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(clip_count, dtype=tf.int64), seed=tf.stack([tf.constant(order_seed, tf.int64), number])
+        )
+        epoch_seed = tf.stack([tf.constant(batch_seed, tf.int64), number])
+        seeds = tf.data.Dataset.range(steps).map(
+            lambda step: tf.random.experimental.stateless_fold_in(epoch_seed, step)
+        )
+        return tf.data.Dataset.zip(
+            tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True), seeds
+        )
+
+    # flat_map hides the epoch's length, which Keras needs for its progress and its epochs' ends.
+    batches = (
+        tf.data.Dataset.range(1).flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(steps))
     )
-    batches = order.batch(batch_size, drop_remainder=True)
-    batches = tf.data.Dataset.zip(batches, _seeds(batch_seed))
     batches = batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=True)
     return batches.prefetch(AUTOTUNE)
 
@@ -466,11 +486,6 @@ def mixup(
 def _mix(a: tf.Tensor, b: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
     weight = tf.reshape(weight, [-1] + [1] * (a.shape.rank - 1))
     return weight * a + (1.0 - weight) * b
-
-
-def _seeds(seed: int | None) -> tf.data.Dataset:
-    """Endless [2] int64 seeds for stateless random ops, a new sequence every epoch."""
-    return tf.data.Dataset.random(seed, rerandomize_each_iteration=True).batch(2)
 
 
 def _check_labels(labels: Sequence[int], num_classes: int) -> None:

@@ -126,6 +126,9 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
             f"{len(train_part.labels)} training clips give no full batch of "
             f"{config.train.batch_size}: lower --batch-size"
         )
+    # The number of the epoch the pipeline draws: set at each epoch's start (SetEpoch), so that a
+    # resumed run sees the data order and augmentation of the uninterrupted one.
+    epoch_number = tf.Variable(0, dtype=tf.int64, trainable=False)
     train_ds = train_dataset(
         train_part.waveforms,
         train_part.labels,
@@ -133,6 +136,7 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
         config,
         seed=config.data.seed,
         speakers=train_part.speakers,
+        epoch=epoch_number,
     )
     val_ds = val_part.eval_dataset(num_classes, config)
 
@@ -151,6 +155,7 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
             state,
             model,
             train_ds,
+            epoch_number,
             val_ds,
             val_part.labels,
             steps_per_epoch,
@@ -212,6 +217,7 @@ def _fit_phases(
     state: dict,
     model: keras.Model,
     train_ds: tf.data.Dataset,
+    epoch_number: tf.Variable,
     val_ds: tf.data.Dataset,
     val_labels: np.ndarray,
     steps_per_epoch: int,
@@ -221,7 +227,9 @@ def _fit_phases(
     """Trains every phase not yet completed (from its last epoch when resuming); returns the
     model of the last phase."""
     model_is_current = True  # does `model` hold the weights of the last finished epoch?
+    first_epoch = 0  # of the phase, counted over every phase: the pipeline's epoch number
     for phase in phases(config):
+        phase_start, first_epoch = first_epoch, first_epoch + phase.epochs
         if phase.name in state["completed_phases"]:
             model_is_current = False
             continue
@@ -230,15 +238,20 @@ def _fit_phases(
             if resuming or not model_is_current:
                 # The last finished epoch; resuming, also the optimizer's state and step count.
                 model = keras.models.load_model(run_dir / _CHECKPOINT)
+                _restore_seed_generators(model, state)
             set_backbone_trainable(model, phase.backbone_share)
             if not resuming:
                 _compile(model, config, phase, steps_per_epoch)
         initial_epoch = state["epoch"] if resuming else 0
         state.update(phase=phase.name, epoch=initial_epoch)
         callbacks = (
-            [StopAtNonFiniteLoss(phase), EpochCheckpoint(run_dir, state, phase.name, val_ds, val_labels)]
+            [
+                SetEpoch(epoch_number, phase_start),
+                StopAtNonFiniteLoss(phase),
+                EpochCheckpoint(run_dir, state, phase.name, val_ds, val_labels),
+            ]
             + (
-                [keras.callbacks.EarlyStopping("val_uar", patience=config.train.patience, mode="max")]
+                [ResumableEarlyStopping(state, phase.name, patience=config.train.patience)]
                 if config.train.patience
                 else []
             )
@@ -273,6 +286,32 @@ def _fit_phases(
         state["completed_phases"].append(phase.name)
         write_json(run_dir / _STATE, state)
     return model
+
+
+class SetEpoch(keras.callbacks.Callback):
+    """Tells the training pipeline which epoch starts (counted over every phase)."""
+
+    def __init__(self, epoch_number: tf.Variable, phase_start: int):
+        super().__init__()
+        self.epoch_number, self.phase_start = epoch_number, phase_start
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_number.assign(self.phase_start + epoch)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping on the validation UAR that, resumed, goes on counting from the epochs the
+    run already has (its best and how long ago), as the uninterrupted run would."""
+
+    def __init__(self, state: dict, phase: str, patience: int):
+        super().__init__("val_uar", patience=patience, mode="max")
+        self.state, self.phase = state, phase
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        done = [row for row in self.state.get("history", []) if row["phase"] == self.phase]
+        for row in done:  # replayed: the epochs before this process
+            self.on_epoch_end(row["epoch"] - 1, {"val_uar": row["val_uar"]})
 
 
 class NonFiniteLossError(UserError):
@@ -337,7 +376,25 @@ class EpochCheckpoint(keras.callbacks.Callback):
         _save_model(self.model, self.run_dir / _CHECKPOINT)
         write_csv(pd.DataFrame(history), self.run_dir / HISTORY_FILE)
         self.state["epoch"] = epoch + 1
+        self.state["seed_generators"] = [v.numpy().tolist() for v in _seed_generator_states(self.model)]
         write_json(self.run_dir / _STATE, self.state)
+
+
+def _seed_generator_states(model: keras.Model) -> list[keras.Variable]:
+    """The states of the model's random layers (dropout): Keras leaves them out of a saved
+    model, so a reloaded one would draw other masks than the run it continues."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _restore_seed_generators(model: keras.Model, state: dict) -> None:
+    saved = state.get("seed_generators")
+    if saved is None:  # a state.json older than this
+        return
+    states = _seed_generator_states(model)
+    if len(states) != len(saved):
+        raise InputError(f"the checkpoint has {len(states)} random layers, state.json {len(saved)}")
+    for variable, value in zip(states, saved, strict=True):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def distribution_strategy() -> tf.distribute.Strategy:

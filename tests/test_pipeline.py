@@ -305,6 +305,26 @@ def test_train_order_is_seeded_and_reshuffled_every_epoch() -> None:
     assert first[0] != first[1] and sorted(first[0]) == list(range(7))
 
 
+def test_an_epoch_is_a_function_of_the_seed_and_its_number_alone() -> None:
+    """What resume relies on: the epoch a trainer names (the `epoch` variable, read when an
+    iteration starts) is the one an uninterrupted iteration from 0 gives at that number, whatever
+    was iterated before."""
+    config = CONFIG.replace(mixup_alpha=0.3, batch_size=2)
+    waves, labels = clips([2100, 2300, 2500, 2700, 2900, 3100]), [0, 1, 2, 3, 4, 5]
+    counted = train_dataset(waves, labels, NUM_CLASSES, config, seed=5)
+    assert int(counted.cardinality()) == 3
+    from_zero = [[batch[0].numpy() for batch in counted] for _ in range(3)]
+    epoch = tf.Variable(2, dtype=tf.int64)
+    named = train_dataset(waves, labels, NUM_CLASSES, config, seed=5, epoch=epoch)
+    for got, expected in zip([b[0].numpy() for b in named], from_zero[2], strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert int(epoch.numpy()) == 3  # advanced: the next iteration is the next epoch
+    epoch.assign(1)
+    for got, expected in zip([b[0].numpy() for b in named], from_zero[1], strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert not np.allclose(from_zero[0][0], from_zero[1][0])
+
+
 # -- each augmentation ------------------------------------------------------------------------
 
 

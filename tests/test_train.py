@@ -234,8 +234,9 @@ def test_a_run_killed_before_its_first_epoch_ended_resumes_from_the_start(tmp_pa
         train(config.replace(resume=True), progress=False)
 
 
-def test_resume_continues_a_killed_run(tmp_path, data_root):
-    config = tiny_config(tmp_path, data_root, epochs=6)
+def _kill_after_epoch(config: Config, data_root: Path, epoch: int, then_seconds: float = 0.0) -> int:
+    """Trains `config` in a child process and kill -9s it `then_seconds` after epoch `epoch`
+    ended; the epoch its state.json had reached."""
     args = [
         f"--{k.replace('_', '-')}={v}"
         for k, v in config.to_flat().items()
@@ -243,16 +244,22 @@ def test_resume_continues_a_killed_run(tmp_path, data_root):
     ]
     command = [sys.executable, "-m", "aed_tf", "train", "--data-roots", str(data_root), *args]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = tmp_path / "runs" / "run" / "state.json"
+    state = Path(config.train.output_dir) / config.run_id() / "state.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= epoch:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert process.poll() is None, process.stderr.read().decode()[-3000:]
+    time.sleep(then_seconds)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = json.loads(state.read_text())["epoch"]
+    return json.loads(state.read_text())["epoch"]
+
+
+def test_resume_continues_a_killed_run(tmp_path, data_root):
+    config = tiny_config(tmp_path, data_root, epochs=6)
+    killed_at = _kill_after_epoch(config, data_root, 1)
     assert 1 <= killed_at < 6
 
     result = train(config.replace(resume=True), progress=False)
@@ -261,6 +268,60 @@ def test_resume_continues_a_killed_run(tmp_path, data_root):
     assert json.loads((result.run_dir / CONFIG_FILE).read_text())["status"] == "finished"
     # The learning-rate schedule went on from where it was, rather than starting again.
     assert history["learning_rate"].iloc[killed_at] < history["learning_rate"].iloc[0]
+
+
+class _Killed(Exception):
+    """Stands for kill -9 in the middle of a run (the files on disk are what a kill leaves)."""
+
+
+def _weights(run_dir: Path) -> list[np.ndarray]:
+    return keras.models.load_model(run_dir / CLASSIFIER_FILE).get_weights()
+
+
+def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, data_root, monkeypatch):
+    """Killed at two points (mid-epoch in a child process, and while saving the final models),
+    then resumed: the same weights and the same history, to the bit, as the run never killed,
+    with the per-speaker front end, dropout and early stopping's patience in play."""
+    import aed_tf.train as training
+
+    config = tiny_config(
+        tmp_path, data_root, backbone="audiocnn", epochs=4, normalization="speaker", patience=3
+    )
+    whole = train(config.replace(run_id="whole"), progress=False)
+    expected_weights, expected_history = _weights(whole.run_dir), whole.history
+    columns = ["phase", "epoch", "loss", "accuracy", "val_uar", "val_loss", "learning_rate"]
+
+    # 1. kill -9 in the middle of epoch 3 (after epoch 2's checkpoint), in a child process.
+    killed = config.replace(run_id="killed")
+    assert 2 <= _kill_after_epoch(killed, data_root, 2, then_seconds=0.5) < 4  # into epoch 3
+    resumed = train(killed.replace(resume=True), progress=False)
+    pd.testing.assert_frame_equal(resumed.history[columns], expected_history[columns], check_exact=True)
+    for got, expected in zip(_weights(resumed.run_dir), expected_weights, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+    # 2. Killed while the final models are saved, after the classifier was written.
+    saving = config.replace(run_id="saving")
+    real_save = training._save_model
+
+    def save_then_die(model, path):
+        real_save(model, path)
+        if path.name == CLASSIFIER_FILE:
+            raise _Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(training, "_save_model", save_then_die)
+        with pytest.raises(_Killed):
+            train(saving, progress=False)
+    assert json.loads((tmp_path / "runs" / "saving" / CONFIG_FILE).read_text())["status"] == "training"
+    resumed = train(saving.replace(resume=True), progress=False)
+    assert json.loads((resumed.run_dir / CONFIG_FILE).read_text())["status"] == "finished"
+    pd.testing.assert_frame_equal(resumed.history[columns], expected_history[columns], check_exact=True)
+    for got, expected in zip(_weights(resumed.run_dir), expected_weights, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert (
+        json.loads((resumed.run_dir / METRICS_FILE).read_text())["val"]
+        == json.loads((whole.run_dir / METRICS_FILE).read_text())["val"]
+    )
 
 
 def test_resume_refuses_changed_parameters(tmp_path, data_root):
