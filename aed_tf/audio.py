@@ -340,6 +340,12 @@ def _check_header(path: Path, max_seconds: float | None) -> None:
     try:
         info = sf.info(path)
     except sf.LibsndfileError as error:
+        # libsndfile says "System error" when the file cannot even be opened: the OS's reason
+        # (permission denied, an I/O error) is what the user can act on.
+        try:
+            path.open("rb").close()
+        except OSError as os_error:
+            raise _unreadable(path, os_error) from None
         raise AudioError(path, f"not a readable audio file ({_libsndfile_reason(error)})") from None
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
         raise AudioError(

@@ -734,3 +734,32 @@ def test_wavs_with_chunks_after_the_audio_or_an_omitted_pad_byte_are_not_refused
     whole = write_audio(tmp_path / "whole.wav", seconds=1.0, sample_rate=16000, subtype="PCM_16").read_bytes()
     cut.write_bytes(whole + b"id3 " + struct.pack("<I", 100000) + b"\0" * 2000)
     assert decode(cut).samples.shape == (16000,)
+
+
+def test_a_file_that_cannot_be_opened_says_why_not_system_error(tmp_path, monkeypatch):
+    """(Root, which runs the tests, reads any file: opening fails by a patch instead, as it does
+    for a file without read permission, where libsndfile says only "System error".)"""
+    import errno
+
+    path = tmp_path / "locked.wav"
+    write_audio(path, 0.5)
+    real_open, real_info = Path.open, sf.info
+
+    def locked_open(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    def locked_info(file, *args, **kwargs):
+        if Path(file) == path:
+            raise sf.LibsndfileError(2, f"Error opening {file!r}: ")  # what libsndfile says
+        return real_info(file, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", locked_open)
+    monkeypatch.setattr(sf, "info", locked_info)
+    with pytest.raises(AudioError) as refused:
+        decode(path)
+    assert str(refused.value) == f"{path}: cannot read the file (Permission denied)"
+    with pytest.raises(AudioError) as refused:
+        AudioStream(path, 16000)
+    assert str(refused.value) == f"{path}: cannot read the file (Permission denied)"
