@@ -14,7 +14,12 @@ layout and record, never on the code that wrote them.
 
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
 import json
+import os
+import platform
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ import numpy as np
 
 from aed_tf.config import Config, FrontEndConfig
 from aed_tf.errors import UserError
+from aed_tf.files import write_json
 
 CONFIG_FILE = "config.json"
 CLASSIFIER_FILE = "classifier.keras"
@@ -35,6 +41,80 @@ METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.csv"
 TENSORBOARD_DIR = "tensorboard"
 FINISHED = "finished"
+
+
+# The libraries whose versions every written record carries (read without importing them).
+RECORDED_DISTRIBUTIONS = ("tensorflow", "keras", "numpy", "librosa", "scikit-learn")
+
+
+def environment() -> dict[str, Any]:
+    """Where and when a record was written, as every record the package writes carries it (run
+    folders, benchmark results, export metadata): package versions, the platform, the CPUs this
+    process may use, the git commit of a source checkout (empty otherwise), the time (UTC)."""
+    from aed_tf import __version__
+
+    return {
+        "versions": {
+            "aed_tf": __version__,
+            **{name: _distribution_version(name) for name in RECORDED_DISTRIBUTIONS},
+            "python": platform.python_version(),
+        },
+        "platform": platform.platform(),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        "git_commit": _git_commit(),
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _distribution_version(name: str) -> str:
+    # TensorFlow comes in wheels of other names on some platforms.
+    for distribution in (name, f"{name}-cpu", f"{name}-macos") if name == "tensorflow" else (name,):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def write_record(
+    run_dir: Path,
+    config: Config,
+    status: str,
+    classes: tuple[str, ...],
+    image_size: int,
+    split: dict[str, Any],
+    hardware: dict[str, Any],
+) -> Path:
+    """config.json, the run record that `Run` reads: the config (resume off), the status, the
+    classes, the front end, the split's protocol and clip counts, and `environment()`."""
+    written = environment()
+    return write_json(
+        run_dir / CONFIG_FILE,
+        {
+            "config": config.replace(resume=False).to_dict(),
+            "status": status,
+            "classes": list(classes),
+            "image_size": image_size,
+            "frontend": config.to_dict()["frontend"],
+            "seed": config.data.seed,
+            "weights": "from scratch (weights=None)" if config.train.from_scratch else config.train.weights,
+            "split": split,
+            "versions": written["versions"],
+            "git_commit": written["git_commit"],
+            "hardware": {"platform": written["platform"], "cpus": written["cpus"], **hardware},
+            "written": written["written"],
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -90,6 +170,11 @@ class Run:
     @property
     def backbone(self) -> str | None:
         return self.record.get("config", {}).get("train", {}).get("backbone")
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """The package versions the run was trained with."""
+        return self.record.get("versions", {})
 
     @property
     def split(self) -> dict[str, Any]:

@@ -17,11 +17,8 @@ writes the run folder, the other workers a temporary one that is deleted.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,7 +29,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from aed_tf import __version__, distributed
+from aed_tf import distributed
 from aed_tf.backbones import resolve_image_size
 from aed_tf.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from aed_tf.config import Config
@@ -53,6 +50,7 @@ from aed_tf.runs import (
     TENSORBOARD_DIR,
     TRAINING_STATISTICS_FILE,
     Run,
+    write_record,
 )
 from aed_tf.splits import PROTOCOLS
 
@@ -464,7 +462,7 @@ def _start_or_resume(run_dir: Path, config: Config) -> dict:
         return fresh
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir}: no run to resume (config.json missing)")
-    saved = Config.load(run_dir / CONFIG_FILE).replace(resume=True)
+    saved = Run.load(run_dir).config.replace(resume=True)
     if saved != config:
         changed = {
             k: (v, config.to_flat()[k]) for k, v in saved.to_flat().items() if config.to_flat()[k] != v
@@ -489,58 +487,23 @@ def _write_run_files(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_csv(data.split, run_dir / SPLIT_FILE)
     counts = {name: int(len(p.labels)) for name, p in data.partitions.items()}
-    write_json(
-        run_dir / CONFIG_FILE,
-        {
-            "config": config.replace(resume=False).to_dict(),
-            "status": status,
-            "classes": list(data.classes),
-            "image_size": image_size,
-            "frontend": config.to_dict()["frontend"],
-            "seed": config.data.seed,
-            "weights": "from scratch (weights=None)" if config.train.from_scratch else config.train.weights,
-            "split": {
-                "protocol": protocol.name,
-                "speaker_independent": protocol.speaker_independent,
-                "description": protocol.description,
-                "clips": counts,
-            },
-            "versions": _versions(),
-            "git_commit": _git_commit(),
-            "hardware": {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-                **distributed.describe(strategy),
-            },
-            "written": dt.datetime.now().isoformat(timespec="seconds"),
+    write_record(
+        run_dir,
+        config,
+        status,
+        data.classes,
+        image_size,
+        split={
+            "protocol": protocol.name,
+            "speaker_independent": protocol.speaker_independent,
+            "description": protocol.description,
+            "clips": counts,
+        },
+        hardware={
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+            **distributed.describe(strategy),
         },
     )
-
-
-def _versions() -> dict[str, str]:
-    import librosa
-    import sklearn
-
-    return {
-        "aed_tf": __version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "librosa": librosa.__version__,
-        "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def _save_model(model: keras.Model, path: Path) -> None:

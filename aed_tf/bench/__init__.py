@@ -12,20 +12,17 @@ that the train and cv benchmarks train (`bench_run_id`).
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import importlib.metadata
 import json
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
 from aed_tf.config import Config
 from aed_tf.files import write_json, write_text
+from aed_tf.runs import environment
 
-# Versions recorded with every result, by distribution name (read without importing them).
-_VERSIONED = {"tensorflow": "tensorflow", "keras": "keras", "numpy": "numpy", "librosa": "librosa"}
+# The libraries whose versions the flat block names (of `aed_tf.runs.environment`'s).
+_VERSIONED = ("tensorflow", "keras", "numpy", "librosa")
 ENVIRONMENT_KEYS = (
     "cpu_count",
     "platform",
@@ -39,16 +36,17 @@ ENVIRONMENT_KEYS = (
 def benchmark_environment() -> dict[str, Any]:
     """What every benchmark result records about where and when it was measured: the CPUs this
     process may use, the platform, the versions of Python, aed_tf and the libraries that do the
-    work, and the time (UTC)."""
-    from aed_tf import __version__
-
+    work, and the time (UTC): `aed_tf.runs.environment`, the block every record carries, as flat
+    keys (`ENVIRONMENT_KEYS`)."""
+    written = environment()
+    versions = written["versions"]
     return {
-        "cpu_count": _usable_cpus(),
-        "platform": platform.platform(),
-        "python_version": platform.python_version(),
-        "aed_tf_version": __version__,
-        **{f"{name}_version": _version(name, dist) for name, dist in _VERSIONED.items()},
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": written["cpus"],
+        "platform": written["platform"],
+        "python_version": versions["python"],
+        "aed_tf_version": versions["aed_tf"],
+        **{f"{name}_version": versions[name] for name in _VERSIONED},
+        "timestamp": written["written"],
     }
 
 
@@ -59,24 +57,6 @@ def format_environment(result: dict[str, Any]) -> str:
         f"{result['python_version']}, TensorFlow {result['tensorflow_version']}, aed_tf "
         f"{result['aed_tf_version']}; written {result['timestamp']}."
     )
-
-
-def _version(name: str, distribution: str) -> str:
-    if name == "tensorflow":  # the version of the TensorFlow that runs, whichever wheel it came in
-        import tensorflow as tf
-
-        return tf.__version__
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _usable_cpus() -> int:
-    """The CPUs this process may run on: fewer than the machine has under taskset or cgroups."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def table_head(*columns: str) -> list[str]:

@@ -4,7 +4,6 @@ ensemble of every row and what the input pipeline costs a training step."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +25,11 @@ from aed_tf.config import Config
 from aed_tf.evaluate import Evaluation, evaluate, grouped_metrics
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import build_classifier
+from aed_tf.partitions import load_training_data
 from aed_tf.pipeline import train_dataset
+from aed_tf.runs import CONFIG_FILE, FINISHED, HISTORY_FILE, Run
 from aed_tf.splits import PROTOCOLS, SHARED_SI
-from aed_tf.train import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, load_training_data, run_directory, train
+from aed_tf.train import run_directory, train
 
 
 def run_train_benchmark(
@@ -69,12 +70,8 @@ def bench_train(
         run_config = config.replace(backbone=name, weights="none", protocol=SHARED_SI)
         run_config = run_config.replace(run_id=bench_run_id(run_config))
         run_dir = run_directory(run_config)
-        status = (
-            json.loads((run_dir / CONFIG_FILE).read_text())["status"]
-            if (run_dir / CONFIG_FILE).is_file()
-            else None
-        )
-        if status != "finished":
+        status = Run.load(run_dir).status if (run_dir / CONFIG_FILE).is_file() else None
+        if status != FINISHED:
             train(run_config.replace(resume=status is not None), progress=progress)
         rows[name] = {"backbone": name, **_bench_row(run_dir), "command": command}
     results = list(rows.values())
@@ -105,7 +102,7 @@ def _test_evaluations(run_dirs: Sequence[Path]) -> list[Evaluation]:
     data_by_setting: dict[Any, Any] = {}
     evaluations = []
     for run_dir in run_dirs:
-        config = Config.load(run_dir / CONFIG_FILE)
+        config = Run.load(run_dir).config
         if config.data not in data_by_setting:
             data_by_setting[config.data] = load_training_data(config, progress=False)
         evaluations.append(evaluate(run_dir, "test", data=data_by_setting[config.data]))
@@ -114,8 +111,8 @@ def _test_evaluations(run_dirs: Sequence[Path]) -> list[Evaluation]:
 
 def _bench_row(run_dir: Path) -> dict[str, Any]:
     """What a finished run says of itself: settings, speed and validation metrics."""
-    saved = json.loads((run_dir / CONFIG_FILE).read_text())
-    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    run = Run.load(run_dir)
+    saved, metrics = run.record, run.metrics()
     return {
         "run_dir": str(run_dir),
         "image_size": saved["image_size"],

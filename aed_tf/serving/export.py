@@ -59,7 +59,7 @@ import tensorflow as tf
 from aed_tf import features
 from aed_tf.errors import UserError
 from aed_tf.files import atomic_write, write_json
-from aed_tf.runs import Run
+from aed_tf.runs import Run, environment
 from aed_tf.serving.exported import (  # noqa: F401  (format_of, load_export: read back from here too)
     FORMATS,
     SIGNATURE,
@@ -355,12 +355,13 @@ def _replace_dir(path: Path, write: Callable[[Path], Any]) -> Path:
 
 
 def _versions(format: str) -> dict[str, str]:
-    packages = {
-        "savedmodel": ["tensorflow", "keras"],
-        "tflite": ["tensorflow", "keras", "ai-edge-litert"],
-        "onnx": ["tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"],
-    }[format]
-    return {name: importlib_metadata.version(name) for name in packages}
+    """What every record carries (`aed_tf.runs.environment`), and the converters and runtime
+    of `format`."""
+    packages = {"savedmodel": [], "tflite": ["ai-edge-litert"], "onnx": ["tf2onnx", "onnx", "onnxruntime"]}
+    return {
+        **environment()["versions"],
+        **{name: importlib_metadata.version(name) for name in packages[format]},
+    }
 
 
 def _last_lines(error: Exception, lines: int = 6) -> str:
