@@ -225,6 +225,9 @@ class AudioStream:
                 yield np.ascontiguousarray(tail, dtype=np.float32)
 
 
+_NPZ_READ_LOCK = threading.Lock()
+
+
 class AudioCache:
     """Decoded clips on disk, one entry per file content and output rate.
 
@@ -265,7 +268,12 @@ class AudioCache:
     def _read(self, key: str) -> DecodedAudio | None:
         """The entry for `key`, or None if it is missing or damaged (the caller rewrites it)."""
         try:
-            with np.load(self._entry(key), allow_pickle=False) as entry:
+            # One entry at a time: numpy parses an array's header with ast.literal_eval, and
+            # CPython 3.11's compile() is not thread-safe: decode_many's threads crashed a
+            # cross-validation run with "SystemError: AST constructor recursion depth mismatch"
+            # (python/cpython#106905, seen in threaded programs on 3.11). A cached read takes a
+            # millisecond; decoding stays parallel.
+            with _NPZ_READ_LOCK, np.load(self._entry(key), allow_pickle=False) as entry:
                 audio = DecodedAudio(samples=entry["samples"], **json.loads(str(entry["meta"])))
         except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
             return None
