@@ -18,9 +18,11 @@ The run's serving model holds the front end, so a file gets the features the mod
 on. An export of it (`aed-tf export`: ONNX, TFLite or a SavedModel) loads the same way,
 `EmotionRecognizer.load("model.onnx")`, and runs on ONNX Runtime or LiteRT without TensorFlow,
 with the same windows, voice activity and outputs (within the export's tolerance); only
-`for_speaker` imports TensorFlow, for the front end's statistics of the references. Every input goes the same way: read in blocks of `BLOCK_SECONDS` (files) and resampled to the
-model's rate, cut into windows (`aed_tf.serving.timeline`), and each window whose core holds speech by the
-voice activity detector is classified, windows of many inputs batched together. A prediction is
+`for_speaker` imports TensorFlow, for the front end's statistics of the references.
+
+Every input goes the same way: read in blocks of `BLOCK_SECONDS` (files) and resampled to the
+model's rate, cut into windows (`aed_tf.serving.timeline`), and each window whose core holds
+speech by the voice activity detector is classified, windows of many inputs batched together. A prediction is
 the mean of its windows' probabilities; for an input no longer than one window it is exactly the
 serving model's output on it. Input with no speech gets no label (``label is None``) rather than
 an invented emotion. Input that is used but not as given (padded, clipped, recorded below the
