@@ -145,20 +145,32 @@ def train_dataset(
         order = tf.random.experimental.stateless_shuffle(
             tf.range(clip_count, dtype=tf.int64), seed=tf.stack([tf.constant(order_seed, tf.int64), number])
         )
-        epoch_seed = tf.stack([tf.constant(batch_seed, tf.int64), number])
-        seeds = tf.data.Dataset.range(steps).map(
-            lambda step: tf.random.experimental.stateless_fold_in(epoch_seed, step)
+        seeds = tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(batch_seed, tf.int64), number]), num=steps
         )
         return tf.data.Dataset.zip(
-            tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True), seeds
+            tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True),
+            tf.data.Dataset.from_tensor_slices(seeds),
         )
 
     # flat_map hides the epoch's length, which Keras needs for its progress and its epochs' ends.
     batches = (
         tf.data.Dataset.range(1).flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(steps))
     )
-    batches = batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=True)
+    # Under op determinism (CPU training) tf.data makes this map sequential anyway, the epoch's
+    # variable upstream being state, and its rewrite of the parallel op logs a spurious error
+    # ("NodeDef mentions attribute use_unbounded_threadpool"): asked for sequential there.
+    parallel = None if _op_determinism_enabled() else AUTOTUNE
+    batches = batches.map(featurize, num_parallel_calls=parallel, deterministic=True)
     return batches.prefetch(AUTOTUNE)
+
+
+def _op_determinism_enabled() -> bool:
+    """Whether tf.config.experimental.enable_op_determinism() was called (TensorFlow has no
+    public getter for it)."""
+    from tensorflow.python.framework import config as framework_config
+
+    return framework_config.is_op_determinism_enabled()
 
 
 def speed_factors(augment: AugmentConfig) -> tuple[float, ...]:
