@@ -160,8 +160,10 @@ def train_dataset(
     # Under op determinism (CPU training) tf.data makes this map sequential anyway, the epoch's
     # variable upstream being state, and its rewrite of the parallel op logs a spurious error
     # ("NodeDef mentions attribute use_unbounded_threadpool"): asked for sequential there.
-    parallel = None if _op_determinism_enabled() else AUTOTUNE
-    batches = batches.map(featurize, num_parallel_calls=parallel, deterministic=True)
+    if _op_determinism_enabled():
+        batches = batches.map(featurize)
+    else:
+        batches = batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=True)
     return batches.prefetch(AUTOTUNE)
 
 
