@@ -400,8 +400,6 @@ def _predict(config: Config, args: argparse.Namespace) -> int:
 
     if args.run_dir and args.model:
         raise UserError("--run-dir and --model: give one (a run folder, or an export of one)")
-    if args.model and not Path(args.model).exists():
-        raise UserError(f"{args.model}: exported model not found")
     recognizer = EmotionRecognizer.load(
         args.model or args.run_dir or latest_run(config.train.output_dir),
         window_seconds=args.window,

@@ -270,6 +270,9 @@ def test_cli_predict_runs_an_export_and_refuses_what_is_not_one(tiny_run, tmp_pa
     )
     assert main(["predict", clip, "--model", str(out), "--run-dir", str(tiny_run)]) == 2
     assert "give one" in capsys.readouterr().err
+    missing = tmp_path / "missing.onnx"
+    assert main(["predict", clip, "--model", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"aed-tf predict: error: {missing}: exported model not found"
     not_an_export = tmp_path / "model.pt"
     not_an_export.write_bytes(b"\0" * 64)
     assert main(["predict", clip, "--model", str(not_an_export)]) == 2

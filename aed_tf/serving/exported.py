@@ -35,12 +35,22 @@ def metadata_file(path: str | Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+EXPORT_SUFFIXES = (".tflite", ".onnx")
+
+
+def names_an_export(path: str | Path) -> bool:
+    """Whether `path` is meant as an export rather than a run folder: a file, a name ending in
+    an export's suffix (existing or not) or a SavedModel folder."""
+    path = Path(path)
+    return path.suffix in EXPORT_SUFFIXES or path.is_file() or (path / "saved_model.pb").is_file()
+
+
 def format_of(path: str | Path) -> str:
     """The export format of `path`: a SavedModel folder, a .tflite or an .onnx file."""
     path = Path(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return "savedmodel"
-    if path.suffix in (".tflite", ".onnx") and path.is_file():
+    if path.suffix in EXPORT_SUFFIXES and path.is_file():
         return path.suffix[1:]
     raise UserError(f"{path}: not an exported model (a SavedModel folder, a .tflite or an .onnx file)")
 

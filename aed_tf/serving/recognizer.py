@@ -48,7 +48,7 @@ from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run, latest_run  # noqa: F401  (latest_run: re-exported)
 from aed_tf.serving import timeline as tl
-from aed_tf.serving.exported import ExportedModel
+from aed_tf.serving.exported import ExportedModel, names_an_export
 from aed_tf.serving.timeline import Segment
 from aed_tf.signature import centred_offset
 
@@ -231,8 +231,8 @@ class EmotionRecognizer:
         (`aed-tf export`: a .onnx or .tflite file or a SavedModel folder, its metadata JSON beside
         it), which runs without TensorFlow; options as in __init__."""
         path = Path(path)
-        if path.is_file() or (path / "saved_model.pb").is_file():
-            exported = ExportedModel.load(path)  # a UserError for a file that is not an export
+        if names_an_export(path):
+            exported = ExportedModel.load(path)  # a UserError for a missing export or a non-export
             if exported.frontend.normalization == "speaker" and "speaker_statistics" not in options:
                 options["speaker_statistics"] = exported.training_statistics
             return cls(exported, exported.classes, exported.frontend, **options)
