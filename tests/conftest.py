@@ -4,6 +4,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's own CPU kernels, not the oneDNN ones aed_tf turns on: those round differently from
+# one process to the next, and the resume test compares a run killed in a child process with
+# one never interrupted, bit for bit. (test_train checks the package's own default.)
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("AED_TF_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
