@@ -1,6 +1,7 @@
 """The cross-validation benchmark on a synthetic tree of three corpora: folds, baselines, tables."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from aed_tf import cli
 from aed_tf.bench import ENVIRONMENT_KEYS, benchmark_environment
-from aed_tf.bench.cv import SPEAKER_FOLDS, model_name, summarize
+from aed_tf.bench.cv import SPEAKER_FOLDS, model_name, predictions_file, summarize
 from aed_tf.config import Config
 from aed_tf.runs import Run
 from tests.synth import make_ased_tree, make_ravdess_tree, tiny_config
@@ -123,6 +124,38 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert [run.stat().st_mtime_ns for run in runs] == stamps
     assert "earlier model" in [row["model"] for row in again["rows"]]
     assert again["rows"][0]["summary"] == summary
+
+    # A seed and fold measured by another command join the row: the predictions kept beside the
+    # result stand in for the runs (gone here), and the spread is over the three seeds.
+    for run in Path(config.train.output_dir).glob("bench-audiocnn-*"):
+        shutil.rmtree(run)
+    later = [
+        "bench",
+        "cv",
+        "--test-folds",
+        "2",
+        "--seeds",
+        "2",
+        *argv[argv.index("--output") :],
+        "--no-baselines",
+    ]
+    assert cli.main(later) == 0
+    merged = json.loads(output.read_text())["rows"][0]
+    assert merged["model"] == model_row["model"]
+    assert merged["seeds"] == [0, 1, 2] and merged["folds"] == ["1", "2", "ased"]
+    assert merged["runs"] == {"0": ["1", "ased"], "1": ["1", "ased"], "2": ["2"]}
+    assert merged["command"].startswith(
+        again["rows"][0]["command"] + " && aed-tf bench cv --test-folds 2 --seeds 2"
+    )
+    ravdess = merged["summary"]["per_corpus"]["ravdess"]
+    for seed in ("0", "1"):
+        assert ravdess["uar_per_seed"][seed] == summary["per_corpus"]["ravdess"]["uar_per_seed"][seed]
+    assert ravdess["uar"]["n"] == 3 and ravdess["clips"] == 16 and set(ravdess["uar_per_fold"]) == {"1", "2"}
+    assert merged["summary"]["leave_corpus_out"] == summary["leave_corpus_out"]  # seed 2 left none out
+    assert [(r["seed"], r["fold"]) for r in merged["validation"]["per_run"]] == [(0, "1"), (1, "1"), (2, "2")]
+    assert "| 1 (seed 0); 1 (seed 1); 2 (seed 2) | 3 |" in output.with_suffix(".md").read_text()
+    kept = pd.read_csv(predictions_file(output), dtype={"fold": str})
+    assert set(kept["seed"]) == {0, 1, 2} and set(kept["fold"]) == {"1", "2", "ased"}
 
 
 def test_a_per_speaker_model_is_measured_with_its_speakers_clips_and_each_clip_alone(

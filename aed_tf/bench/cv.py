@@ -275,7 +275,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
                 f"{c['uar']['mean']:.3f} ± {c['uar']['std']:.3f} ({c['uar_fold_std']:.3f})" if c else ""
             )
         head = summary["headline_uar"]
-        folds = ", ".join(f for f in row["folds"] if f in SPEAKER_FOLDS)
+        folds = _speaker_folds_cell(row)
         validation = row.get("validation", {}).get("uar")  # rows of baselines and older records have none
         validation_cell = f"{validation['mean']:.3f} ± {validation['std']:.3f}" if validation else ""
         lines.append(
@@ -433,20 +433,46 @@ def run_cv_benchmark(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """`bench_cv`, keeping the rows of the result already at `output` for other models; writes
-    the result there and its `format_cv_table` beside it (.md)."""
-    result = bench_cv(
+    """`bench_cv`, keeping the rows of the result already at `output` for other models and the
+    out-of-fold predictions kept beside it (`predictions_file`) for other seeds and folds of this
+    one; writes the result there, its `format_cv_table` beside it (.md) and the predictions."""
+    stored = predictions_file(output)
+    result, predictions = bench_cv(
         config,
         folds,
         seeds,
         command,
         baselines=baselines,
         previous=read_result(output),
+        previous_predictions=read_predictions(stored),
         progress=progress,
         log=log,
     )
     write_result(output, result, format_cv_table(result))
+    write_predictions(stored, predictions)
     return result
+
+
+def predictions_file(output: Path) -> Path:
+    """Where the out-of-fold predictions of the result at `output` are kept: `<name>.predictions.csv.gz`."""
+    return output.with_suffix(".predictions.csv.gz")
+
+
+def read_predictions(path: Path) -> pd.DataFrame | None:
+    """Predictions an earlier command kept (`write_predictions`); None if none."""
+    if not path.is_file():
+        return None
+    return pd.read_csv(
+        path, dtype={"model": str, "fold": str, "clip_id": str, "speaker": str, "statistics": str}
+    )
+
+
+def write_predictions(path: Path, predictions: pd.DataFrame) -> None:
+    """Every model row's out-of-fold predictions, one row per (statistics, seed, fold, clip), so
+    that a later command can add seeds or folds without the runs (which stay in saved_models)."""
+    partial = path.with_name(path.name + ".partial")
+    predictions.to_csv(partial, index=False, compression="gzip")
+    partial.replace(path)
 
 
 def bench_cv(
@@ -456,11 +482,15 @@ def bench_cv(
     command: str,
     baselines: bool = True,
     previous: dict[str, Any] | None = None,
+    previous_predictions: pd.DataFrame | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Trains and tests the configured model on every fold and seed, and the baselines on the
-    same folds; rows of `previous` for other models are kept, each with its command."""
+    same folds: the result and the out-of-fold predictions of its model rows. Rows of `previous`
+    for other models are kept, each with its command; `previous_predictions` of this model for
+    (seed, fold) runs this command does not make are added to its own, so that seeds and folds
+    can be measured by separate commands (the row names them all)."""
     started = time.perf_counter()
     prepared = prepare(config.replace(protocol=CV, fold=SPEAKER_FOLDS[0]), progress=progress)
     manifest = prepared.manifest
@@ -468,18 +498,24 @@ def bench_cv(
     classes = class_names(config.data.calm)
     rows = {row["model"]: row for row in (previous or {}).get("rows", [])}
     name = model_name(config)
-    predictions = model_predictions(config, folds, seeds, progress=progress, log=log)
+    predictions = model_predictions(config, folds, seeds, progress=progress, log=log).assign(model=name)
     seconds = time.perf_counter() - started  # one figure for the rows this command made
+    kept = _other_runs(previous_predictions, name, predictions)
+    if kept is not None:
+        predictions = pd.concat([kept, predictions], ignore_index=True)
     for statistics, frame in predictions.groupby("statistics", sort=False):
         # A per-speaker model is measured twice: each test speaker normalised by their own
         # (unlabelled) clips, and every clip alone, by the training clips' statistics.
         row_name = name if statistics == "own clips" else f"{name}, each clip alone ({_ALONE[statistics]})"
+        earlier = rows.get(row_name) if kept is not None else None
+        runs = frame.groupby("seed")["fold"].unique()
         rows[row_name] = {
             "model": row_name,
-            "command": command,
-            "folds": folds,
-            "seeds": list(seeds),
-            "seconds": seconds,
+            "command": f"{earlier['command']} && {command}" if earlier else command,
+            "folds": [f for f in default_folds(manifest["corpus"].unique()) if f in set(frame["fold"])],
+            "seeds": sorted(int(seed) for seed in runs.index),
+            "runs": {str(seed): sorted(map(str, f), key=_fold_order) for seed, f in runs.items()},
+            "seconds": seconds + (earlier["seconds"] if earlier else 0.0),
             "summary": summarize(frame, classes),
             **({"validation": validation_summary(frame)} if statistics == "own clips" else {}),
         }
@@ -495,6 +531,11 @@ def bench_cv(
                 "summary": summarize(frame, classes),
                 "seconds": time.perf_counter() - baselines_started,
             }
+    model_rows = predictions
+    if previous_predictions is not None:  # other models' predictions stay
+        model_rows = pd.concat(
+            [previous_predictions[previous_predictions["model"] != name], predictions], ignore_index=True
+        )
     return {
         "protocol": CV,
         "protocol_description": PROTOCOLS[CV].description,
@@ -503,4 +544,31 @@ def bench_cv(
         "command": command,
         "rows": list(rows.values()),
         **benchmark_environment(),
-    }
+    }, model_rows
+
+
+def _speaker_folds_cell(row: dict[str, Any]) -> str:
+    """The row's speaker folds, per seed where its seeds did not all run the same ones."""
+
+    def speaker_folds(folds: Sequence[str]) -> str:
+        return ", ".join(f for f in folds if f in SPEAKER_FOLDS)
+
+    per_seed = {seed: speaker_folds(folds) for seed, folds in row.get("runs", {}).items()}
+    if len(set(per_seed.values())) > 1:
+        return "; ".join(f"{folds} (seed {seed})" for seed, folds in per_seed.items())
+    return speaker_folds(row["folds"])
+
+
+def _fold_order(fold: str) -> tuple[int, str]:
+    return (0, f"{int(fold):03d}") if fold.isdigit() else (1, fold)
+
+
+def _other_runs(previous: pd.DataFrame | None, name: str, predictions: pd.DataFrame) -> pd.DataFrame | None:
+    """The earlier predictions of model `name` for (seed, fold) runs not in `predictions`; None
+    if there are none."""
+    if previous is None:
+        return None
+    earlier = previous[previous["model"] == name]
+    made = pd.MultiIndex.from_frame(predictions[["seed", "fold"]].drop_duplicates())
+    earlier = earlier[~pd.MultiIndex.from_frame(earlier[["seed", "fold"]]).isin(made)]
+    return earlier if len(earlier) else None
