@@ -137,7 +137,10 @@ def test_make_demo_and_bench_cv_train_the_recommended_cpu_setting():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     demo = dict(re.findall(r"-p (\w+) (\S+)", re.search(r"DEMO_PARAMETERS :=(.*?)\n\S", makefile, re.S)[1]))
     assert Config().replace(**demo).replace(protocol="cv", fold="1") == Config().replace(**demo)
-    assert {name: Config().replace(**demo).to_flat()[name] for name in CPU_SETTING} == CPU_SETTING
+    demo_setting = {name: Config().replace(**demo).to_flat()[name] for name in CPU_SETTING}
+    # The demo trains the recommended setting, on fewer epochs if it must to stay near 10 minutes.
+    assert 0 < demo_setting.pop("epochs") <= CPU_SETTING["epochs"]
+    assert demo_setting == {name: value for name, value in CPU_SETTING.items() if name != "epochs"}
     args = build_parser().parse_args(["bench", "cv"])
     assert Config.from_args(args).replace(**CPU_SETTING) == Config.from_args(args)
     assert Config.from_args(args).train.backbone == CPU_SETTING["backbone"] != Config().train.backbone
