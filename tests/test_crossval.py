@@ -156,6 +156,11 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert "| 1 (seed 0); 1 (seed 1); 2 (seed 2) | 3 |" in output.with_suffix(".md").read_text()
     kept = pd.read_csv(predictions_file(output), dtype={"fold": str})
     assert set(kept["seed"]) == {0, 1, 2} and set(kept["fold"]) == {"1", "2", "ased"}
+    # The same command again reuses its run: the row, its figures and its commands are unchanged.
+    assert cli.main(later) == 0
+    rerun = json.loads(output.read_text())["rows"][0]
+    assert rerun["command"] == merged["command"] and rerun["summary"] == merged["summary"]
+    assert len(pd.read_csv(predictions_file(output))) == len(kept)
 
 
 def test_a_per_speaker_model_is_measured_with_its_speakers_clips_and_each_clip_alone(

@@ -498,6 +498,7 @@ def bench_cv(
     classes = class_names(config.data.calm)
     rows = {row["model"]: row for row in (previous or {}).get("rows", [])}
     name = model_name(config)
+    all_folds = default_folds(manifest["corpus"].unique())  # the order rows list folds in
     predictions = model_predictions(config, folds, seeds, progress=progress, log=log).assign(model=name)
     seconds = time.perf_counter() - started  # one figure for the rows this command made
     kept = _other_runs(previous_predictions, name, predictions)
@@ -508,13 +509,15 @@ def bench_cv(
         # (unlabelled) clips, and every clip alone, by the training clips' statistics.
         row_name = name if statistics == "own clips" else f"{name}, each clip alone ({_ALONE[statistics]})"
         earlier = rows.get(row_name) if kept is not None else None
+        # Each command once, however often it is rerun: the row's figures are one set of runs.
+        commands = dict.fromkeys([*(earlier["command"].split(" && ") if earlier else []), command])
         runs = frame.groupby("seed")["fold"].unique()
         rows[row_name] = {
             "model": row_name,
-            "command": f"{earlier['command']} && {command}" if earlier else command,
-            "folds": [f for f in default_folds(manifest["corpus"].unique()) if f in set(frame["fold"])],
+            "command": " && ".join(commands),
+            "folds": [f for f in all_folds if f in set(frame["fold"])],
             "seeds": sorted(int(seed) for seed in runs.index),
-            "runs": {str(seed): sorted(map(str, f), key=_fold_order) for seed, f in runs.items()},
+            "runs": {str(seed): [f for f in all_folds if f in set(done)] for seed, done in runs.items()},
             "seconds": seconds + (earlier["seconds"] if earlier else 0.0),
             "summary": summarize(frame, classes),
             **({"validation": validation_summary(frame)} if statistics == "own clips" else {}),
@@ -557,10 +560,6 @@ def _speaker_folds_cell(row: dict[str, Any]) -> str:
     if len(set(per_seed.values())) > 1:
         return "; ".join(f"{folds} (seed {seed})" for seed, folds in per_seed.items())
     return speaker_folds(row["folds"])
-
-
-def _fold_order(fold: str) -> tuple[int, str]:
-    return (0, f"{int(fold):03d}") if fold.isdigit() else (1, fold)
 
 
 def _other_runs(previous: pd.DataFrame | None, name: str, predictions: pd.DataFrame) -> pd.DataFrame | None:
