@@ -1,13 +1,14 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's own CPU kernels, not the oneDNN ones aed_tf turns on: those round differently from
-# one process to the next, and the resume test compares a run killed in a child process with
-# one never interrupted, bit for bit. (test_train checks the package's own default.)
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Before any test module imports keras: the suite runs the kernels aed_tf chooses, whichever
+# module is collected first.
+import aed_tf  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("AED_TF_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -16,6 +17,29 @@ TESS_DIR = SHARED_DATASETS / "TESS" / "TESS_Toronto_emotional_speech_set_data"
 ORIGINALS_DIR = SHARED_DATASETS / "originals"
 EXTRA_DATASETS = Path(os.environ.get("AED_TF_EXTRA_DATASETS", REPO.parent / "shared" / "extra-datasets"))
 ASED_DIR = EXTRA_DATASETS / "ASED"
+
+
+# The suite runs the package's default kernels (oneDNN on a CPU: 2.4 times as fast here). A test
+# marked `tensorflow_own_kernels` is rerun alone in a child pytest with TF_ENABLE_ONEDNN_OPTS=0,
+# because the kernels are fixed when TensorFlow is first imported and oneDNN's rounding differs
+# from one process to the next: the bit-exact resume test compares trainings across processes.
+OWN_KERNELS = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def pytest_pyfunc_call(pyfuncitem):
+    if pyfuncitem.get_closest_marker("tensorflow_own_kernels") is None:
+        return None
+    if all(os.environ.get(k) == v for k, v in OWN_KERNELS.items()):
+        return None  # this is the child (or the whole suite was asked for TensorFlow's kernels)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", pyfuncitem.nodeid]
+    child = subprocess.run(
+        command, cwd=REPO, env={**os.environ, **OWN_KERNELS}, capture_output=True, text=True, timeout=1800
+    )
+    if child.returncode != 0:
+        pytest.fail(
+            f"with TensorFlow's own kernels, in a child pytest:\n{child.stdout[-6000:]}", pytrace=False
+        )
+    return True
 
 
 @pytest.fixture(scope="session")

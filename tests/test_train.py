@@ -279,11 +279,16 @@ def _weights(run_dir: Path) -> list[np.ndarray]:
     return keras.models.load_model(run_dir / CLASSIFIER_FILE).get_weights()
 
 
+@pytest.mark.tensorflow_own_kernels
 def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, data_root, monkeypatch):
     """Killed at two points (mid-epoch in a child process, and while saving the final models),
     then resumed: the same weights and the same history, to the bit, as the run never killed,
     with the per-speaker front end, dropout and early stopping's patience in play."""
+    from tensorflow.python.util import _pywrap_util_port
+
     import aed_tf.train as training
+
+    assert not _pywrap_util_port.IsMklEnabled(), "the marker runs this test with TensorFlow's own kernels"
 
     config = tiny_config(
         tmp_path, data_root, backbone="audiocnn", epochs=4, normalization="speaker", patience=3
@@ -363,3 +368,16 @@ def test_importing_aed_tf_turns_on_onednn_kernels_unless_told_not_to(given, expe
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
+
+
+def test_importing_tensorflow_before_aed_tf_says_the_onednn_kernels_stay_off():
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    probe = (
+        "import tensorflow; from tensorflow.python.util import _pywrap_util_port; import aed_tf; "
+        "print(_pywrap_util_port.IsMklEnabled())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # Where TensorFlow turns them on by itself (CPUs with VNNI or AMX) there is nothing to say.
+    kernels_off = done.stdout.strip() == "False"
+    assert ("import aed_tf first, or set TF_ENABLE_ONEDNN_OPTS=1" in done.stderr) == kernels_off
