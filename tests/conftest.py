@@ -19,7 +19,7 @@ EXTRA_DATASETS = Path(os.environ.get("AED_TF_EXTRA_DATASETS", REPO.parent / "sha
 ASED_DIR = EXTRA_DATASETS / "ASED"
 
 
-# The suite runs the package's default kernels (oneDNN on a CPU: 2.4 times as fast here). A test
+# The suite runs the package's default kernels (oneDNN on a CPU: 2.4 times as fast on a Xeon without VNNI). A test
 # marked `tensorflow_own_kernels` is rerun alone in a child pytest with TF_ENABLE_ONEDNN_OPTS=0,
 # because the kernels are fixed when TensorFlow is first imported and oneDNN's rounding differs
 # from one process to the next: the bit-exact resume test compares trainings across processes.
