@@ -235,6 +235,12 @@ class TrainConfig:
     balance: Literal["class_weights", "none"] = param(
         "class_weights", "counter class imbalance with inverse-frequency class weights, or not"
     )
+    speaker_adversary: float = param(
+        0.0,
+        "weight of the gradient reversal between the clip embedding and a speaker classifier "
+        "trained beside the emotion head, which pushes the embedding to forget the speaker "
+        "(training only; serving has no speaker head); 0 turns it off",
+    )
     patience: int = param(0, "early stopping after this many epochs without a better val UAR; 0: off")
     mixed_precision: Literal["auto", "on", "off"] = param(
         "auto", "float16 compute with a float32 head: auto turns it on when a GPU is present"
@@ -257,7 +263,7 @@ class TrainConfig:
             _check(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         _check(0 < self.unfreeze <= 1, "unfreeze", self.unfreeze, "in (0, 1]")
         _check(0 <= self.lr_warmup_fraction < 1, "lr_warmup_fraction", self.lr_warmup_fraction, "in [0, 1)")
-        for name in ("weight_decay", "clip_norm", "patience"):
+        for name in ("weight_decay", "clip_norm", "patience", "speaker_adversary"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")

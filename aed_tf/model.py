@@ -26,6 +26,8 @@ from aed_tf.features import LogMelFrontEnd, SpectrogramImage, fit_to_length
 from aed_tf.signature import STATISTICS_INPUT, WAVEFORM_INPUT, centred_offset
 
 BACKBONE_LAYER = "backbone"
+EMOTION_OUTPUT, SPEAKER_OUTPUT = "emotion", "speaker"  # the layers; a training model's outputs
+SPEAKER_HIDDEN_UNITS = 128
 # From scratch, BatchNorm's moving statistics must follow fast-changing weights. MobileNetV3 ships
 # with momentum 0.999: after the ~700 steps of a CPU run its statistics are half-way to the data's,
 # and inference collapsed to one class (val UAR 1/7 at train accuracy 0.85, measured).
@@ -54,8 +56,66 @@ def build_classifier(train: TrainConfig, num_classes: int, n_mels: int) -> keras
     x = backbone(x) if train.from_scratch else backbone(x, training=False)
     x = keras.layers.Dropout(train.dropout, name="dropout")(x)
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="emotion")(x)
+    probabilities = keras.layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name=EMOTION_OUTPUT
+    )(x)
     return keras.Model(features, probabilities, name=f"aed_{train.backbone}")
+
+
+@keras.saving.register_keras_serializable(package="aed_tf")
+class GradientReversal(keras.layers.Layer):
+    """Identity forward; the gradient flowing back through it is multiplied by ``-weight``.
+
+    A speaker classifier behind it learns to name the speaker from the clip embedding while the
+    layers before it learn to make that impossible (Ganin & Lempitsky 2015, domain-adversarial
+    training; for emotion across speakers, e.g. Li et al., Interspeech 2019)."""
+
+    def __init__(self, weight: float = 1.0, **kwargs: Any):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+
+    def call(self, inputs):
+        weight = self.weight
+
+        @tf.custom_gradient
+        def reverse(x):
+            return tf.identity(x), lambda upstream: -weight * upstream
+
+        return reverse(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weight": self.weight}
+
+
+def with_speaker_adversary(classifier: keras.Model, num_speakers: int, weight: float) -> keras.Model:
+    """The training model of a speaker-adversarial run: the classifier's emotion output and, on
+    the same embedding (what the classifier's dropout receives) behind a `GradientReversal`, a
+    softmax over the training speakers. It shares the classifier's layers; `emotion_classifier`
+    takes the classifier back out, and serving never sees the speaker head."""
+    embedding = classifier.get_layer("dropout").input
+    x = GradientReversal(weight, name="speaker_gradient_reversal")(embedding)
+    x = keras.layers.Dense(SPEAKER_HIDDEN_UNITS, activation="relu", name="speaker_hidden")(x)
+    speakers = keras.layers.Dense(num_speakers, activation="softmax", dtype="float32", name=SPEAKER_OUTPUT)(x)
+    return keras.Model(
+        classifier.inputs,
+        {EMOTION_OUTPUT: classifier.output, SPEAKER_OUTPUT: speakers},
+        name=f"{classifier.name}_speaker_adversarial",
+    )
+
+
+def emotion_classifier(model: keras.Model) -> keras.Model:
+    """The emotion classifier of a training model: ``model`` itself, or without its speaker head."""
+    if not isinstance(model.output, dict):
+        return model
+    return keras.Model(
+        model.inputs,
+        model.get_layer(EMOTION_OUTPUT).output,
+        name=model.name.removesuffix("_speaker_adversarial"),
+    )
 
 
 def set_backbone_trainable(classifier: keras.Model, share: float) -> None:

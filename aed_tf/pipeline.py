@@ -74,9 +74,11 @@ def train_dataset(
     seed: int | None = None,
     speakers: Sequence[str] | None = None,
     epoch: tf.Variable | None = None,
+    speaker_targets: bool = False,
 ) -> tf.data.Dataset:
     """One shuffled, augmented epoch per iteration: (features [B, frames, n_mels], one-hot labels
-    [B, C]).
+    [B, C]); with `speaker_targets`, the labels are ``{"emotion": [B, C], "speaker": [B, S]}``,
+    S the number of distinct `speakers` (for a speaker-adversarial model; mixup mixes both alike).
 
     An epoch's clip order and augmentation are a function of the seed and the epoch's number
     alone, never of what this process iterated before, so a resumed run sees the epochs an
@@ -105,11 +107,14 @@ def train_dataset(
     versions = [wave if speed == 1.0 else change_speed(wave, speed) for speed in speeds for wave in arrays]
     powers = clip_mel_powers(versions, frontend)
     statistics = clip_statistics = None
-    if frontend.normalization == "speaker":
+    if frontend.normalization == "speaker" or speaker_targets:
         if speakers is None or len(speakers) != clips_per_version:
-            raise ValueError("per-speaker normalisation needs the speaker of every training clip")
+            raise ValueError("per-speaker normalisation and speaker targets need the speaker of every clip")
         codes = pd.factorize(np.asarray(speakers, dtype=str))[0]
         speaker_count = int(codes.max()) + 1
+        # A clip's speaker at every speed: the speaker head names the person, not the version.
+        clip_speakers = tf.constant(np.tile(codes, len(speeds)), tf.int32)
+    if frontend.normalization == "speaker":
         groups = np.concatenate([codes + v * speaker_count for v in range(len(speeds))])
         frames, clip_of_frame = whole_log_mel_frames(powers, [wave.size for wave in versions], frontend)
         statistics = tf.constant(
@@ -135,10 +140,16 @@ def train_dataset(
         starts = random_start_frames(tf.gather(clip_lengths, clips), frontend, max_shift, crop_seed)
         power = crop_frames(powers, clips, starts, frontend)
         one_hot = tf.one_hot(tf.gather(clip_labels, clips), num_classes)
+        if speaker_targets:  # mixed (by mixup) together with the emotion, then split
+            one_hot = tf.concat([one_hot, tf.one_hot(tf.gather(clip_speakers, clips), speaker_count)], -1)
         speaker = None if statistics is None else tf.gather(statistics, tf.gather(clip_statistics, clips))
         if not augment.augment:
-            return normalize(log_power(power), speaker), one_hot
-        return augmented_features(power, one_hot, noise_bank, augment, augment_seed, speaker)
+            features = normalize(log_power(power), speaker)
+        else:
+            features, one_hot = augmented_features(power, one_hot, noise_bank, augment, augment_seed, speaker)
+        if speaker_targets:
+            return features, {"emotion": one_hot[:, :num_classes], "speaker": one_hot[:, num_classes:]}
+        return features, one_hot
 
     def one_epoch(_: tf.Tensor) -> tf.data.Dataset:
         number = counter.assign_add(1) - 1

@@ -36,7 +36,15 @@ from aed_tf.config import Config
 from aed_tf.errors import InputError, UserError
 from aed_tf.files import atomic_write, remove_stale_temporaries, write_csv, write_json
 from aed_tf.metrics import classification_metrics
-from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
+from aed_tf.model import (
+    EMOTION_OUTPUT,
+    SPEAKER_OUTPUT,
+    build_classifier,
+    build_serving_model,
+    emotion_classifier,
+    set_backbone_trainable,
+    with_speaker_adversary,
+)
 from aed_tf.partitions import TrainingData, load_training_data
 from aed_tf.pipeline import speaker_statistics, train_dataset
 from aed_tf.runs import (
@@ -127,6 +135,9 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     # The number of the epoch the pipeline draws: set at each epoch's start (SetEpoch), so that a
     # resumed run sees the data order and augmentation of the uninterrupted one.
     epoch_number = tf.Variable(0, dtype=tf.int64, trainable=False)
+    adversary = config.train.speaker_adversary > 0
+    if adversary and distributed.is_multi_worker(strategy):
+        raise InputError("speaker_adversary is not supported across machines (TF_CONFIG): train on one")
     train_ds = train_dataset(
         train_part.waveforms,
         train_part.labels,
@@ -135,15 +146,23 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
         seed=config.data.seed,
         speakers=train_part.speakers,
         epoch=epoch_number,
+        speaker_targets=adversary,
     )
     val_ds = val_part.eval_dataset(num_classes, config)
 
     with strategy.scope():
         model = build_classifier(config.train, num_classes, config.frontend.n_mels)
+        if adversary:
+            speakers = len(set(train_part.speakers))
+            model = with_speaker_adversary(model, speakers, config.train.speaker_adversary)
     _write_run_files(run_dir, config, data, image_size, strategy, status="training")
     class_weight = (
         _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
     )
+    if adversary and class_weight is not None:
+        # Keras takes class weights for one output only: here they become the batches' sample
+        # weights (what Keras derives from them), which weigh both heads' losses.
+        train_ds, class_weight = _with_class_sample_weights(train_ds, class_weight), None
 
     try:
         model = _fit_phases(
@@ -166,6 +185,7 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
 
     with np.load(run_dir / _BEST_WEIGHTS) as best:
         model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
+    model = emotion_classifier(model)
     val_probabilities = model.predict(val_ds, verbose=0)
     val_metrics = classification_metrics(val_part.labels, val_probabilities)
     temperature = fit_temperature(val_part.labels, val_probabilities)
@@ -350,19 +370,23 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.run_dir, self.state, self.phase = run_dir, state, phase
         self.val_ds, self.val_labels = val_ds, val_labels
 
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self._classifier = emotion_classifier(model)  # built once: predict compiles per model
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         seconds = time.perf_counter() - self._started
-        val = classification_metrics(self.val_labels, self.model.predict(self.val_ds, verbose=0))
+        val = classification_metrics(self.val_labels, self._classifier.predict(self.val_ds, verbose=0))
         for name, value in val.items():
             logs[f"val_{name}"] = value
         row = {
             "phase": self.phase,
             "epoch": epoch + 1,
-            **{k: float(v) for k, v in logs.items()},
+            **_history_columns({k: float(v) for k, v in logs.items()}),
             "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             "seconds": round(seconds, 2),
         }
@@ -376,6 +400,19 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.state["epoch"] = epoch + 1
         self.state["seed_generators"] = [v.numpy().tolist() for v in _seed_generator_states(self.model)]
         write_json(self.run_dir / _STATE, self.state)
+
+
+def _history_columns(logs: dict[str, float]) -> dict[str, float]:
+    """A speaker-adversarial run's logs in the columns of any run: `loss` and `accuracy` are the
+    emotion head's (what `val_loss` measures), the speaker head's are `speaker_*`, and the sum
+    the optimizer minimised is `total_loss`."""
+    if f"{EMOTION_OUTPUT}_loss" not in logs:
+        return logs
+    renamed = {"total_loss": logs["loss"]}
+    for key, value in logs.items():
+        if key != "loss":
+            renamed[key.removeprefix(f"{EMOTION_OUTPUT}_")] = value
+    return renamed
 
 
 def _seed_generator_states(model: keras.Model) -> list[keras.Variable]:
@@ -431,12 +468,17 @@ def _compile(model: keras.Model, config: Config, phase: Phase, steps_per_epoch: 
         weight_decay=train.weight_decay,
         global_clipnorm=train.clip_norm or None,
     )
-    model.compile(
-        optimizer=optimizer,
-        loss=_loss(config),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=train.xla,
-    )
+    accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    if isinstance(model.output, dict):  # with a speaker adversary
+        # The speaker head learns to name the speaker; label smoothing is the emotion's alone.
+        loss = {EMOTION_OUTPUT: _loss(config), SPEAKER_OUTPUT: keras.losses.CategoricalCrossentropy()}
+        metrics = {
+            EMOTION_OUTPUT: [accuracy],
+            SPEAKER_OUTPUT: [keras.metrics.CategoricalAccuracy(name="accuracy")],
+        }
+    else:
+        loss, metrics = _loss(config), [accuracy]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=train.xla)
 
 
 def _loss(config: Config, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
@@ -449,6 +491,17 @@ def _loss(config: Config, reduction: str | None = "sum_over_batch_size") -> kera
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     counts = np.bincount(labels, minlength=num_classes)
     return {c: float(len(labels) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+
+
+def _with_class_sample_weights(dataset: tf.data.Dataset, class_weight: dict[int, float]) -> tf.data.Dataset:
+    """(features, {emotion, speaker}) -> (features, labels, the class weight of each example's
+    emotion; of a mixed label, its largest share, as Keras's own class weights do)."""
+    weights = tf.constant([class_weight[c] for c in range(len(class_weight))], tf.float32)
+
+    def weigh(features: tf.Tensor, labels: dict[str, tf.Tensor]) -> tuple:
+        return features, labels, tf.gather(weights, tf.argmax(labels[EMOTION_OUTPUT], axis=-1))
+
+    return dataset.map(weigh)
 
 
 def _start_or_resume(run_dir: Path, config: Config) -> dict:

@@ -13,7 +13,14 @@ from aed_tf.backbones import (
     resolve_image_size,
 )
 from aed_tf.config import Config, FrontEndConfig
-from aed_tf.model import build_classifier, build_serving_model, set_backbone_trainable
+from aed_tf.model import (
+    GradientReversal,
+    build_classifier,
+    build_serving_model,
+    emotion_classifier,
+    set_backbone_trainable,
+    with_speaker_adversary,
+)
 
 SMALL = "mobilenetv3small"
 
@@ -201,3 +208,37 @@ def test_from_scratch_batchnorm_statistics_catch_up_with_the_data(name):
     np.testing.assert_allclose(
         np.asarray(first_bn.moving_mean), batch_mean, atol=0.02 * np.abs(batch_mean).max()
     )
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 2.0])
+def test_gradient_reversal_is_the_identity_forward_and_scales_the_gradient_by_minus_its_weight(weight):
+    import tensorflow as tf
+
+    reversal = GradientReversal(weight)
+    x = tf.constant([[1.0, -2.0, 3.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = reversal(x)
+        loss = tf.reduce_sum(y * tf.constant([[1.0, 2.0, 3.0]]))
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), -weight * np.array([[1.0, 2.0, 3.0]]))
+    assert GradientReversal.from_config(reversal.get_config()).weight == weight
+
+
+def test_a_speaker_adversary_shares_the_classifier_and_leaves_it_whole(tmp_path):
+    train = Config().replace(backbone="audiocnn", weights="none").train
+    classifier = build_classifier(train, num_classes=7, n_mels=32)
+    adversarial = with_speaker_adversary(classifier, num_speakers=5, weight=0.3)
+    features = np.random.default_rng(0).normal(size=(2, 40, 32)).astype("float32")
+    outputs = adversarial(features)
+    assert outputs["emotion"].shape == (2, 7) and outputs["speaker"].shape == (2, 5)
+    np.testing.assert_allclose(outputs["emotion"], classifier(features), atol=1e-6)
+
+    # Saved and reloaded (a checkpoint), the emotion classifier comes back out without the head.
+    adversarial.save(tmp_path / "checkpoint.keras")
+    reloaded = emotion_classifier(keras.models.load_model(tmp_path / "checkpoint.keras"))
+    assert reloaded.name == classifier.name and reloaded.output_shape == (None, 7)
+    assert not any(layer.name.startswith("speaker") for layer in reloaded.layers)
+    assert len(reloaded.weights) == len(classifier.weights)
+    np.testing.assert_allclose(reloaded(features), classifier(features), atol=1e-6)
+    assert emotion_classifier(classifier) is classifier

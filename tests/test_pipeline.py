@@ -242,6 +242,31 @@ def test_train_dataset_with_mixup_gives_soft_labels() -> None:
     assert soft > 0
 
 
+@pytest.mark.parametrize("changes", [{}, {"mixup_alpha": 0.4, "speed_perturbation": 0.1}])
+def test_speaker_targets_name_each_examples_speaker_mixed_as_its_emotion(changes) -> None:
+    """Each speaker here speaks one emotion of their own, so an example's speaker target must be
+    its emotion target, column for column, also where mixup blends two examples (at any speed)."""
+    speakers = ["ann", "bob", "cy"] * 4
+    labels = [{"ann": 0, "bob": 1, "cy": 2}[s] for s in speakers]
+    config = CONFIG.replace(**changes)
+    soft = 0
+    for images, targets in train_dataset(
+        clips([2000] * 12), labels, 3, config, seed=0, speakers=speakers, speaker_targets=True
+    ):
+        assert set(targets) == {"emotion", "speaker"} and images.shape[0] == 4
+        emotion, speaker = targets["emotion"].numpy(), targets["speaker"].numpy()
+        assert speaker.shape == (4, 3)
+        np.testing.assert_allclose(speaker, emotion, atol=1e-6)
+        np.testing.assert_allclose(speaker.sum(axis=1), 1, atol=1e-6)
+        soft += int(np.sum((speaker > 1e-3) & (speaker < 1 - 1e-3)))
+    assert (soft > 0) == bool(changes)
+
+
+def test_speaker_targets_need_the_speakers() -> None:
+    with pytest.raises(ValueError, match="speaker of every clip"):
+        train_dataset(clips([2000] * 8), [0] * 8, NUM_CLASSES, CONFIG, seed=0, speaker_targets=True)
+
+
 def test_augment_false_disables_every_augmentation() -> None:
     n = FRONTEND.clip_samples  # full-length clips leave nothing to crop
     waves = clips([n] * 8)

@@ -330,6 +330,46 @@ def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, data_r
     )
 
 
+def test_a_speaker_adversarial_run_trains_both_heads_resumes_and_serves_the_emotion_head_alone(
+    tmp_path, data_root, monkeypatch
+):
+    import aed_tf.train as training
+
+    config = tiny_config(
+        tmp_path, data_root, backbone="audiocnn", normalization="speaker", speaker_adversary=1.0
+    )
+    real_epoch_end = training.EpochCheckpoint.on_epoch_end
+
+    def killed_after_the_first_epoch(self, epoch, logs=None):
+        real_epoch_end(self, epoch, logs)
+        raise _Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(training.EpochCheckpoint, "on_epoch_end", killed_after_the_first_epoch)
+        with pytest.raises(_Killed):
+            train(config, progress=False)
+    result = train(config.replace(resume=True), progress=False)
+    run = result.run_dir
+    assert json.loads((run / CONFIG_FILE).read_text())["status"] == "finished"
+
+    # The history has every run's columns, the emotion head's; the speaker head's beside them.
+    history = result.history
+    assert list(history["epoch"]) == [1, 2]
+    assert {"loss", "accuracy", "val_uar", "speaker_loss", "speaker_accuracy"} <= set(history.columns)
+    np.testing.assert_allclose(history["total_loss"], history["loss"] + history["speaker_loss"], rtol=1e-4)
+
+    # What is saved and served is the emotion classifier; it is not the run without the adversary.
+    classifier = keras.models.load_model(run / CLASSIFIER_FILE)
+    assert classifier.output_shape == (None, len(CLASSES))
+    assert not any(layer.name.startswith("speaker") for layer in classifier.layers)
+    from aed_tf.evaluate import evaluate
+
+    metrics = json.loads((run / METRICS_FILE).read_text())
+    assert evaluate(run, "val").overall == pytest.approx(metrics["val"], abs=1e-6)
+    plain = train(config.replace(run_id="plain", speaker_adversary=0.0), progress=False)
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(run), _weights(plain.run_dir), strict=True))
+
+
 def test_resume_refuses_changed_parameters(tmp_path, data_root):
     config = tiny_config(tmp_path, data_root, epochs=1)
     train(config, progress=False)
