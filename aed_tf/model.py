@@ -68,7 +68,7 @@ class GradientReversal(keras.layers.Layer):
 
     A speaker classifier behind it learns to name the speaker from the clip embedding while the
     layers before it learn to make that impossible (Ganin & Lempitsky 2015, domain-adversarial
-    training; for emotion across speakers, e.g. Li et al., Interspeech 2019)."""
+    training, here with the speakers as the domains)."""
 
     def __init__(self, weight: float = 1.0, **kwargs: Any):
         kwargs.setdefault("dtype", "float32")

@@ -109,7 +109,9 @@ def train_dataset(
     statistics = clip_statistics = None
     if frontend.normalization == "speaker" or speaker_targets:
         if speakers is None or len(speakers) != clips_per_version:
-            raise ValueError("per-speaker normalisation and speaker targets need the speaker of every clip")
+            raise ValueError(
+                "per-speaker normalisation and speaker targets need the speaker of every training clip"
+            )
         codes = pd.factorize(np.asarray(speakers, dtype=str))[0]
         speaker_count = int(codes.max()) + 1
         # A clip's speaker at every speed: the speaker head names the person, not the version.

@@ -263,7 +263,7 @@ def test_speaker_targets_name_each_examples_speaker_mixed_as_its_emotion(changes
 
 
 def test_speaker_targets_need_the_speakers() -> None:
-    with pytest.raises(ValueError, match="speaker of every clip"):
+    with pytest.raises(ValueError, match="the speaker of every training clip"):
         train_dataset(clips([2000] * 8), [0] * 8, NUM_CLASSES, CONFIG, seed=0, speaker_targets=True)
 
 
