@@ -501,7 +501,8 @@ def _with_class_sample_weights(dataset: tf.data.Dataset, class_weight: dict[int,
     def weigh(features: tf.Tensor, labels: dict[str, tf.Tensor]) -> tuple:
         return features, labels, tf.gather(weights, tf.argmax(labels[EMOTION_OUTPUT], axis=-1))
 
-    return dataset.map(weigh)
+    # Prefetched again: the pipeline's own prefetch sits before this map, not after it.
+    return dataset.map(weigh).prefetch(tf.data.AUTOTUNE)
 
 
 def _start_or_resume(run_dir: Path, config: Config) -> dict:
