@@ -232,8 +232,11 @@ class TrainConfig:
     clip_norm: float = param(0.0, "global gradient-norm clipping; 0 turns it off")
     label_smoothing: float = param(0.1, "label smoothing of the cross-entropy")
     dropout: float = param(0.3, "dropout before the classifier")
-    balance: Literal["class_weights", "none"] = param(
-        "class_weights", "counter class imbalance with inverse-frequency class weights, or not"
+    balance: Literal["class_weights", "corpus_class_weights", "none"] = param(
+        "class_weights",
+        "counter imbalance: class_weights (inverse class frequency), corpus_class_weights (every "
+        "corpus and, within it, every emotion weighs the same in total, so that a small corpus "
+        "counts as much as a large one) or none",
     )
     speaker_adversary: float = param(
         0.0,

@@ -75,10 +75,13 @@ def train_dataset(
     speakers: Sequence[str] | None = None,
     epoch: tf.Variable | None = None,
     speaker_targets: bool = False,
+    clip_weights: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """One shuffled, augmented epoch per iteration: (features [B, frames, n_mels], one-hot labels
     [B, C]); with `speaker_targets`, the labels are ``{"emotion": [B, C], "speaker": [B, S]}``,
     S the number of distinct `speakers` (for a speaker-adversarial model; mixup mixes both alike).
+    With `clip_weights` (one per clip), each example's weight [B] follows as a third element, the
+    sample weight of its loss; mixup mixes a pair's weights as it mixes their labels.
 
     An epoch's clip order and augmentation are a function of the seed and the epoch's number
     alone, never of what this process iterated before, so a resumed run sees the epochs an
@@ -125,6 +128,10 @@ def train_dataset(
         clip_statistics = tf.constant(groups, tf.int64)
     clip_lengths = tf.constant([wave.size for wave in versions], tf.int64)
     clip_labels = tf.constant(np.tile(np.asarray(labels), len(speeds)), tf.int32)
+    if clip_weights is not None:
+        if len(clip_weights) != clips_per_version:
+            raise ValueError(f"{len(clip_weights)} clip weights for {clips_per_version} training clips")
+        weight_of_clip = tf.constant(np.tile(np.asarray(clip_weights, np.float32), len(speeds)))
     noise_bank = tf.constant(white_noise_bank(frontend))
     max_shift = round(augment.time_shift_ms / frontend.hop_ms) if augment.augment else 0  # hops
     # Independent seed streams for the clip order and the batches, both fixed by `seed` (drawn
@@ -133,7 +140,7 @@ def train_dataset(
     counter = tf.Variable(0, dtype=tf.int64, trainable=False) if epoch is None else epoch
     clip_count, steps = len(arrays), len(arrays) // batch_size
 
-    def featurize(clips: tf.Tensor, op_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def featurize(clips: tf.Tensor, op_seed: tf.Tensor) -> tuple:
         crop_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(op_seed, 2))
         if len(speeds) > 1:  # a speed per clip, drawn from a stream of its own
             speed_seed = tf.random.experimental.stateless_fold_in(op_seed, len(speeds))
@@ -144,14 +151,23 @@ def train_dataset(
         one_hot = tf.one_hot(tf.gather(clip_labels, clips), num_classes)
         if speaker_targets:  # mixed (by mixup) together with the emotion, then split
             one_hot = tf.concat([one_hot, tf.one_hot(tf.gather(clip_speakers, clips), speaker_count)], -1)
+        if clip_weights is not None:  # the last column, mixed (by mixup) as the labels are
+            one_hot = tf.concat([one_hot, tf.gather(weight_of_clip, clips)[:, None]], -1)
         speaker = None if statistics is None else tf.gather(statistics, tf.gather(clip_statistics, clips))
         if not augment.augment:
             features = normalize(log_power(power), speaker)
         else:
             features, one_hot = augmented_features(power, one_hot, noise_bank, augment, augment_seed, speaker)
+        weights = ()
+        if clip_weights is not None:
+            one_hot, weights = one_hot[:, :-1], (one_hot[:, -1],)
         if speaker_targets:
-            return features, {"emotion": one_hot[:, :num_classes], "speaker": one_hot[:, num_classes:]}
-        return features, one_hot
+            return (
+                features,
+                {"emotion": one_hot[:, :num_classes], "speaker": one_hot[:, num_classes:]},
+                *weights,
+            )
+        return features, one_hot, *weights
 
     def one_epoch(_: tf.Tensor) -> tf.data.Dataset:
         number = counter.assign_add(1) - 1

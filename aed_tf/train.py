@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,11 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     adversary = config.train.speaker_adversary > 0
     if adversary and distributed.is_multi_worker(strategy):
         raise InputError("speaker_adversary is not supported across machines (TF_CONFIG): train on one")
+    balance = config.train.balance
+    if balance == "corpus_class_weights" and distributed.is_multi_worker(strategy):
+        raise InputError(
+            "balance=corpus_class_weights is not supported across machines (TF_CONFIG): train on one"
+        )
     train_ds = train_dataset(
         train_part.waveforms,
         train_part.labels,
@@ -147,6 +153,11 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
         speakers=train_part.speakers,
         epoch=epoch_number,
         speaker_targets=adversary,
+        clip_weights=(
+            corpus_class_weights(train_part.manifest["corpus"], train_part.labels)
+            if balance == "corpus_class_weights"
+            else None
+        ),
     )
     val_ds = val_part.eval_dataset(num_classes, config)
 
@@ -156,9 +167,7 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
             speakers = len(set(train_part.speakers))
             model = with_speaker_adversary(model, speakers, config.train.speaker_adversary)
     _write_run_files(run_dir, config, data, image_size, strategy, status="training")
-    class_weight = (
-        _class_weights(train_part.labels, num_classes) if config.train.balance == "class_weights" else None
-    )
+    class_weight = _class_weights(train_part.labels, num_classes) if balance == "class_weights" else None
     if adversary and class_weight is not None:
         # Keras takes class weights for one output only: here they become the batches' sample
         # weights (what Keras derives from them), which weigh both heads' losses.
@@ -491,6 +500,16 @@ def _loss(config: Config, reduction: str | None = "sum_over_batch_size") -> kera
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     counts = np.bincount(labels, minlength=num_classes)
     return {c: float(len(labels) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+
+
+def corpus_class_weights(corpora: Sequence[str], labels: Sequence[int]) -> np.ndarray:
+    """Each clip's weight such that every corpus weighs the same in total and, within a corpus,
+    every emotion it has: N / (corpora x its corpus's emotions x clips of its corpus and emotion).
+    The weights average 1, as inverse-frequency class weights do."""
+    cells = pd.DataFrame({"corpus": np.asarray(corpora, dtype=str), "label": np.asarray(labels)})
+    clips_of_cell = cells.groupby(["corpus", "label"])["label"].transform("size").to_numpy()
+    emotions_of_corpus = cells.groupby("corpus")["label"].transform("nunique").to_numpy()
+    return len(cells) / (cells["corpus"].nunique() * emotions_of_corpus * clips_of_cell)
 
 
 def _with_class_sample_weights(dataset: tf.data.Dataset, class_weight: dict[int, float]) -> tf.data.Dataset:

@@ -262,6 +262,37 @@ def test_speaker_targets_name_each_examples_speaker_mixed_as_its_emotion(changes
     assert (soft > 0) == bool(changes)
 
 
+@pytest.mark.parametrize("changes", [{}, {"mixup_alpha": 0.4, "speed_perturbation": 0.1}])
+@pytest.mark.parametrize("speaker_targets", [False, True])
+def test_clip_weights_follow_each_example_mixed_as_its_labels(changes, speaker_targets) -> None:
+    """Each clip weighs 1 + its label here, so an example's weight must be its (mixed) emotion
+    target's expected 1 + label, at any speed and with speaker targets beside it."""
+    speakers = ["ann", "bob", "cy"] * 4
+    labels = [0, 1, 2, 2] * 3
+    config = CONFIG.replace(**changes)
+    weighed = 0
+    for images, targets, weights in train_dataset(
+        clips([2000] * 12),
+        labels,
+        3,
+        config,
+        seed=0,
+        speakers=speakers,
+        speaker_targets=speaker_targets,
+        clip_weights=[1.0 + label for label in labels],
+    ):
+        emotion = (targets["emotion"] if speaker_targets else targets).numpy()
+        assert images.shape[0] == 4 and emotion.shape == (4, 3) and weights.shape == (4,)
+        np.testing.assert_allclose(weights.numpy(), emotion @ np.array([1.0, 2.0, 3.0]), atol=1e-5)
+        weighed += len(set(np.round(weights.numpy(), 4)))
+    assert weighed > 3  # not one weight for every example
+
+
+def test_clip_weights_need_one_weight_per_clip() -> None:
+    with pytest.raises(ValueError, match="7 clip weights for 8 training clips"):
+        train_dataset(clips([2000] * 8), [0] * 8, NUM_CLASSES, CONFIG, seed=0, clip_weights=[1.0] * 7)
+
+
 def test_speaker_targets_need_the_speakers() -> None:
     with pytest.raises(ValueError, match="the speaker of every training clip"):
         train_dataset(clips([2000] * 8), [0] * 8, NUM_CLASSES, CONFIG, seed=0, speaker_targets=True)

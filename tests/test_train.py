@@ -18,7 +18,7 @@ from aed_tf.labels import CLASSES
 from aed_tf.partitions import load_training_data
 from aed_tf.pipeline import eval_dataset
 from aed_tf.runs import CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE
-from aed_tf.train import phases, train
+from aed_tf.train import corpus_class_weights, phases, train
 from tests.synth import make_ravdess_tree, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -368,6 +368,37 @@ def test_a_speaker_adversarial_run_trains_both_heads_resumes_and_serves_the_emot
     assert evaluate(run, "val").overall == pytest.approx(metrics["val"], abs=1e-6)
     plain = train(config.replace(run_id="plain", speaker_adversary=0.0), progress=False)
     assert any(not np.array_equal(a, b) for a, b in zip(_weights(run), _weights(plain.run_dir), strict=True))
+
+
+def test_corpus_class_weights_weigh_every_corpus_and_its_emotions_alike():
+    corpora = ["big"] * 8 + ["small"] * 3
+    labels = [0, 0, 0, 0, 0, 0, 1, 1] + [0, 1, 2]
+    weights = corpus_class_weights(corpora, labels)
+    assert weights.mean() == pytest.approx(1.0)
+    frame = pd.DataFrame({"corpus": corpora, "label": labels, "weight": weights})
+    np.testing.assert_allclose(frame.groupby("corpus")["weight"].sum(), [len(labels) / 2] * 2)
+    for _, corpus in frame.groupby("corpus"):  # within a corpus, every emotion weighs the same
+        totals = corpus.groupby("label")["weight"].sum()
+        np.testing.assert_allclose(totals, totals.iloc[0])
+    # A single corpus: they are the inverse-frequency class weights.
+    np.testing.assert_allclose(corpus_class_weights(["one"] * 8, labels[:8]), [8 / 12] * 6 + [8 / 4] * 2)
+
+
+def test_on_one_corpus_corpus_class_weights_train_the_class_weighted_model(tmp_path):
+    """On one corpus with every emotion (calm merged into neutral, so twice as many neutral
+    clips), the corpus-balanced weights are the class weights: the pipeline's sample weights must
+    train what Keras's class weights train, and not what no weights train."""
+    all_emotions = ("01", "02", "03", "04", "05", "06", "07", "08")
+    data_root = make_ravdess_tree(tmp_path / "data", actors=range(1, 6), codes=all_emotions, takes=1)
+    config = tiny_config(tmp_path, data_root, backbone="audiocnn", epochs=1)
+    by_class = train(config.replace(run_id="class"), progress=False).run_dir
+    by_corpus = train(config.replace(run_id="corpus", balance="corpus_class_weights"), progress=False).run_dir
+    unweighted = train(config.replace(run_id="none", balance="none"), progress=False).run_dir
+
+    def distance(a: Path, b: Path) -> float:  # the two routes may round apart: not bit for bit
+        return max(float(np.abs(x - y).max()) for x, y in zip(_weights(a), _weights(b), strict=True))
+
+    assert distance(by_class, by_corpus) < 0.1 * distance(by_class, unweighted)
 
 
 def test_resume_refuses_changed_parameters(tmp_path, data_root):
