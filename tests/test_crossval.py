@@ -10,7 +10,7 @@ import pytest
 
 from aed_tf import cli
 from aed_tf.bench import ENVIRONMENT_KEYS, benchmark_environment
-from aed_tf.bench.cv import SPEAKER_FOLDS, model_name, predictions_file, summarize
+from aed_tf.bench.cv import SPEAKER_FOLDS, format_cv_table, model_name, predictions_file, summarize
 from aed_tf.config import Config
 from aed_tf.runs import Run
 from tests.synth import make_ased_tree, make_ravdess_tree, tiny_config
@@ -265,6 +265,35 @@ def test_summary_pools_out_of_fold_predictions_per_corpus():
     assert summary["headline_uar_per_seed"] == {0: 0.75, 1: 0.625}
     assert summary["headline_uar"]["std"] == pytest.approx(0.0625)
     assert summary["leave_corpus_out"]["tess"]["uar"]["mean"] == 1.0
+
+
+def test_a_row_of_corpora_left_out_alone_is_tabled_with_them_and_not_with_the_speaker_folds():
+    """`--test-folds ravdess tess` into a new result: no speaker fold, so no headline."""
+    rows = [
+        {
+            "clip_id": f"{corpus}{i}",
+            "corpus": corpus,
+            "speaker": "s",
+            "label": i % 2,
+            "predicted": 0,
+            "seed": 0,
+            "fold": corpus,
+        }
+        for corpus in ("ravdess", "tess")
+        for i in range(4)
+    ]
+    summary = summarize(pd.DataFrame(rows), ("angry", "sad"))
+    assert summary["headline_uar"] is None and summary["per_corpus"] == {}
+    result = {
+        "folds_description": "the folds",
+        "validation_description": "the validation speakers",
+        "rows": [{"model": "cnn", "summary": summary, "command": "aed-tf bench cv", "seconds": 60.0}],
+        **benchmark_environment(),
+    }
+    table = format_cv_table(result)
+    loco = table.split("## Leave one corpus out")[1].split("##")[0]
+    assert "| cnn | 0.500 ± 0.000 | 0.500 ± 0.000 |" in loco
+    assert table.count("| cnn |") == 1
 
 
 def test_a_benchmark_run_keeps_its_name_when_a_field_is_added_at_its_default(monkeypatch):
