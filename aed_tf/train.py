@@ -103,11 +103,8 @@ def train(config: Config, progress: bool = True) -> TrainResult:
     Under ``TF_CONFIG`` each worker calls this with the same config; only the chief writes the
     run folder. The others return its path as they name it (with no ``run_id``, from their clock).
     """
-    if config.train.resume and os.environ.get("TF_CONFIG"):
-        raise distributed.MultiWorkerUnsupportedError(
-            "--resume is not supported across machines (TF_CONFIG is set): only the chief keeps "
-            "the checkpoint. Resume on the chief alone with TF_CONFIG unset, or start a new run."
-        )
+    if os.environ.get("TF_CONFIG"):  # before the strategy connects to the cluster
+        _refuse_what_training_across_machines_lacks(config)
     strategy = distribution_strategy()
     run_dir = run_directory(config)
     if strategy.extended.should_checkpoint:  # the chief, or the only worker
@@ -115,6 +112,28 @@ def train(config: Config, progress: bool = True) -> TrainResult:
     with tempfile.TemporaryDirectory(prefix="aed-tf-worker-") as scratch:
         result = _train(config, strategy, Path(scratch) / run_dir.name, progress)
     return dataclasses.replace(result, run_dir=run_dir)
+
+
+def _refuse_what_training_across_machines_lacks(config: Config) -> None:
+    if config.train.resume:
+        raise distributed.MultiWorkerUnsupportedError(
+            "--resume is not supported across machines (TF_CONFIG is set): only the chief keeps "
+            "the checkpoint. Resume on the chief alone with TF_CONFIG unset, or start a new run."
+        )
+    # distributed.fit trains one output with class weights.
+    lacking = [
+        flag
+        for flag, used in (
+            ("--speaker-adversary", config.train.speaker_adversary > 0),
+            ("--balance corpus_class_weights", config.train.balance == "corpus_class_weights"),
+        )
+        if used
+    ]
+    if lacking:
+        raise distributed.MultiWorkerUnsupportedError(
+            f"{' and '.join(lacking)} not supported across machines (TF_CONFIG is set): "
+            "train on one machine, with TF_CONFIG unset"
+        )
 
 
 def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, progress: bool) -> TrainResult:
@@ -137,13 +156,7 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     # resumed run sees the data order and augmentation of the uninterrupted one.
     epoch_number = tf.Variable(0, dtype=tf.int64, trainable=False)
     adversary = config.train.speaker_adversary > 0
-    if adversary and distributed.is_multi_worker(strategy):
-        raise InputError("speaker_adversary is not supported across machines (TF_CONFIG): train on one")
     balance = config.train.balance
-    if balance == "corpus_class_weights" and distributed.is_multi_worker(strategy):
-        raise InputError(
-            "balance=corpus_class_weights is not supported across machines (TF_CONFIG): train on one"
-        )
     train_ds = train_dataset(
         train_part.waveforms,
         train_part.labels,

@@ -410,7 +410,7 @@ def test_resume_refuses_changed_parameters(tmp_path, data_root):
         train(config.replace(resume=True, batch_size=4), progress=False)
 
 
-def test_resume_across_machines_gets_a_clear_error_not_a_crash(tmp_path, monkeypatch):
+def test_what_training_across_machines_lacks_gets_a_clear_error_before_connecting(tmp_path, monkeypatch):
     from aed_tf.distributed import MultiWorkerUnsupportedError
 
     monkeypatch.setenv(
@@ -423,6 +423,14 @@ def test_resume_across_machines_gets_a_clear_error_not_a_crash(tmp_path, monkeyp
     # Refused before the strategy connects to the cluster.
     with pytest.raises(MultiWorkerUnsupportedError, match="--resume.*TF_CONFIG unset"):
         train(config, progress=False)
+    # The multi-worker loop trains one output, with class weights.
+    with pytest.raises(MultiWorkerUnsupportedError, match="^--speaker-adversary not supported"):
+        train(config.replace(resume=False, speaker_adversary=0.1), progress=False)
+    with pytest.raises(MultiWorkerUnsupportedError, match="adversary and --balance corpus_class_weights not"):
+        train(
+            config.replace(resume=False, speaker_adversary=0.1, balance="corpus_class_weights"),
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize(("given", "expected"), [(None, "True"), ("0", "False")])
