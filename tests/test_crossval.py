@@ -12,6 +12,7 @@ from aed_tf import cli
 from aed_tf.bench import ENVIRONMENT_KEYS, benchmark_environment
 from aed_tf.bench.cv import SPEAKER_FOLDS, format_cv_table, model_name, predictions_file, summarize
 from aed_tf.config import Config
+from aed_tf.labels import class_names
 from aed_tf.runs import Run
 from tests.synth import make_ased_tree, make_ravdess_tree, tiny_config
 
@@ -156,6 +157,12 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert "| 1 (seed 0); 1 (seed 1); 2 (seed 2) | 3 |" in output.with_suffix(".md").read_text()
     kept = pd.read_csv(predictions_file(output), dtype={"fold": str})
     assert set(kept["seed"]) == {0, 1, 2} and set(kept["fold"]) == {"1", "2", "ased"}
+    # With each clip's class probabilities, for ensembles of seeds made later without the runs.
+    probabilities = kept[[f"p_{name}" for name in class_names("neutral")]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-3)
+    np.testing.assert_array_equal(
+        probabilities[np.arange(len(kept)), kept["predicted"]], probabilities.max(axis=1)
+    )
     # The same command again reuses its run: the row, its figures and its commands are unchanged.
     assert cli.main(later) == 0
     rerun = json.loads(output.read_text())["rows"][0]

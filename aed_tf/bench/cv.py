@@ -37,6 +37,15 @@ from aed_tf.splits import CV, CV_FOLDS, PROTOCOLS, make_split
 SPEAKER_FOLDS = tuple(str(fold) for fold in range(1, CV_FOLDS + 1))
 _PREDICTION_COLUMNS = ["clip_id", "corpus", "speaker", "label", "predicted"]
 
+
+def _kept_columns(predictions: pd.DataFrame) -> pd.DataFrame:
+    """What the benchmark keeps of `evaluate`'s predictions: the clip, its label and prediction,
+    and the class probabilities (``p_<class>``, 4 decimals), so that the runs of several seeds
+    can later be averaged into an ensemble without their run folders."""
+    probabilities = [column for column in predictions if column.startswith("p_")]
+    return predictions[_PREDICTION_COLUMNS].join(predictions[probabilities].round(4))
+
+
 # name -> (features of the clips, classifier, speaker-standardised?)
 BASELINES: dict[str, tuple[str, bool]] = {
     "MFCC/chroma/mel + MLP (reference projects)": ("reference", False),
@@ -89,14 +98,14 @@ def model_predictions(
             # validation speakers (training speakers of the fold, never its test speakers).
             validation_uar = Run.load(run_dir).metrics()["val"]["uar"]
             data = load_training_data(run_config, progress=False)
-            test = evaluate(run_dir, "test", data=data).predictions[_PREDICTION_COLUMNS]
+            test = _kept_columns(evaluate(run_dir, "test", data=data).predictions)
             frames.append(
                 test.assign(seed=seed, fold=fold, statistics="own clips", validation_uar=validation_uar)
             )
             if config.frontend.normalization == "speaker":  # and a lone clip of an unknown speaker
                 for lone in ("training", "the clip itself"):
                     alone = evaluate(run_dir, "test", data=data, speaker_statistics=lone).predictions
-                    frames.append(alone[_PREDICTION_COLUMNS].assign(seed=seed, fold=fold, statistics=lone))
+                    frames.append(_kept_columns(alone).assign(seed=seed, fold=fold, statistics=lone))
             log(
                 f"fold {fold} seed {seed}: {_progress_line(test)} "
                 f"validation UAR {validation_uar:.3f} "
