@@ -10,8 +10,16 @@ import pytest
 
 from aed_tf import cli
 from aed_tf.bench import ENVIRONMENT_KEYS, benchmark_environment
-from aed_tf.bench.cv import SPEAKER_FOLDS, format_cv_table, model_name, predictions_file, summarize
+from aed_tf.bench.cv import (
+    SPEAKER_FOLDS,
+    format_cv_table,
+    model_name,
+    predictions_file,
+    summarize,
+    validation_summary,
+)
 from aed_tf.config import Config
+from aed_tf.evaluate import evaluate
 from aed_tf.labels import class_names
 from aed_tf.runs import Run
 from tests.synth import make_ased_tree, make_ravdess_tree, tiny_config
@@ -90,17 +98,28 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     validation = model_row["validation"]
     assert [(r["seed"], r["fold"]) for r in validation["per_run"]] == [(0, "1"), (1, "1")]
     speaker_fold_runs = [
-        Run.load(path.parent)
+        path.parent
         for path in Path(config.train.output_dir).glob("bench-audiocnn-*/config.json")
         if Run.load(path.parent).config.data.fold == "1"
     ]
     assert sorted((r["seed"], r["uar"]) for r in validation["per_run"]) == sorted(
-        (run.config.data.seed, run.metrics()["val"]["uar"]) for run in speaker_fold_runs
+        (Run.load(run).config.data.seed, Run.load(run).metrics()["val"]["uar"]) for run in speaker_fold_runs
     )
+    # And the mean over corpora of each corpus's validation UAR.
+    of_corpora = {
+        Run.load(run).config.data.seed: evaluate(run, "val").per_corpus["uar"].mean()
+        for run in speaker_fold_runs
+    }
+    assert {r["seed"]: r["uar_of_corpora"] for r in validation["per_run"]} == pytest.approx(of_corpora)
     assert validation["uar"]["mean"] == pytest.approx(np.mean([r["uar"] for r in validation["per_run"]]))
     assert all("validation" not in row for row in result["rows"][1:])  # the lone-clip and baseline rows
     assert set(ENVIRONMENT_KEYS) <= set(result)  # the block every benchmark result records
     table = output.with_suffix(".md").read_text()
+    of = validation["uar_of_corpora"]
+    assert (
+        f"{validation['uar']['mean']:.3f} ± {validation['uar']['std']:.3f} ({of['mean']:.3f} ± {of['std']:.3f})"
+        in table
+    )
     for expected in (
         "headline",
         "Leave one corpus out",
@@ -301,6 +320,28 @@ def test_a_row_of_corpora_left_out_alone_is_tabled_with_them_and_not_with_the_sp
     loco = table.split("## Leave one corpus out")[1].split("##")[0]
     assert "| cnn | 0.500 ± 0.000 | 0.500 ± 0.000 |" in loco
     assert table.count("| cnn |") == 1
+
+
+def test_validation_is_summarised_pooled_and_per_corpus_where_the_predictions_have_both():
+    runs = pd.DataFrame(
+        {
+            "seed": [0, 0, 0, 1, 0],
+            "fold": ["1", "1", "2", "1", "ravdess"],  # two clips of run (0, 1); a corpus left out
+            "validation_uar": [0.6, 0.6, 0.8, 0.5, 0.9],
+            "validation_uar_of_corpora": [0.5, 0.5, 0.7, 0.3, 0.9],
+        }
+    )
+    summary = validation_summary(runs)
+    assert summary["uar"]["mean"] == pytest.approx(np.mean([0.7, 0.5]))
+    assert summary["uar_of_corpora"]["mean"] == pytest.approx(np.mean([0.6, 0.3]))
+    assert [(r["seed"], r["fold"], r["uar_of_corpora"]) for r in summary["per_run"]] == [
+        (0, "1", 0.5),
+        (0, "2", 0.7),
+        (1, "1", 0.3),
+    ]
+    older = validation_summary(runs.drop(columns="validation_uar_of_corpora"))  # an earlier version's
+    assert older["uar"] == summary["uar"] and "uar_of_corpora" not in older
+    assert all("uar_of_corpora" not in r for r in older["per_run"])
 
 
 def test_a_benchmark_run_keeps_its_name_when_a_field_is_added_at_its_default(monkeypatch):

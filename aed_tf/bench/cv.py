@@ -98,9 +98,17 @@ def model_predictions(
             # validation speakers (training speakers of the fold, never its test speakers).
             validation_uar = Run.load(run_dir).metrics()["val"]["uar"]
             data = load_training_data(run_config, progress=False)
+            # And per corpus, so that no corpus's many validation speakers decide alone.
+            of_corpora = float(evaluate(run_dir, "val", data=data).per_corpus["uar"].mean())
             test = _kept_columns(evaluate(run_dir, "test", data=data).predictions)
             frames.append(
-                test.assign(seed=seed, fold=fold, statistics="own clips", validation_uar=validation_uar)
+                test.assign(
+                    seed=seed,
+                    fold=fold,
+                    statistics="own clips",
+                    validation_uar=validation_uar,
+                    validation_uar_of_corpora=of_corpora,
+                )
             )
             if config.frontend.normalization == "speaker":  # and a lone clip of an unknown speaker
                 for lone in ("training", "the clip itself"):
@@ -108,7 +116,7 @@ def model_predictions(
                     frames.append(_kept_columns(alone).assign(seed=seed, fold=fold, statistics=lone))
             log(
                 f"fold {fold} seed {seed}: {_progress_line(test)} "
-                f"validation UAR {validation_uar:.3f} "
+                f"validation UAR {validation_uar:.3f} (mean of corpora {of_corpora:.3f}) "
                 f"({'reused' if status == FINISHED else f'{time.perf_counter() - started:.0f} s'}, {run_dir})"
             )
     return pd.concat(frames, ignore_index=True)
@@ -222,20 +230,30 @@ def summarize(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, An
 
 
 def validation_summary(predictions: pd.DataFrame) -> dict[str, Any]:
-    """The validation UAR of every speaker-fold run (seed, fold) of a model, and their mean over
-    folds with its spread over seeds: what settings are compared by, never the test figures."""
-    runs = (
-        predictions[predictions["fold"].isin(SPEAKER_FOLDS)]
-        .groupby(["seed", "fold"], sort=True)["validation_uar"]
-        .first()
+    """The validation UAR of every speaker-fold run (seed, fold) of a model, pooled over the
+    validation clips and as the mean over corpora of each corpus's, and their means over folds
+    with their spread over seeds: what settings are compared by, never the test figures.
+    Predictions kept by an earlier version have no mean over corpora: then it is left out."""
+    columns = ["validation_uar", "validation_uar_of_corpora"]
+    speaker_folds = predictions[predictions["fold"].isin(SPEAKER_FOLDS)].reindex(
+        columns=["seed", "fold", *columns]
     )
+    runs = speaker_folds.groupby(["seed", "fold"], sort=True)[columns].first()
     if runs.empty:  # leave-one-corpus-out folds alone
         return {}
     per_seed = runs.groupby(level="seed").mean()
+    of_corpora = bool(runs["validation_uar_of_corpora"].notna().all())
     return {
-        "uar": _spread(per_seed.tolist()),
+        "uar": _spread(per_seed["validation_uar"].tolist()),
+        **({"uar_of_corpora": _spread(per_seed["validation_uar_of_corpora"].tolist())} if of_corpora else {}),
         "per_run": [
-            {"seed": int(seed), "fold": fold, "uar": float(uar)} for (seed, fold), uar in runs.items()
+            {
+                "seed": int(seed),
+                "fold": fold,
+                "uar": float(run["validation_uar"]),
+                **({"uar_of_corpora": float(run["validation_uar_of_corpora"])} if of_corpora else {}),
+            }
+            for (seed, fold), run in runs.iterrows()
         ],
     }
 
@@ -271,7 +289,8 @@ def format_cv_table(result: dict[str, Any]) -> str:
         "Mean over seeds ± standard deviation over seeds; in brackets the standard deviation of "
         f"UAR over the {CV_FOLDS} folds. The headline is the mean over corpora of the per-corpus UAR. "
         "Validation UAR: the kept epoch's, on each fold's validation speakers, mean over the speaker "
-        "folds ± over seeds; settings are chosen by it, never by the test figures.",
+        "folds ± over seeds, pooled over the validation clips and (in brackets) the mean over corpora "
+        "of each corpus's; settings are chosen by it, never by the test figures.",
         "",
         *table_head("model", "folds", "seeds", "validation UAR", "headline (mean of corpora)", *corpora),
     ]
@@ -287,8 +306,15 @@ def format_cv_table(result: dict[str, Any]) -> str:
             )
         head = summary["headline_uar"]
         folds = _speaker_folds_cell(row)
-        validation = row.get("validation", {}).get("uar")  # rows of baselines and older records have none
-        validation_cell = f"{validation['mean']:.3f} ± {validation['std']:.3f}" if validation else ""
+        validation = row.get("validation", {})  # rows of baselines and older records have none
+        validation_cell = " ".join(
+            template.format(**validation[key])
+            for key, template in (
+                ("uar", "{mean:.3f} ± {std:.3f}"),
+                ("uar_of_corpora", "({mean:.3f} ± {std:.3f})"),
+            )
+            if key in validation
+        )
         lines.append(
             f"| {row['model']} | {folds} | {head['n']} | {validation_cell} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
             + " | ".join(cells)
