@@ -15,6 +15,7 @@ from aed_tf.bench.cv import (
     format_cv_table,
     model_name,
     predictions_file,
+    seed_ensemble,
     summarize,
     validation_summary,
 )
@@ -75,8 +76,9 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     models = [row["model"] for row in result["rows"]]
     assert models[0].startswith("audiocnn (") and "epochs=1" in models[0]
     # The recommended setting normalises per speaker: measured with the test speakers' clips and
-    # each clip alone.
-    assert len(models) == 7 and sum("per-speaker standardised" in m for m in models) == 2
+    # each clip alone; each of the three also as the ensemble of its two seeds.
+    assert len(models) == 10 and sum("per-speaker standardised" in m for m in models) == 2
+    assert sum(m.endswith(", ensemble of its seeds") for m in models) == 3
     assert sum(m.endswith("each clip alone (training statistics)") for m in models) == 1
     assert sum(m.endswith("each clip alone (its own statistics)") for m in models) == 1
     model_row = result["rows"][0]
@@ -182,6 +184,14 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     np.testing.assert_array_equal(
         probabilities[np.arange(len(kept)), kept["predicted"]], probabilities.max(axis=1)
     )
+    # The ensemble of seeds 0 and 1 on the folds both ran; fold 2 has seed 2 alone.
+    ensemble = next(
+        row
+        for row in json.loads(output.read_text())["rows"]
+        if row["model"] == f"{model_row['model']}, ensemble of its seeds"
+    )
+    assert ensemble["folds"] == ["1", "ased"] and ensemble["seeds"] == [0, 1]
+    assert ensemble["summary"]["leave_corpus_out"]["ased"]["clips"] == 40
     # The same command again reuses its run: the row, its figures and its commands are unchanged.
     assert cli.main(later) == 0
     rerun = json.loads(output.read_text())["rows"][0]
@@ -320,6 +330,37 @@ def test_a_row_of_corpora_left_out_alone_is_tabled_with_them_and_not_with_the_sp
     loco = table.split("## Leave one corpus out")[1].split("##")[0]
     assert "| cnn | 0.500 ± 0.000 | 0.500 ± 0.000 |" in loco
     assert table.count("| cnn |") == 1
+
+
+def test_the_seed_ensemble_averages_the_probabilities_of_the_seeds_of_each_fold():
+    def clip(seed, fold, clip_id, label, p_angry):
+        return {
+            "clip_id": clip_id,
+            "corpus": "tess",
+            "speaker": "OAF",
+            "label": label,
+            "seed": seed,
+            "fold": fold,
+            "p_angry": p_angry,
+            "p_sad": 1 - p_angry,
+        }
+
+    predictions = pd.DataFrame(
+        [
+            clip(0, "1", "a", 0, 0.9),
+            clip(1, "1", "a", 0, 0.3),  # mean 0.6: angry
+            clip(0, "1", "b", 1, 0.6),
+            clip(1, "1", "b", 1, 0.2),  # mean 0.4: sad
+            clip(0, "2", "c", 0, 0.9),  # fold 2 has one seed: no ensemble there
+        ]
+    )
+    ensemble = seed_ensemble(predictions, ("angry", "sad"))
+    assert list(ensemble["clip_id"]) == ["a", "b"] and set(ensemble["fold"]) == {"1"}
+    np.testing.assert_allclose(ensemble["p_angry"], [0.6, 0.4])
+    assert list(ensemble["predicted"]) == [0, 1] and list(ensemble["seeds"]) == [2, 2]
+    # Without probabilities (an earlier version's predictions) or with one seed: no ensemble.
+    assert seed_ensemble(predictions.drop(columns=["p_angry", "p_sad"]), ("angry", "sad")) is None
+    assert seed_ensemble(predictions[predictions["seed"] == 0], ("angry", "sad")) is None
 
 
 def test_validation_is_summarised_pooled_and_per_corpus_where_the_predictions_have_both():

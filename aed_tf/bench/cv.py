@@ -168,6 +168,34 @@ def baseline_predictions(
     return pd.concat(frames, ignore_index=True)
 
 
+def seed_ensemble(predictions: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame | None:
+    """The ensemble of a model's seeds: on every fold that two or more seeds ran, each clip's
+    class probabilities averaged over them and its prediction their argmax, one row per (fold,
+    clip) with ``seeds`` its members' number. The members are all the seeds that ran the fold, so
+    nothing about them is chosen on a test figure. None where no fold has two seeds with
+    probabilities (predictions kept by an earlier version have none)."""
+    columns = [f"p_{name}" for name in classes]
+    if not set(columns) <= set(predictions):
+        return None
+    known = predictions.dropna(subset=columns)
+    seeds_of_fold = known.groupby("fold")["seed"].nunique()
+    known = known[known["fold"].isin(seeds_of_fold.index[seeds_of_fold >= 2])]
+    if known.empty:
+        return None
+    ensemble = (
+        known.groupby(["fold", "clip_id"], sort=False)
+        .agg(
+            corpus=("corpus", "first"),
+            speaker=("speaker", "first"),
+            label=("label", "first"),
+            seeds=("seed", "nunique"),
+            **{column: (column, "mean") for column in columns},
+        )
+        .reset_index()
+    )
+    return ensemble.assign(predicted=ensemble[columns].to_numpy().argmax(axis=1))
+
+
 def _progress_line(predictions: pd.DataFrame) -> str:
     return ", ".join(
         f"{corpus} UAR {_metrics(rows)['uar']:.3f}" for corpus, rows in predictions.groupby("corpus")
@@ -316,7 +344,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
             if key in validation
         )
         lines.append(
-            f"| {row['model']} | {folds} | {head['n']} | {validation_cell} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
+            f"| {row['model']} | {folds} | {len(row['seeds'])} | {validation_cell} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
             + " | ".join(cells)
             + " |"
         )
@@ -559,6 +587,18 @@ def bench_cv(
             "summary": summarize(frame, classes),
             **({"validation": validation_summary(frame)} if statistics == "own clips" else {}),
         }
+        ensemble = seed_ensemble(frame, classes)
+        if ensemble is not None:
+            ensemble_name = f"{row_name}, ensemble of its seeds"
+            members = frame[frame["fold"].isin(ensemble["fold"])]["seed"].unique()
+            rows[ensemble_name] = {
+                "model": ensemble_name,
+                "command": rows[row_name]["command"],
+                "folds": [f for f in all_folds if f in set(ensemble["fold"])],
+                "seeds": sorted(int(seed) for seed in members),
+                "seconds": 0.0,  # the runs' time is their own row's
+                "summary": summarize(ensemble.assign(seed=0), classes),  # one set of predictions
+            }
     if baselines:
         baselines_started = time.perf_counter()
         baseline_rows = baseline_predictions(config, prepared, folds, log=log)
