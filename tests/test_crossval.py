@@ -192,6 +192,7 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     )
     assert ensemble["folds"] == ["1", "ased"] and ensemble["seeds"] == [0, 1]
     assert ensemble["summary"]["leave_corpus_out"]["ased"]["clips"] == 40
+    assert f"| {ensemble['model']} | 1 | ensemble of 2 |" in output.with_suffix(".md").read_text()
     # The same command again reuses its run: the row, its figures and its commands are unchanged.
     assert cli.main(later) == 0
     rerun = json.loads(output.read_text())["rows"][0]
@@ -358,6 +359,11 @@ def test_the_seed_ensemble_averages_the_probabilities_of_the_seeds_of_each_fold(
     assert list(ensemble["clip_id"]) == ["a", "b"] and set(ensemble["fold"]) == {"1"}
     np.testing.assert_allclose(ensemble["p_angry"], [0.6, 0.4])
     assert list(ensemble["predicted"]) == [0, 1] and list(ensemble["seeds"]) == [2, 2]
+    # A seed kept by an earlier version, without probabilities, is no member.
+    older = pd.DataFrame([clip(2, "1", "a", 0, np.nan), clip(2, "1", "b", 1, np.nan)])
+    with_older = seed_ensemble(pd.concat([predictions, older]), ("angry", "sad"))
+    assert list(with_older["seeds"]) == [2, 2]
+    np.testing.assert_allclose(with_older["p_angry"], [0.6, 0.4])
     # Without probabilities (an earlier version's predictions) or with one seed: no ensemble.
     assert seed_ensemble(predictions.drop(columns=["p_angry", "p_sad"]), ("angry", "sad")) is None
     assert seed_ensemble(predictions[predictions["seed"] == 0], ("angry", "sad")) is None

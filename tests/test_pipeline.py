@@ -262,7 +262,7 @@ def test_speaker_targets_name_each_examples_speaker_mixed_as_its_emotion(changes
     assert (soft > 0) == bool(changes)
 
 
-@pytest.mark.parametrize("changes", [{}, {"mixup_alpha": 0.4, "speed_perturbation": 0.1}])
+@pytest.mark.parametrize("changes", [{}, {"mixup_alpha": 0.4, "speed_perturbation": 0.1}, {"augment": False}])
 @pytest.mark.parametrize("speaker_targets", [False, True])
 def test_clip_weights_follow_each_example_mixed_as_its_labels(changes, speaker_targets) -> None:
     """Each clip weighs 1 + its label here, so an example's weight must be its (mixed) emotion

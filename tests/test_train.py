@@ -426,6 +426,8 @@ def test_what_training_across_machines_lacks_gets_a_clear_error_before_connectin
     # The multi-worker loop trains one output, with class weights.
     with pytest.raises(MultiWorkerUnsupportedError, match="^--speaker-adversary not supported"):
         train(config.replace(resume=False, speaker_adversary=0.1), progress=False)
+    with pytest.raises(MultiWorkerUnsupportedError, match="^--balance corpus_class_weights not supported"):
+        train(config.replace(resume=False, balance="corpus_class_weights"), progress=False)
     with pytest.raises(MultiWorkerUnsupportedError, match="adversary and --balance corpus_class_weights not"):
         train(
             config.replace(resume=False, speaker_adversary=0.1, balance="corpus_class_weights"),

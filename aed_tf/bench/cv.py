@@ -98,8 +98,13 @@ def model_predictions(
             # validation speakers (training speakers of the fold, never its test speakers).
             validation_uar = Run.load(run_dir).metrics()["val"]["uar"]
             data = load_training_data(run_config, progress=False)
-            # And per corpus, so that no corpus's many validation speakers decide alone.
-            of_corpora = float(evaluate(run_dir, "val", data=data).per_corpus["uar"].mean())
+            # And per corpus (those with validation speakers), so that no corpus's many validation
+            # speakers decide alone. Settings are compared on the speaker folds only.
+            of_corpora = (
+                float(evaluate(run_dir, "val", data=data).per_corpus["uar"].mean())
+                if fold in SPEAKER_FOLDS
+                else float("nan")
+            )
             test = _kept_columns(evaluate(run_dir, "test", data=data).predictions)
             frames.append(
                 test.assign(
@@ -116,8 +121,9 @@ def model_predictions(
                     frames.append(_kept_columns(alone).assign(seed=seed, fold=fold, statistics=lone))
             log(
                 f"fold {fold} seed {seed}: {_progress_line(test)} "
-                f"validation UAR {validation_uar:.3f} (mean of corpora {of_corpora:.3f}) "
-                f"({'reused' if status == FINISHED else f'{time.perf_counter() - started:.0f} s'}, {run_dir})"
+                f"validation UAR {validation_uar:.3f}"
+                + (f" (mean of corpora {of_corpora:.3f}) " if fold in SPEAKER_FOLDS else " ")
+                + f"({'reused' if status == FINISHED else f'{time.perf_counter() - started:.0f} s'}, {run_dir})"
             )
     return pd.concat(frames, ignore_index=True)
 
@@ -171,9 +177,9 @@ def baseline_predictions(
 def seed_ensemble(predictions: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame | None:
     """The ensemble of a model's seeds: on every fold that two or more seeds ran, each clip's
     class probabilities averaged over them and its prediction their argmax, one row per (fold,
-    clip) with ``seeds`` its members' number. The members are all the seeds that ran the fold, so
-    nothing about them is chosen on a test figure. None where no fold has two seeds with
-    probabilities (predictions kept by an earlier version have none)."""
+    clip) with ``seeds`` its members' number. The members are all the seeds that ran the fold with
+    probabilities kept (an earlier version kept none), so nothing about them is chosen on a test
+    figure. None where no fold has two such seeds."""
     columns = [f"p_{name}" for name in classes]
     if not set(columns) <= set(predictions):
         return None
@@ -317,8 +323,8 @@ def format_cv_table(result: dict[str, Any]) -> str:
         "Mean over seeds ± standard deviation over seeds; in brackets the standard deviation of "
         f"UAR over the {CV_FOLDS} folds. The headline is the mean over corpora of the per-corpus UAR. "
         "Validation UAR: the kept epoch's, on each fold's validation speakers, mean over the speaker "
-        "folds ± over seeds, pooled over the validation clips and (in brackets) the mean over corpora "
-        "of each corpus's; settings are chosen by it, never by the test figures.",
+        "folds ± over seeds, pooled over the validation clips and (in brackets) the mean of each "
+        "corpus's over the corpora with validation speakers; settings are chosen by it, never by the test figures.",
         "",
         *table_head("model", "folds", "seeds", "validation UAR", "headline (mean of corpora)", *corpora),
     ]
@@ -334,6 +340,8 @@ def format_cv_table(result: dict[str, Any]) -> str:
             )
         head = summary["headline_uar"]
         folds = _speaker_folds_cell(row)
+        # An ensemble's figures are one set of predictions: no spread over seeds.
+        seeds = f"ensemble of {len(row['seeds'])}" if row.get("ensemble") else head["n"]
         validation = row.get("validation", {})  # rows of baselines and older records have none
         validation_cell = " ".join(
             template.format(**validation[key])
@@ -344,7 +352,7 @@ def format_cv_table(result: dict[str, Any]) -> str:
             if key in validation
         )
         lines.append(
-            f"| {row['model']} | {folds} | {len(row['seeds'])} | {validation_cell} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
+            f"| {row['model']} | {folds} | {seeds} | {validation_cell} | **{head['mean']:.3f}** ± {head['std']:.3f} | "
             + " | ".join(cells)
             + " |"
         )
@@ -588,11 +596,15 @@ def bench_cv(
             **({"validation": validation_summary(frame)} if statistics == "own clips" else {}),
         }
         ensemble = seed_ensemble(frame, classes)
-        if ensemble is not None:
-            ensemble_name = f"{row_name}, ensemble of its seeds"
-            members = frame[frame["fold"].isin(ensemble["fold"])]["seed"].unique()
+        ensemble_name = f"{row_name}, ensemble of its seeds"
+        if ensemble is None:
+            rows.pop(ensemble_name, None)  # an earlier command's, of seeds no longer in the row
+        else:
+            kept_probabilities = frame.dropna(subset=[f"p_{c}" for c in classes])
+            members = kept_probabilities[kept_probabilities["fold"].isin(ensemble["fold"])]["seed"].unique()
             rows[ensemble_name] = {
                 "model": ensemble_name,
+                "ensemble": True,
                 "command": rows[row_name]["command"],
                 "folds": [f for f in all_folds if f in set(ensemble["fold"])],
                 "seeds": sorted(int(seed) for seed in members),
