@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from aed_tf.errors import UserError
@@ -54,16 +53,15 @@ def fit(
     dataset: tf.data.Dataset,
     epochs: int,
     loss: keras.losses.Loss,
-    class_weight: dict[int, float] | None,
     callbacks: list[keras.callbacks.Callback],
     verbose: int,
 ) -> None:
-    """``model.fit(dataset, epochs, class_weight, callbacks)`` under MultiWorkerMirroredStrategy.
+    """``model.fit(dataset, epochs, callbacks)`` under MultiWorkerMirroredStrategy.
 
-    ``model`` is built and compiled in the strategy's scope; ``loss`` gives one value per example
-    (``reduction=None``), weighted by ``class_weight`` of each label's largest class and averaged
-    over the global batch, which is Keras's loss for ``class_weight``. ``dataset`` yields global
-    batches of a static size. The logs hold ``loss`` and ``accuracy``, as fit's do.
+    ``model`` is built and compiled in the strategy's scope; ``dataset`` yields global batches of
+    a static size of (features, labels, sample weights); ``loss`` gives one value per example
+    (``reduction=None``), weighted by its sample weight and averaged over the global batch, which
+    is Keras's loss for sample weights. The logs hold ``loss`` and ``accuracy``, as fit's do.
     """
     strategy = model.distribute_strategy
     optimizer = model.optimizer
@@ -71,11 +69,6 @@ def fit(
     global_batch_size = dataset.element_spec[0].shape[0]
     if global_batch_size is None:
         raise ValueError("the training dataset's batch size must be static (drop_remainder=True)")
-    num_classes = dataset.element_spec[1].shape[-1]
-    class_weights = tf.constant(
-        [class_weight.get(c, 1.0) for c in range(num_classes)] if class_weight else np.ones(num_classes),
-        tf.float32,
-    )
     share_first_replica_statistics = _first_replica_copy(strategy, _batch_norm_statistics(model))
     with strategy.scope():
         optimizer.build(variables)  # the optimizer's own variables, mirrored, before any step
@@ -83,10 +76,11 @@ def fit(
     # XLA compiles the forward and backward pass, not the update: XLA has no cross-worker
     # collectives on CPUs, and the update's all-reduce is one.
     @tf.function(jit_compile=model.jit_compile)
-    def gradients(features: tf.Tensor, labels: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
+    def gradients(
+        features: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor
+    ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             probabilities = model(features, training=True)
-            weights = tf.gather(class_weights, tf.argmax(labels, axis=-1))
             # No backbone adds regularisation losses (model.losses), so this is fit's whole loss.
             batch_loss = tf.nn.compute_average_loss(
                 loss(labels, probabilities) * weights, global_batch_size=global_batch_size
@@ -95,14 +89,16 @@ def fit(
         hits = tf.equal(tf.argmax(probabilities, axis=-1), tf.argmax(labels, axis=-1))
         return tape.gradient(scaled_loss, variables), batch_loss, tf.reduce_sum(tf.cast(hits, tf.float32))
 
-    def replica_step(features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        grads, batch_loss, correct = gradients(features, labels)
+    def replica_step(
+        features: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        grads, batch_loss, correct = gradients(features, labels, weights)
         optimizer.apply_gradients(zip(grads, variables))  # sums the gradients over all replicas
         return batch_loss, correct
 
     @tf.function
-    def train_step(features: Any, labels: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        batch_loss, correct = strategy.run(replica_step, args=(features, labels))
+    def train_step(features: Any, labels: Any, weights: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        batch_loss, correct = strategy.run(replica_step, args=(features, labels, weights))
         # Each replica's loss is its share of the global batch's mean: their sum is that mean.
         return (
             strategy.reduce(tf.distribute.ReduceOp.SUM, batch_loss, axis=None),
@@ -125,9 +121,9 @@ def fit(
     for epoch in range(epochs):
         callback_list.on_epoch_begin(epoch)
         loss_sum = correct = 0.0
-        for step, (features, labels) in enumerate(batches):  # a new iterator: a new shuffle
+        for step, (features, labels, weights) in enumerate(batches):  # a new iterator: a new shuffle
             callback_list.on_train_batch_begin(step)
-            batch_loss, batch_correct = train_step(features, labels)
+            batch_loss, batch_correct = train_step(features, labels, weights)
             loss_sum += float(batch_loss)
             correct += float(batch_correct)
             logs = {"loss": loss_sum / (step + 1), "accuracy": correct / ((step + 1) * global_batch_size)}

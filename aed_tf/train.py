@@ -120,18 +120,9 @@ def _refuse_what_training_across_machines_lacks(config: Config) -> None:
             "--resume is not supported across machines (TF_CONFIG is set): only the chief keeps "
             "the checkpoint. Resume on the chief alone with TF_CONFIG unset, or start a new run."
         )
-    # distributed.fit trains one output with class weights.
-    lacking = [
-        flag
-        for flag, used in (
-            ("--speaker-adversary", config.train.speaker_adversary > 0),
-            ("--balance corpus_class_weights", config.train.balance == "corpus_class_weights"),
-        )
-        if used
-    ]
-    if lacking:
+    if config.train.speaker_adversary > 0:  # distributed.fit trains one output
         raise distributed.MultiWorkerUnsupportedError(
-            f"{' and '.join(lacking)} not supported across machines (TF_CONFIG is set): "
+            "--speaker-adversary is not supported across machines (TF_CONFIG is set): "
             "train on one machine, with TF_CONFIG unset"
         )
 
@@ -156,7 +147,6 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     # resumed run sees the data order and augmentation of the uninterrupted one.
     epoch_number = tf.Variable(0, dtype=tf.int64, trainable=False)
     adversary = config.train.speaker_adversary > 0
-    balance = config.train.balance
     train_ds = train_dataset(
         train_part.waveforms,
         train_part.labels,
@@ -166,10 +156,8 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
         speakers=train_part.speakers,
         epoch=epoch_number,
         speaker_targets=adversary,
-        clip_weights=(
-            corpus_class_weights(train_part.manifest["corpus"], train_part.labels)
-            if balance == "corpus_class_weights"
-            else None
+        clip_weights=clip_weights(
+            config.train.balance, train_part.manifest["corpus"], train_part.labels, num_classes
         ),
     )
     val_ds = val_part.eval_dataset(num_classes, config)
@@ -180,11 +168,6 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
             speakers = len(set(train_part.speakers))
             model = with_speaker_adversary(model, speakers, config.train.speaker_adversary)
     _write_run_files(run_dir, config, data, image_size, strategy, status="training")
-    class_weight = _class_weights(train_part.labels, num_classes) if balance == "class_weights" else None
-    if adversary and class_weight is not None:
-        # Keras takes class weights for one output only: here they become the batches' sample
-        # weights (what Keras derives from them), which weigh both heads' losses.
-        train_ds, class_weight = _with_class_sample_weights(train_ds, class_weight), None
 
     try:
         model = _fit_phases(
@@ -198,7 +181,6 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
             val_ds,
             val_part.labels,
             steps_per_epoch,
-            class_weight,
             progress,
         )
     except NonFiniteLossError:
@@ -261,7 +243,6 @@ def _fit_phases(
     val_ds: tf.data.Dataset,
     val_labels: np.ndarray,
     steps_per_epoch: int,
-    class_weight: dict | None,
     progress: bool,
 ) -> keras.Model:
     """Trains every phase not yet completed (from its last epoch when resuming); returns the
@@ -308,7 +289,6 @@ def _fit_phases(
                 train_ds,
                 epochs=phase.epochs,
                 loss=_loss(config, reduction=None),
-                class_weight=class_weight,
                 callbacks=callbacks,
                 verbose=1 if progress else 0,
             )
@@ -317,7 +297,6 @@ def _fit_phases(
                 train_ds,
                 epochs=phase.epochs,
                 initial_epoch=initial_epoch,
-                class_weight=class_weight,
                 shuffle=False,  # the dataset reshuffles itself, seeded, every epoch
                 verbose=1 if progress else 0,
                 callbacks=callbacks,
@@ -510,9 +489,18 @@ def _loss(config: Config, reduction: str | None = "sum_over_batch_size") -> kera
     )
 
 
-def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
-    counts = np.bincount(labels, minlength=num_classes)
-    return {c: float(len(labels) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+def clip_weights(balance: str, corpora: Sequence[str], labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """Each training clip's weight in the loss, which the pipeline hands to `fit` as the sample
+    weight of its examples (Keras's `class_weight` takes one output only, and the speaker
+    adversary adds a second): its class's inverse frequency (`class_weights`), the corpus and
+    emotion balance of `corpus_class_weights`, or 1 (`none`)."""
+    labels = np.asarray(labels)
+    if balance == "class_weights":
+        counts = np.bincount(labels, minlength=num_classes)
+        return len(labels) / (num_classes * counts[labels])
+    if balance == "corpus_class_weights":
+        return corpus_class_weights(corpora, labels)
+    return np.ones(len(labels))
 
 
 def corpus_class_weights(corpora: Sequence[str], labels: Sequence[int]) -> np.ndarray:
@@ -523,18 +511,6 @@ def corpus_class_weights(corpora: Sequence[str], labels: Sequence[int]) -> np.nd
     clips_of_cell = cells.groupby(["corpus", "label"])["label"].transform("size").to_numpy()
     emotions_of_corpus = cells.groupby("corpus")["label"].transform("nunique").to_numpy()
     return len(cells) / (cells["corpus"].nunique() * emotions_of_corpus * clips_of_cell)
-
-
-def _with_class_sample_weights(dataset: tf.data.Dataset, class_weight: dict[int, float]) -> tf.data.Dataset:
-    """(features, {emotion, speaker}) -> (features, labels, the class weight of each example's
-    emotion; of a mixed label, its largest share, as Keras's own class weights do)."""
-    weights = tf.constant([class_weight[c] for c in range(len(class_weight))], tf.float32)
-
-    def weigh(features: tf.Tensor, labels: dict[str, tf.Tensor]) -> tuple:
-        return features, labels, tf.gather(weights, tf.argmax(labels[EMOTION_OUTPUT], axis=-1))
-
-    # Prefetched again: the pipeline's own prefetch sits before this map, not after it.
-    return dataset.map(weigh).prefetch(tf.data.AUTOTUNE)
 
 
 def _start_or_resume(run_dir: Path, config: Config) -> dict:

@@ -355,13 +355,15 @@ def test_the_seed_ensemble_averages_the_probabilities_of_the_seeds_of_each_fold(
             clip(0, "2", "c", 0, 0.9),  # fold 2 has one seed: no ensemble there
         ]
     )
-    ensemble = seed_ensemble(predictions, ("angry", "sad"))
+    ensemble, members = seed_ensemble(predictions, ("angry", "sad"))
+    assert members == [0, 1]
     assert list(ensemble["clip_id"]) == ["a", "b"] and set(ensemble["fold"]) == {"1"}
     np.testing.assert_allclose(ensemble["p_angry"], [0.6, 0.4])
     assert list(ensemble["predicted"]) == [0, 1] and list(ensemble["seeds"]) == [2, 2]
     # A seed kept by an earlier version, without probabilities, is no member.
     older = pd.DataFrame([clip(2, "1", "a", 0, np.nan), clip(2, "1", "b", 1, np.nan)])
-    with_older = seed_ensemble(pd.concat([predictions, older]), ("angry", "sad"))
+    with_older, members = seed_ensemble(pd.concat([predictions, older]), ("angry", "sad"))
+    assert members == [0, 1]
     assert list(with_older["seeds"]) == [2, 2]
     np.testing.assert_allclose(with_older["p_angry"], [0.6, 0.4])
     # Without probabilities (an earlier version's predictions) or with one seed: no ensemble.

@@ -18,7 +18,7 @@ from aed_tf.labels import CLASSES
 from aed_tf.partitions import load_training_data
 from aed_tf.pipeline import eval_dataset
 from aed_tf.runs import CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE
-from aed_tf.train import corpus_class_weights, phases, train
+from aed_tf.train import clip_weights, corpus_class_weights, phases, train
 from tests.synth import make_ravdess_tree, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -384,10 +384,23 @@ def test_corpus_class_weights_weigh_every_corpus_and_its_emotions_alike():
     np.testing.assert_allclose(corpus_class_weights(["one"] * 8, labels[:8]), [8 / 12] * 6 + [8 / 4] * 2)
 
 
+def test_clip_weights_per_balance():
+    corpora, labels = ["big"] * 8 + ["small"] * 3, [0, 0, 0, 0, 0, 0, 1, 1] + [0, 1, 2]
+    # Inverse class frequency over all clips, 4 classes (one absent): 11 / (4 x clips of the class).
+    np.testing.assert_allclose(
+        clip_weights("class_weights", corpora, labels, 4),
+        [11 / 28] * 6 + [11 / 12] * 2 + [11 / 28, 11 / 12, 11 / 4],
+    )
+    np.testing.assert_array_equal(
+        clip_weights("corpus_class_weights", corpora, labels, 4), corpus_class_weights(corpora, labels)
+    )
+    np.testing.assert_array_equal(clip_weights("none", corpora, labels, 4), np.ones(11))
+
+
 def test_on_one_corpus_corpus_class_weights_train_the_class_weighted_model(tmp_path):
     """On one corpus with every emotion (calm merged into neutral, so twice as many neutral
-    clips), the corpus-balanced weights are the class weights: the pipeline's sample weights must
-    train what Keras's class weights train, and not what no weights train."""
+    clips), the corpus-balanced weights are the class weights: they must train what the class
+    weights train, and the weights must reach the loss: not what no weights train."""
     all_emotions = ("01", "02", "03", "04", "05", "06", "07", "08")
     data_root = make_ravdess_tree(tmp_path / "data", actors=range(1, 6), codes=all_emotions, takes=1)
     config = tiny_config(tmp_path, data_root, backbone="audiocnn", epochs=1)
@@ -395,7 +408,7 @@ def test_on_one_corpus_corpus_class_weights_train_the_class_weighted_model(tmp_p
     by_corpus = train(config.replace(run_id="corpus", balance="corpus_class_weights"), progress=False).run_dir
     unweighted = train(config.replace(run_id="none", balance="none"), progress=False).run_dir
 
-    def distance(a: Path, b: Path) -> float:  # the two routes may round apart: not bit for bit
+    def distance(a: Path, b: Path) -> float:
         return max(float(np.abs(x - y).max()) for x, y in zip(_weights(a), _weights(b), strict=True))
 
     assert distance(by_class, by_corpus) < 0.1 * distance(by_class, unweighted)
@@ -423,16 +436,11 @@ def test_what_training_across_machines_lacks_gets_a_clear_error_before_connectin
     # Refused before the strategy connects to the cluster.
     with pytest.raises(MultiWorkerUnsupportedError, match="--resume.*TF_CONFIG unset"):
         train(config, progress=False)
-    # The multi-worker loop trains one output, with class weights.
-    with pytest.raises(MultiWorkerUnsupportedError, match="^--speaker-adversary not supported"):
+    # The multi-worker loop trains one output.
+    with pytest.raises(
+        MultiWorkerUnsupportedError, match="^--speaker-adversary is not supported.*TF_CONFIG unset"
+    ):
         train(config.replace(resume=False, speaker_adversary=0.1), progress=False)
-    with pytest.raises(MultiWorkerUnsupportedError, match="^--balance corpus_class_weights not supported"):
-        train(config.replace(resume=False, balance="corpus_class_weights"), progress=False)
-    with pytest.raises(MultiWorkerUnsupportedError, match="adversary and --balance corpus_class_weights not"):
-        train(
-            config.replace(resume=False, speaker_adversary=0.1, balance="corpus_class_weights"),
-            progress=False,
-        )
 
 
 @pytest.mark.parametrize(("given", "expected"), [(None, "True"), ("0", "False")])

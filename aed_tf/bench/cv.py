@@ -174,12 +174,12 @@ def baseline_predictions(
     return pd.concat(frames, ignore_index=True)
 
 
-def seed_ensemble(predictions: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame | None:
-    """The ensemble of a model's seeds: on every fold that two or more seeds ran, each clip's
-    class probabilities averaged over them and its prediction their argmax, one row per (fold,
-    clip) with ``seeds`` its members' number. The members are all the seeds that ran the fold with
-    probabilities kept (an earlier version kept none), so nothing about them is chosen on a test
-    figure. None where no fold has two such seeds."""
+def seed_ensemble(predictions: pd.DataFrame, classes: Sequence[str]) -> tuple[pd.DataFrame, list[int]] | None:
+    """The ensemble of a model's seeds, and its members: on every fold that two or more seeds ran,
+    each clip's class probabilities averaged over them and its prediction their argmax, one row
+    per (fold, clip) with ``seeds`` its members' number. The members are all the seeds that ran
+    the fold with probabilities kept (an earlier version kept none), so nothing about them is
+    chosen on a test figure. None where no fold has two such seeds."""
     columns = [f"p_{name}" for name in classes]
     if not set(columns) <= set(predictions):
         return None
@@ -199,7 +199,8 @@ def seed_ensemble(predictions: pd.DataFrame, classes: Sequence[str]) -> pd.DataF
         )
         .reset_index()
     )
-    return ensemble.assign(predicted=ensemble[columns].to_numpy().argmax(axis=1))
+    members = sorted(int(seed) for seed in known["seed"].unique())
+    return ensemble.assign(predicted=ensemble[columns].to_numpy().argmax(axis=1)), members
 
 
 def _progress_line(predictions: pd.DataFrame) -> str:
@@ -595,19 +596,18 @@ def bench_cv(
             "summary": summarize(frame, classes),
             **({"validation": validation_summary(frame)} if statistics == "own clips" else {}),
         }
-        ensemble = seed_ensemble(frame, classes)
+        ensemble_of_seeds = seed_ensemble(frame, classes)
         ensemble_name = f"{row_name}, ensemble of its seeds"
-        if ensemble is None:
+        if ensemble_of_seeds is None:
             rows.pop(ensemble_name, None)  # an earlier command's, of seeds no longer in the row
         else:
-            kept_probabilities = frame.dropna(subset=[f"p_{c}" for c in classes])
-            members = kept_probabilities[kept_probabilities["fold"].isin(ensemble["fold"])]["seed"].unique()
+            ensemble, members = ensemble_of_seeds
             rows[ensemble_name] = {
                 "model": ensemble_name,
                 "ensemble": True,
                 "command": rows[row_name]["command"],
                 "folds": [f for f in all_folds if f in set(ensemble["fold"])],
-                "seeds": sorted(int(seed) for seed in members),
+                "seeds": members,
                 "seconds": 0.0,  # the runs' time is their own row's
                 "summary": summarize(ensemble.assign(seed=0), classes),  # one set of predictions
             }
