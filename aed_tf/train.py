@@ -500,7 +500,9 @@ def clip_weights(balance: str, corpora: Sequence[str], labels: Sequence[int], nu
         return len(labels) / (num_classes * counts[labels])
     if balance == "corpus_class_weights":
         return corpus_class_weights(corpora, labels)
-    return np.ones(len(labels))
+    if balance == "none":
+        return np.ones(len(labels))
+    raise ValueError(f"balance {balance!r}: must be class_weights, corpus_class_weights or none")
 
 
 def corpus_class_weights(corpora: Sequence[str], labels: Sequence[int]) -> np.ndarray:

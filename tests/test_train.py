@@ -395,6 +395,8 @@ def test_clip_weights_per_balance():
         clip_weights("corpus_class_weights", corpora, labels, 4), corpus_class_weights(corpora, labels)
     )
     np.testing.assert_array_equal(clip_weights("none", corpora, labels, 4), np.ones(11))
+    with pytest.raises(ValueError, match="balance 'classes': must be class_weights"):
+        clip_weights("classes", corpora, labels, 4)
 
 
 def test_on_one_corpus_corpus_class_weights_train_the_class_weighted_model(tmp_path):

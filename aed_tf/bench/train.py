@@ -29,7 +29,7 @@ from aed_tf.partitions import load_training_data
 from aed_tf.pipeline import train_dataset
 from aed_tf.runs import CONFIG_FILE, FINISHED, HISTORY_FILE, Run
 from aed_tf.splits import PROTOCOLS, SHARED_SI
-from aed_tf.train import run_directory, train
+from aed_tf.train import clip_weights, run_directory, train
 
 
 def run_train_benchmark(
@@ -155,8 +155,15 @@ def pipeline_cost(config: Config, steps: int = 30, rounds: int = 2) -> dict[str,
     memory, alternated `rounds` times; the cost is the share of speed the pipeline takes."""
     data = load_training_data(config, progress=False)
     part = data.partitions["train"]
-    dataset = train_dataset(
-        part.waveforms, part.labels, len(data.classes), config, seed=config.data.seed, speakers=part.speakers
+    weights = clip_weights(config.train.balance, part.manifest["corpus"], part.labels, len(data.classes))
+    dataset = train_dataset(  # what training feeds: the clips' loss weights travel with them
+        part.waveforms,
+        part.labels,
+        len(data.classes),
+        config,
+        seed=config.data.seed,
+        speakers=part.speakers,
+        clip_weights=weights,
     ).repeat()
     in_memory = tf.data.Dataset.from_tensors(next(iter(dataset))).repeat()
     model = build_classifier(config.replace(weights="none").train, len(data.classes), config.frontend.n_mels)
