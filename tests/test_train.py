@@ -235,9 +235,10 @@ def test_a_run_killed_before_its_first_epoch_ended_resumes_from_the_start(tmp_pa
         train(config.replace(resume=True), progress=False)
 
 
-def _kill_after_epoch(config: Config, data_root: Path, epoch: int, then_seconds: float = 0.0) -> int:
-    """Trains `config` in a child process and kill -9s it `then_seconds` after epoch `epoch`
-    ended; the epoch its state.json had reached."""
+def _kill_after_epoch(config: Config, data_root: Path, epoch: int, into_next: float = 0.0) -> int:
+    """Trains `config` in a child process and kill -9s it after epoch `epoch` ended, `into_next`
+    of an epoch's duration later (timed on the epoch that just ended, so the kill lands inside the
+    next epoch however fast this machine is); the epoch its state.json had reached."""
     args = [
         f"--{k.replace('_', '-')}={v}"
         for k, v in config.to_flat().items()
@@ -247,12 +248,21 @@ def _kill_after_epoch(config: Config, data_root: Path, epoch: int, then_seconds:
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = Path(config.train.output_dir) / config.run_id() / "state.json"
     deadline = time.monotonic() + 300
+    seen_epoch, epoch_ended_at, epoch_seconds = 0, None, None
     while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= epoch:
+        reached = json.loads(state.read_text())["epoch"] if state.is_file() else 0
+        if reached > seen_epoch:
+            now = time.monotonic()
+            if epoch_ended_at is not None:
+                epoch_seconds = (now - epoch_ended_at) / (reached - seen_epoch)
+            seen_epoch, epoch_ended_at = reached, now
+        if seen_epoch >= epoch:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert process.poll() is None, process.stderr.read().decode()[-3000:]
-    time.sleep(then_seconds)
+    if into_next:
+        assert epoch_seconds is not None, "time an epoch: kill after epoch 2 or later"
+        time.sleep(into_next * epoch_seconds)
     process.send_signal(signal.SIGKILL)
     process.wait()
     return json.loads(state.read_text())["epoch"]
@@ -299,7 +309,7 @@ def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, data_r
 
     # 1. kill -9 in the middle of epoch 3 (after epoch 2's checkpoint), in a child process.
     killed = config.replace(run_id="killed")
-    assert 2 <= _kill_after_epoch(killed, data_root, 2, then_seconds=0.5) < 4  # into epoch 3
+    assert _kill_after_epoch(killed, data_root, 2, into_next=0.4) == 2  # into epoch 3
     resumed = train(killed.replace(resume=True), progress=False)
     pd.testing.assert_frame_equal(resumed.history[columns], expected_history[columns], check_exact=True)
     for got, expected in zip(_weights(resumed.run_dir), expected_weights, strict=True):
