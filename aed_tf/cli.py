@@ -194,7 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeline gives segments and each emotion's share of the speech time. Silence gets no label.",
     )
     predict.add_argument("path", metavar="FILE|DIR", help="an audio file, or a folder searched at any depth")
-    predict.add_argument("--run-dir", help="trained run (default: the newest finished run in saved_models/)")
+    predict.add_argument(
+        "--run-dir",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="trained run (default: the newest finished run in saved_models/); several: their "
+        "ensemble, each window's probabilities the mean of the runs' (e.g. one setting's seeds)",
+    )
     predict.add_argument(
         "--model",
         metavar="EXPORT",
@@ -242,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         "in, probabilities out, the front end inside) in --format, checks it against the Keras model "
         "and writes a metadata JSON beside it: classes, sample rate, clip length, the difference measured.",
     )
-    export.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (saved_models/<run_id>)")
+    export.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        nargs="+",
+        help="a finished run (saved_models/<run_id>); several: their ensemble as one model "
+        "(the mean of their probabilities; --out required)",
+    )
     export.add_argument(
         "--format",
         choices=FORMATS,
@@ -251,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--out",
-        help="where to write it (default: RUN_DIR/export/savedmodel, "
+        help="where to write it (default for one run: RUN_DIR/export/savedmodel, "
         "model.tflite or model.onnx); replaced if it exists",
     )
     export.set_defaults(run=_export)
@@ -267,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "run_dir",
         metavar="RUN_DIR",
-        nargs="?",
-        help="a finished run (default: the newest finished run in saved_models/)",
+        nargs="*",
+        help="a finished run (default: the newest finished run in saved_models/); several: their ensemble",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")

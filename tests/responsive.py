@@ -18,13 +18,13 @@ from aed_tf.model import build_serving_model
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE
 
 
-def make_responsive_run(run_dir: Path, dest: Path) -> Path:
+def make_responsive_run(run_dir: Path, dest: Path, seed: int = 0) -> Path:
     """A copy of `run_dir` at `dest` whose serving model has the run's front end and a small
-    convolutional classifier of seeded random weights in place of the trained one."""
+    convolutional classifier of random weights drawn with `seed` in place of the trained one."""
     shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("export"))
     config = json.loads((dest / CONFIG_FILE).read_text())
     frontend = FrontEndConfig(**config["frontend"])
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     features = keras.Input((None, frontend.n_mels))
     x = SpectrogramImage(32)(features)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)

@@ -5,7 +5,8 @@ answers for audio, and nothing that trains or prepares data.
     timeline     sliding windows, voice activity, smoothing, segments (numpy)
     exported     an export's metadata and runtime (ONNX Runtime, LiteRT; TensorFlow for a SavedModel)
     export       writing SavedModel, TFLite and ONNX exports of a run, checked against it
-    keras_route  the TensorFlow part: a run's Keras serving model, the statistics of references
+    keras_route  the TensorFlow part: a run's Keras serving model, an ensemble of runs' (their
+                 mean), the statistics of references
     batch        `aed-tf predict`: files and folders in, JSON or CSV out
     web          the web demo (Gradio) and POST /api/predict (FastAPI)
 

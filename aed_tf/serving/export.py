@@ -6,6 +6,7 @@ the Keras model and described by a metadata JSON beside it.
     exported = export("saved_models/<run_id>", "onnx")   # -> saved_models/<run_id>/export/model.onnx
     probabilities = load_export(exported.path)(waveforms)
     recognizer = EmotionRecognizer.load(exported.path)   # windows, voice activity: no TensorFlow
+    export(["saved_models/<seed 0>", "saved_models/<seed 1>"], "onnx", "ensemble.onnx")  # one model
 
 Every format takes what the Keras serving model (`serving.keras`) takes and gives what it gives:
 
@@ -48,7 +49,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -92,20 +93,24 @@ class Export:
         return self.metadata["check"]["max_abs_difference"]
 
 
-def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> Export:
+def export(run_dir: str | Path | Sequence[str | Path], format: str, out: str | Path | None = None) -> Export:
     """Exports the serving model of the finished run in `run_dir` as `format` (savedmodel,
     tflite or onnx) to `out` (default `<run_dir>/export/savedmodel`, `model.tflite` or
     `model.onnx`), replacing what is there, checks it against the Keras model and writes the
-    metadata JSON beside it."""
+    metadata JSON beside it. Several run folders export their ensemble (`EmotionRecognizer.load`
+    of them) as one model, to `out`, which it then needs."""
     from aed_tf.serving.recognizer import EmotionRecognizer
 
     if format not in FORMATS:
         raise UserError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
-    run_dir = Path(run_dir)
-    recognizer = EmotionRecognizer.load(run_dir)  # UserError for a folder that is not a finished run
+    run_dirs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(p) for p in run_dir]
+    if len(run_dirs) > 1 and out is None:
+        raise UserError(f"an ensemble of {len(run_dirs)} runs needs --out: it has no run folder of its own")
+    # UserError for a folder that is not a finished run, or runs that make no ensemble.
+    recognizer = EmotionRecognizer.load(run_dirs)
     model, frontend = recognizer.model, recognizer.frontend
     n_mels = frontend.n_mels if recognizer.per_speaker else None
-    path = Path(out) if out is not None else run_dir / EXPORT_DIR / DEFAULT_NAMES[format]
+    path = Path(out) if out is not None else run_dirs[0] / EXPORT_DIR / DEFAULT_NAMES[format]
     if format == "savedmodel":
         _replace_dir(path, lambda tmp: _write_saved_model(model, tmp, n_mels))
     elif format == "tflite":
@@ -130,11 +135,13 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
     checks = check_waveforms(frontend.sample_rate, frontend.clip_samples)
     silence = np.zeros((1, frontend.clip_samples), np.float32)
 
-    run = Run.load(run_dir)
+    runs = [Run.load(run_dir) for run_dir in run_dirs]
     metadata = {
         "format": format,
         "path": path.name,
-        "run": run_dir.name,
+        # One run, or the runs whose serving models' mean probabilities the export gives.
+        "run": runs[0].name if len(runs) == 1 else None,
+        "ensemble_of": [run.name for run in runs] if len(runs) > 1 else None,
         "classes": list(recognizer.classes),
         "sample_rate": frontend.sample_rate,
         "clip_samples": frontend.clip_samples,
@@ -170,9 +177,11 @@ def export(run_dir: str | Path, format: str, out: str | Path | None = None) -> E
         "signature": SIGNATURE if format != "onnx" else None,
         "onnx_opset": ONNX_OPSET if format == "onnx" else None,
         "frontend": dataclasses.asdict(frontend),
-        "backbone": run.backbone,
+        "backbone": " + ".join(dict.fromkeys(str(run.backbone) for run in runs)),
         "check": {
-            "against": "the run's Keras serving model (serving.keras)",
+            "against": "the run's Keras serving model (serving.keras)"
+            if len(runs) == 1
+            else f"the mean of the {len(runs)} runs' Keras serving models (serving.keras)",
             "inputs": f"{sum(len(w) for w in checks)} synthetic waveforms (check_waveforms: noise, a "
             "chirp, a speech-like harmonic tone; shorter and longer than the clip)",
             "max_abs_difference": max(difference(waves) for waves in checks),

@@ -37,6 +37,27 @@ def load_serving_model(run: Run) -> keras.Model:
     return model
 
 
+class MeanOfModels(keras.Model):
+    """Serving models of the same classes and front end as one: their probabilities averaged, for
+    the same inputs each takes (a seed ensemble: one setting trained with several seeds). Every
+    member computes its own front end, so each is exactly the model it was alone."""
+
+    def __init__(self, members: Sequence[keras.Model], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.members = list(members)
+        self.built = True  # the members are; an export tracks the ensemble before any call
+
+    def call(self, inputs, training=False):
+        return keras.ops.mean(
+            keras.ops.stack([member(inputs, training=training) for member in self.members]), axis=0
+        )
+
+
+def load_ensemble(runs: Sequence[Run]) -> keras.Model:
+    """The serving models of `runs` (checked as one run's are) averaged by `MeanOfModels`."""
+    return MeanOfModels([load_serving_model(run) for run in runs], name="aed_serving_ensemble")
+
+
 def batch_runner(model: keras.Model, window: int, frontend: FrontEndConfig) -> Runner:
     """(waves [B, window], statistics [2, n_mels] or None) -> probabilities [B, C], in one trace
     for every batch: the front end's XLA parts compile once per batch size (the recognizer pads

@@ -8,6 +8,7 @@
     predictions = recognizer.predict_many(paths)         # an AudioError in place of a bad file
     timeline = recognizer.timeline("interview.flac")     # .segments, .shares, .plot("t.png")
     speaker = recognizer.for_speaker(["call-1.wav", "call-2.wav"])  # see below
+    ensemble = EmotionRecognizer.load(["saved_models/<run seed 0>", "saved_models/<run seed 1>"])
 
 A run trained with per-speaker normalisation standardises every input's log-mel features with
 the band means and deviations of its speaker. `for_speaker(references)` gives a recognizer that
@@ -15,7 +16,10 @@ takes them from the speaker's recordings (labels unneeded: several clips, a whol
 recording itself); without references, the statistics of the run's training clips stand in.
 
 The run's serving model holds the front end, so a file gets the features the model was trained
-on. An export of it (`aed-tf export`: ONNX, TFLite or a SavedModel) loads the same way,
+on. Several runs of the same classes and front end load as one recognizer, their ensemble:
+each window's probabilities are the mean of the runs' serving models (`aed-tf bench cv` measures
+the ensemble of a setting's seeds beside each seed alone). An export of a run or of an ensemble
+(`aed-tf export`: ONNX, TFLite or a SavedModel) loads the same way,
 `EmotionRecognizer.load("model.onnx")`, and runs on ONNX Runtime or LiteRT without TensorFlow,
 with the same windows, voice activity and outputs (within the export's tolerance); only
 `for_speaker` imports TensorFlow, for the front end's statistics of the references.
@@ -226,26 +230,40 @@ class EmotionRecognizer:
             self._infer = batch_runner(model, self.plan.window, frontend)
 
     @classmethod
-    def load(cls, path: str | Path, **options: Any) -> EmotionRecognizer:
+    def load(cls, path: str | Path | Sequence[str | Path], **options: Any) -> EmotionRecognizer:
         """The recognizer of a finished run (`aed-tf train`'s folder), or of an export of one
         (`aed-tf export`: a .onnx or .tflite file or a SavedModel folder, its metadata JSON beside
-        it), which runs without TensorFlow; options as in __init__."""
+        it), which runs without TensorFlow; or, given several run folders, of their ensemble:
+        every window's probabilities the mean of the runs' (a seed ensemble is one setting trained
+        with several seeds; the runs must share the classes and the front end). Options as in
+        __init__."""
+        if not isinstance(path, (str, Path)):
+            paths = [Path(p) for p in path]
+            if len(paths) != 1:
+                return cls._load_ensemble(paths, **options)
+            path = paths[0]
         path = Path(path)
         if names_an_export(path):
             exported = ExportedModel.load(path)  # a UserError for a missing export or a non-export
             if exported.frontend.normalization == "speaker" and "speaker_statistics" not in options:
                 options["speaker_statistics"] = exported.training_statistics
             return cls(exported, exported.classes, exported.frontend, **options)
-        if not path.is_dir():
-            raise UserError(f"{path}: no such run folder")
-        if not (path / SERVING_FILE).is_file() or not (path / CONFIG_FILE).is_file():
-            raise UserError(f"{path}: not a finished run (no {SERVING_FILE} or {CONFIG_FILE})")
+        run = _finished_run(path)
         from aed_tf.serving.keras_route import load_serving_model
 
-        run = Run.load(path)
         if run.frontend.normalization == "speaker" and "speaker_statistics" not in options:
             options["speaker_statistics"] = run.training_statistics()
         return cls(load_serving_model(run), run.classes, run.frontend, **options)
+
+    @classmethod
+    def _load_ensemble(cls, paths: list[Path], **options: Any) -> EmotionRecognizer:
+        runs = ensemble_runs(paths)
+        first = runs[0]
+        if first.frontend.normalization == "speaker" and "speaker_statistics" not in options:
+            options["speaker_statistics"] = pooled_statistics([run.training_statistics() for run in runs])
+        from aed_tf.serving.keras_route import load_ensemble
+
+        return cls(load_ensemble(runs), first.classes, first.frontend, **options)
 
     def for_speaker(self, references: Iterable[Source]) -> EmotionRecognizer:
         """This recognizer, its per-speaker normalisation taken from `references`: recordings of
@@ -522,6 +540,59 @@ def _pad_to(samples: np.ndarray, length: int) -> np.ndarray:
 
 
 # -- finding runs and files ---------------------------------------------------------------------
+
+
+def _finished_run(path: Path) -> Run:
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run folder")
+    if not (path / SERVING_FILE).is_file() or not (path / CONFIG_FILE).is_file():
+        raise UserError(f"{path}: not a finished run (no {SERVING_FILE} or {CONFIG_FILE})")
+    return Run.load(path)
+
+
+def ensemble_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """The finished runs at `paths`, checked to make one ensemble: two or more, each once, of the
+    same classes in the same order and the same front end (the features every member hears)."""
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise UserError(f"an ensemble needs two or more run folders, got {len(paths)}")
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if names_an_export(path):
+            raise UserError(
+                f"{path}: an export; an ensemble is made of run folders (export the ensemble "
+                "itself: aed-tf export RUN_DIR RUN_DIR ... --out ...)"
+            )
+        if path.resolve() in seen:
+            raise UserError(f"{path}: given twice (as {seen[path.resolve()]}); each run counts once")
+        seen[path.resolve()] = path
+    runs = [_finished_run(path) for path in paths]
+    first = runs[0]
+    for run in runs[1:]:
+        if run.classes != first.classes:
+            raise UserError(
+                f"{run.path}: classes {', '.join(run.classes)}; {first.path}: {', '.join(first.classes)}: "
+                "an ensemble's runs need the same classes in the same order"
+            )
+        if run.frontend != first.frontend:
+            differ = ", ".join(
+                f"{name} {value} ({getattr(first.frontend, name)} in {first.path})"
+                for name, value in dataclasses.asdict(run.frontend).items()
+                if getattr(first.frontend, name) != value
+            )
+            raise UserError(f"{run.path}: another front end: {differ}; an ensemble's runs need the same one")
+    return runs
+
+
+def pooled_statistics(statistics: Sequence[np.ndarray]) -> np.ndarray:
+    """[2, n_mels]: the band means and deviations of the runs' training clips taken together,
+    each run's [2, n_mels] weighing the same: the statistics an ensemble's members fall back to
+    for a speaker with no references (the same as each member's when they share a training set)."""
+    stacked = np.stack([np.asarray(s, np.float64) for s in statistics])  # [runs, 2, n_mels]
+    mean = stacked[:, 0].mean(axis=0)
+    variance = (stacked[:, 1] ** 2 + stacked[:, 0] ** 2).mean(axis=0) - mean**2
+    return np.stack([mean, np.sqrt(np.maximum(variance, 0.0))]).astype(np.float32)
+
 
 # What a folder given to `aed-tf predict` is searched for; any other file is left alone.
 

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -287,19 +287,21 @@ class Server:
 
 
 def serve(
-    run_dir: str | Path,
+    run_dir: str | Path | Sequence[str | Path],
     host: str = "127.0.0.1",
     port: int = 7860,
     block: bool = True,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     **recognizer_options: Any,
 ) -> Server | None:
-    """Serves the app and the API of the run in `run_dir` on http://host:port (port 0: any free
-    one); with `block` False, returns at once (the server runs in a thread until `.close()`)."""
+    """Serves the app and the API of the run in `run_dir` (several: their ensemble) on
+    http://host:port (port 0: any free one); with `block` False, returns at once (the server runs
+    in a thread until `.close()`)."""
     recognizer = EmotionRecognizer.load(run_dir, **recognizer_options)
     listener = _listen(host, port)
     port = listener.getsockname()[1]
-    app = build_server(recognizer, Path(run_dir).name, round(max_upload_mb * 2**20), host, port)
+    names = [Path(run_dir).name] if isinstance(run_dir, (str, Path)) else [Path(p).name for p in run_dir]
+    app = build_server(recognizer, " + ".join(names), round(max_upload_mb * 2**20), host, port)
     # Gradio's SSE streams stay open: without a bound, Ctrl-C would wait for every browser tab.
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
