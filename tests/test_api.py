@@ -9,10 +9,8 @@ import dataclasses
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,11 +26,11 @@ from aed_tf.audio import AudioError, decode
 from aed_tf.cli import main
 from tests.conftest import RAVDESS_DIR, TESS_DIR
 from tests.responsive import make_responsive_run
+from tests.servers import STARTUP_SECONDS, aed_tf_serve
 from tests.test_recognizer import BAD_FILES
 
 RAVDESS_CLIP = RAVDESS_DIR / "Actor_01" / "03-01-05-01-01-01-01.flac"  # 3.9 s
 TESS_CLIP = TESS_DIR / "YAF_fear" / "YAF_bath_fear.flac"
-STARTUP_SECONDS = 120  # importing TensorFlow and Gradio and loading the model, on a busy 2-core machine
 MAX_UPLOAD_MB = 1  # small, so that a 2 MB upload is over it and a 20 s WAV (640 kB) is not
 ANSWER_SECONDS = 120  # for one request, behind up to 19 others on a busy machine
 
@@ -82,57 +80,13 @@ def recognizer(run) -> EmotionRecognizer:
 def server(run, tmp_path_factory) -> Iterator[Served]:
     """`aed-tf serve RUN --host 127.0.0.1 --port N --max-upload-mb 1` running."""
     folder = tmp_path_factory.mktemp("api-server")
-    with socket.socket() as probe:  # a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = folder / "serve.log"
     temp_dir = folder / "tmp"
     temp_dir.mkdir()
-    env = {
-        **os.environ,
-        "GRADIO_TEMP_DIR": str(folder / "gradio"),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "TMPDIR": str(temp_dir),
-    }
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from aed_tf.cli import main; sys.exit(main())",
-        "serve",
-        str(run),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-upload-mb",
-        str(MAX_UPLOAD_MB),
-    ]
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"aed-tf serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "docs", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"aed-tf serve did not answer in {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Served(url, process, temp_dir)
-        assert process.poll() is None, f"aed-tf serve died:\n{log.read_text()[-3000:]}"
-        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    args = [str(run), "--max-upload-mb", str(MAX_UPLOAD_MB)]
+    with aed_tf_serve(args, folder, env={"TMPDIR": str(temp_dir)}) as child:
+        yield Served(child.url, child.process, temp_dir)
+        assert child.process.poll() is None, f"aed-tf serve died:\n{child.output()}"
+        assert "Traceback" not in child.log.read_text(), child.output()
 
 
 def assert_close(actual: Any, expected: Any, path: str = "") -> None:
@@ -312,25 +266,9 @@ def test_uploads_to_the_page_are_deleted_when_the_server_stops(run, tmp_path, sh
     """Gradio keeps an upload in its temporary folder for an hour; a stopped server leaves none."""
     import signal
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     uploads = tmp_path / "gradio"
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(uploads), "TMPDIR": str(tmp_path)}
-    command = [sys.executable, "-m", "aed_tf", "serve", str(run), "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(url + "docs", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "aed-tf serve did not start"
-            time.sleep(0.5)
+    with aed_tf_serve([str(run)], tmp_path, env={"TMPDIR": str(tmp_path)}) as child:
+        url, process = child.url, child.process
         # What the page's audio component does with a file: Gradio's upload route.
         answer = httpx.post(
             url + "gradio_api/upload", files={"files": ("clip.flac", RAVDESS_CLIP.read_bytes())}, timeout=60
@@ -341,10 +279,6 @@ def test_uploads_to_the_page_are_deleted_when_the_server_stops(run, tmp_path, sh
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0 or process.returncode == -signal.SIGTERM
         assert [p for p in uploads.rglob("*") if p.is_file()] == []
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 # -- a full disk -------------------------------------------------------------------------------------

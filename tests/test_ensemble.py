@@ -3,12 +3,7 @@ recognizer, `aed-tf predict`, the exports and the web API all answer the mean of
 probabilities, as `aed-tf bench cv` measures the ensemble of a setting's seeds."""
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +18,7 @@ from aed_tf.serving.export import export
 from aed_tf.serving.recognizer import EmotionRecognizer, pooled_statistics
 from tests.conftest import RAVDESS_DIR, TESS_DIR
 from tests.responsive import make_responsive_run
+from tests.servers import aed_tf_serve
 
 CLIPS = [
     RAVDESS_DIR / "Actor_01" / "03-01-05-01-01-01-01.flac",
@@ -186,29 +182,9 @@ def test_the_cli_predicts_exports_and_serves_an_ensemble(members, tmp_path, caps
     )
 
     # aed-tf serve RUN RUN: the API answers the ensemble's probabilities.
-    with socket.socket() as probe:  # a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "aed_tf", "serve", *map(str, members), "--port", str(port)]
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120  # TensorFlow, Gradio and two models, on a busy 2-core machine
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(url + "docs", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "aed-tf serve did not start"
-            time.sleep(0.5)
+    with aed_tf_serve([str(run) for run in members], tmp_path) as child:
         answer = httpx.post(
-            url + "api/predict", files={"file": (CLIPS[0].name, CLIPS[0].read_bytes())}, timeout=120
+            child.url + "api/predict", files={"file": (CLIPS[0].name, CLIPS[0].read_bytes())}, timeout=120
         )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["probabilities"] == pytest.approx(expected, abs=1e-6)
-    finally:
-        process.kill()
-        process.wait()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["probabilities"] == pytest.approx(expected, abs=1e-6)

@@ -4,13 +4,7 @@ file, the reason for a file it cannot use, and asks nothing of any other host.""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +18,7 @@ from aed_tf import EmotionRecognizer
 from aed_tf.audio import AudioError, decode
 from tests.conftest import RAVDESS_DIR, TESS_DIR
 from tests.responsive import make_responsive_run
+from tests.servers import aed_tf_serve
 from tests.test_recognizer import BAD_FILES
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,7 +35,6 @@ CHROMIUM_ARGS = [
 ]
 RAVDESS_CLIP = RAVDESS_DIR / "Actor_01" / "03-01-05-01-01-01-01.flac"  # 3.9 s
 TESS_CLIP = TESS_DIR / "YAF_fear" / "YAF_bath_fear.flac"
-STARTUP_SECONDS = 120  # importing TensorFlow and Gradio and loading the model, on a busy 2-core machine
 ANSWER_MS = 60_000
 
 
@@ -58,48 +52,8 @@ def recognizer(run) -> EmotionRecognizer:
 @pytest.fixture(scope="module")
 def server(run, tmp_path_factory) -> Iterator[str]:
     """`aed-tf serve RUN --host 127.0.0.1 --port N` running; its URL."""
-    folder = tmp_path_factory.mktemp("server")
-    with socket.socket() as probe:  # a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = folder / "serve.log"
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(folder / "gradio"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from aed_tf.cli import main; sys.exit(main())",
-        "serve",
-        str(run),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"aed-tf serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"aed-tf serve did not answer in {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with aed_tf_serve([str(run)], tmp_path_factory.mktemp("server")) as child:
+        yield child.url
 
 
 @pytest.fixture(scope="module")

@@ -99,11 +99,11 @@ def export(run_dir: str | Path | Sequence[str | Path], format: str, out: str | P
     `model.onnx`), replacing what is there, checks it against the Keras model and writes the
     metadata JSON beside it. Several run folders export their ensemble (`EmotionRecognizer.load`
     of them) as one model, to `out`, which it then needs."""
-    from aed_tf.serving.recognizer import EmotionRecognizer
+    from aed_tf.serving.recognizer import EmotionRecognizer, run_folders
 
     if format not in FORMATS:
         raise UserError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
-    run_dirs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(p) for p in run_dir]
+    run_dirs = run_folders(run_dir)
     if len(run_dirs) > 1 and out is None:
         raise UserError(f"an ensemble of {len(run_dirs)} runs needs --out: it has no run folder of its own")
     # UserError for a folder that is not a finished run, or runs that make no ensemble.

@@ -24,7 +24,7 @@ import aed_tf.backbones  # noqa: E402, F401
 from aed_tf.config import FrontEndConfig  # noqa: E402
 from aed_tf.errors import UserError  # noqa: E402
 from aed_tf.features import log_mel, log_mel_statistics  # noqa: E402
-from aed_tf.model import load_model  # noqa: E402
+from aed_tf.model import build_serving_model, load_model  # noqa: E402
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run  # noqa: E402
 from aed_tf.serving.exported import Runner  # noqa: E402
 from aed_tf.signature import STATISTICS_INPUT, WAVEFORM_INPUT  # noqa: E402
@@ -37,25 +37,40 @@ def load_serving_model(run: Run) -> keras.Model:
     return model
 
 
-class MeanOfModels(keras.Model):
-    """Serving models of the same classes and front end as one: their probabilities averaged, for
-    the same inputs each takes (a seed ensemble: one setting trained with several seeds). Every
-    member computes its own front end, so each is exactly the model it was alone."""
+class MeanOfClassifiers(keras.Model):
+    """Classifiers of the same classes over the same features as one: each one's
+    temperature-scaled probabilities, averaged (a seed ensemble: one setting, several seeds)."""
 
-    def __init__(self, members: Sequence[keras.Model], **kwargs) -> None:
+    def __init__(
+        self, classifiers: Sequence[keras.Model], temperatures: Sequence[keras.layers.Layer], **kwargs
+    ):
         super().__init__(**kwargs)
-        self.members = list(members)
+        self.classifiers, self.temperatures = list(classifiers), list(temperatures)
         self.built = True  # the members are; an export tracks the ensemble before any call
 
-    def call(self, inputs, training=False):
+    def call(self, features, training=False):
         return keras.ops.mean(
-            keras.ops.stack([member(inputs, training=training) for member in self.members]), axis=0
+            keras.ops.stack(
+                [
+                    scale(classifier(features, training=training))
+                    for classifier, scale in zip(self.classifiers, self.temperatures)
+                ]
+            ),
+            axis=0,
         )
 
 
 def load_ensemble(runs: Sequence[Run]) -> keras.Model:
-    """The serving models of `runs` (checked as one run's are) averaged by `MeanOfModels`."""
-    return MeanOfModels([load_serving_model(run) for run in runs], name="aed_serving_ensemble")
+    """One serving model for `runs` (each checked as a run's is; `ensemble_runs` checked that
+    they share the front end): the front end computed once, then every run's classifier and
+    temperature, their probabilities averaged."""
+    classifiers, temperatures = [], []
+    for run in runs:
+        serving = load_serving_model(run)
+        [classifier] = [layer for layer in serving.layers if isinstance(layer, keras.Model)]
+        classifiers.append(classifier)
+        temperatures.append(serving.get_layer("temperature"))
+    return build_serving_model(MeanOfClassifiers(classifiers, temperatures), runs[0].frontend)
 
 
 def batch_runner(model: keras.Model, window: int, frontend: FrontEndConfig) -> Runner:

@@ -237,12 +237,10 @@ class EmotionRecognizer:
         every window's probabilities the mean of the runs' (a seed ensemble is one setting trained
         with several seeds; the runs must share the classes and the front end). Options as in
         __init__."""
-        if not isinstance(path, (str, Path)):
-            paths = [Path(p) for p in path]
-            if len(paths) != 1:
-                return cls._load_ensemble(paths, **options)
-            path = paths[0]
-        path = Path(path)
+        paths = run_folders(path)
+        if len(paths) != 1:
+            return cls._load_ensemble(paths, **options)
+        path = paths[0]
         if names_an_export(path):
             exported = ExportedModel.load(path)  # a UserError for a missing export or a non-export
             if exported.frontend.normalization == "speaker" and "speaker_statistics" not in options:
@@ -540,6 +538,11 @@ def _pad_to(samples: np.ndarray, length: int) -> np.ndarray:
 
 
 # -- finding runs and files ---------------------------------------------------------------------
+
+
+def run_folders(run_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path, or several (an ensemble's runs), as a list."""
+    return [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(p) for p in run_dir]
 
 
 def _finished_run(path: Path) -> Run:

@@ -52,7 +52,13 @@ from starlette.requests import ClientDisconnect  # noqa: E402
 from aed_tf import __version__  # noqa: E402
 from aed_tf.audio import AudioError  # noqa: E402
 from aed_tf.errors import UserError  # noqa: E402
-from aed_tf.serving.recognizer import EmotionRecognizer, InputWarning, Prediction, Timeline  # noqa: E402
+from aed_tf.serving.recognizer import (  # noqa: E402
+    EmotionRecognizer,
+    InputWarning,
+    Prediction,
+    Timeline,
+    run_folders,
+)
 
 TITLE = "Speech emotion recognition"
 SEGMENT_COLUMNS = ["start (s)", "end (s)", "emotion", "probability"]
@@ -300,8 +306,8 @@ def serve(
     recognizer = EmotionRecognizer.load(run_dir, **recognizer_options)
     listener = _listen(host, port)
     port = listener.getsockname()[1]
-    names = [Path(run_dir).name] if isinstance(run_dir, (str, Path)) else [Path(p).name for p in run_dir]
-    app = build_server(recognizer, " + ".join(names), round(max_upload_mb * 2**20), host, port)
+    name = " + ".join(path.name for path in run_folders(run_dir))
+    app = build_server(recognizer, name, round(max_upload_mb * 2**20), host, port)
     # Gradio's SSE streams stay open: without a bound, Ctrl-C would wait for every browser tab.
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
