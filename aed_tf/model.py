@@ -188,6 +188,13 @@ def build_serving_model(
     return keras.Model(inputs, probabilities, name="aed_serving")
 
 
+def serving_parts(serving: keras.Model) -> tuple[keras.Model, TemperatureScaling]:
+    """The classifier and the temperature layer of a model made by `build_serving_model` (an
+    ensemble gives its members' to one shared front end)."""
+    [classifier] = [layer for layer in serving.layers if isinstance(layer, keras.Model)]
+    return classifier, serving.get_layer("temperature")
+
+
 def load_model(path: str | Path) -> keras.Model:
     """A saved `.keras` model (Keras safe mode: no code is run from the file); a file that is
     missing, truncated or refused is a UserError naming it and why, not a Keras traceback (a

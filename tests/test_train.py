@@ -15,6 +15,7 @@ from aed_tf.calibration import apply_temperature, fit_temperature
 from aed_tf.config import Config
 from aed_tf.errors import InputError
 from aed_tf.labels import CLASSES
+from aed_tf.model import serving_parts
 from aed_tf.partitions import load_training_data
 from aed_tf.pipeline import eval_dataset
 from aed_tf.runs import CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE
@@ -64,7 +65,9 @@ def test_training_writes_a_complete_reproducible_run(tmp_path, data_root):
     expected = classifier.predict(features, verbose=0)
     temperature = metrics["temperature"]
     assert temperature == pytest.approx(fit_temperature(val.labels, expected), rel=1e-3)
-    assert serving.get_layer("temperature").temperature == pytest.approx(temperature)
+    serving_classifier, scaling = serving_parts(serving)
+    assert scaling.temperature == pytest.approx(temperature)
+    assert serving_classifier.count_params() == classifier.count_params()
     assert metrics["val_ece_calibrated"] <= metrics["val_ece"] + 1e-9
     got = np.concatenate([serving.predict(w[None], verbose=0) for w in val.waveforms])
     np.testing.assert_allclose(got, apply_temperature(expected, temperature), atol=1e-5)

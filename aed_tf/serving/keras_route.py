@@ -24,7 +24,7 @@ import aed_tf.backbones  # noqa: E402, F401
 from aed_tf.config import FrontEndConfig  # noqa: E402
 from aed_tf.errors import UserError  # noqa: E402
 from aed_tf.features import log_mel, log_mel_statistics  # noqa: E402
-from aed_tf.model import build_serving_model, load_model  # noqa: E402
+from aed_tf.model import build_serving_model, load_model, serving_parts  # noqa: E402
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run  # noqa: E402
 from aed_tf.serving.exported import Runner  # noqa: E402
 from aed_tf.signature import STATISTICS_INPUT, WAVEFORM_INPUT  # noqa: E402
@@ -64,12 +64,7 @@ def load_ensemble(runs: Sequence[Run]) -> keras.Model:
     """One serving model for `runs` (each checked as a run's is; `ensemble_runs` checked that
     they share the front end): the front end computed once, then every run's classifier and
     temperature, their probabilities averaged."""
-    classifiers, temperatures = [], []
-    for run in runs:
-        serving = load_serving_model(run)
-        [classifier] = [layer for layer in serving.layers if isinstance(layer, keras.Model)]
-        classifiers.append(classifier)
-        temperatures.append(serving.get_layer("temperature"))
+    classifiers, temperatures = zip(*(serving_parts(load_serving_model(run)) for run in runs))
     return build_serving_model(MeanOfClassifiers(classifiers, temperatures), runs[0].frontend)
 
 
