@@ -193,6 +193,12 @@ class AugmentConfig:
         "(tempo and pitch together; 0.1 gives 0.9x and 1.1x), one of the three drawn per clip "
         "and epoch; 0 turns it off",
     )
+    frequency_warp: float = param(
+        0.0,
+        "vocal tract length perturbation: each training clip's frequency axis is scaled by a "
+        "factor drawn from [1 - w, 1 + w] (formants and pitch move, tempo stays; 0.1 is about "
+        "the spread of adult vocal tracts), per clip and epoch; 0 turns it off",
+    )
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -206,6 +212,7 @@ class AugmentConfig:
         _check(
             0 <= self.speed_perturbation < 0.5, "speed_perturbation", self.speed_perturbation, "in [0, 0.5)"
         )
+        _check(0 <= self.frequency_warp < 0.5, "frequency_warp", self.frequency_warp, "in [0, 0.5)")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,19 @@ def mel_matrix(frontend: FrontEndConfig) -> np.ndarray:
     return matrix
 
 
+def mel_band_hertz(frontend: FrontEndConfig) -> np.ndarray:
+    """[n_mels] centre frequency (Hz) of each band of `mel_matrix`: the bands' peaks lie equally
+    spaced on the HTK mel scale between `fmin` and `fmax`, one spacing inside each edge."""
+    edges = np.linspace(hertz_to_mel(frontend.fmin), hertz_to_mel(frontend.fmax), frontend.n_mels + 2)
+    return 700.0 * np.expm1(edges[1:-1] / 1127.0)
+
+
+def hertz_to_mel(hertz: Any) -> Any:
+    """The HTK mel scale of `mel_matrix` (numpy or TensorFlow values)."""
+    log1p = tf.math.log1p if tf.is_tensor(hertz) else np.log1p
+    return 1127.0 * log1p(hertz / 700.0)
+
+
 @functools.lru_cache(maxsize=None)
 def _mel_blocks(frontend: FrontEndConfig) -> tuple[tuple[int, int, np.ndarray], ...]:
     """The mel matrix cut into (first_bin, end_bin, block) per group of adjacent bands: the rows

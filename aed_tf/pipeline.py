@@ -3,7 +3,7 @@
 Training computes each clip's mel power once, when the dataset is made (`clip_mel_powers`), and
 works in the power domain from then on, a batch at a time: shuffle -> a random frame-aligned crop,
 placement and time shift of each clip (`crop_frames`) -> random gain -> white noise -> log ->
-normalisation per clip or per speaker -> SpecAugment -> optional mixup. Evaluation is the serving path:
+normalisation per clip or per speaker -> optional frequency warp -> SpecAugment -> optional mixup. Evaluation is the serving path:
 centred crop or symmetric pad of the waveform -> batch -> `waveform_to_features`. The model's
 first layer (`SpectrogramImage`) draws the backbone's image from the features. Every step is a
 TensorFlow op, so no Python runs per batch. Random ops are stateless and fed seeds from
@@ -23,8 +23,10 @@ import tensorflow as tf
 from aed_tf.config import AugmentConfig, Config, FrontEndConfig
 from aed_tf.features import (
     fit_to_length,
+    hertz_to_mel,
     log_mel_statistics,
     log_power,
+    mel_band_hertz,
     mel_power,
     normalize,
     waveform_to_features,
@@ -133,6 +135,7 @@ def train_dataset(
             raise ValueError(f"{len(clip_weights)} clip weights for {clips_per_version} training clips")
         weight_of_clip = tf.constant(np.tile(np.asarray(clip_weights, np.float32), len(speeds)))
     noise_bank = tf.constant(white_noise_bank(frontend))
+    band_hertz = tf.constant(mel_band_hertz(frontend), tf.float32)
     max_shift = round(augment.time_shift_ms / frontend.hop_ms) if augment.augment else 0  # hops
     # Independent seed streams for the clip order and the batches, both fixed by `seed` (drawn
     # here when none is given).
@@ -157,7 +160,9 @@ def train_dataset(
         if not augment.augment:
             features = normalize(log_power(power), speaker)
         else:
-            features, one_hot = augmented_features(power, one_hot, noise_bank, augment, augment_seed, speaker)
+            features, one_hot = augmented_features(
+                power, one_hot, noise_bank, band_hertz, augment, augment_seed, speaker
+            )
         weights = ()
         if clip_weights is not None:
             one_hot, weights = one_hot[:, :-1], (one_hot[:, -1],)
@@ -378,14 +383,16 @@ def augmented_features(
     power: tf.Tensor,
     one_hot: tf.Tensor,
     noise_bank: tf.Tensor,
+    band_hertz: tf.Tensor,
     augment: AugmentConfig,
     seed: tf.Tensor,
     statistics: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """The augmented training features of a batch of cropped [B, frames, n_mels] mel powers, and
-    their (mixed) labels; `statistics` [B, 2, n_mels] normalise per speaker."""
+    their (mixed) labels; `band_hertz` [n_mels] are the bands' centres (`mel_band_hertz`) and
+    `statistics` [B, 2, n_mels] normalise per speaker."""
     features_seed, mixup_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    features = _augmented_features(power, noise_bank, augment, features_seed, statistics)
+    features = _augmented_features(power, noise_bank, band_hertz, augment, features_seed, statistics)
     if augment.mixup_alpha > 0:
         features, one_hot = mixup(features, one_hot, augment.mixup_alpha, mixup_seed)
     return features, one_hot
@@ -396,11 +403,12 @@ def augmented_features(
 def _augmented_features(
     power: tf.Tensor,
     noise_bank: tf.Tensor,
+    band_hertz: tf.Tensor,
     augment: AugmentConfig,
     seed: tf.Tensor,
     statistics: tf.Tensor | None,
 ) -> tf.Tensor:
-    """Random gain, white noise, log, normalisation and SpecAugment."""
+    """Random gain, white noise, log, normalisation, frequency warp and SpecAugment."""
     gain_seed, noise_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     power = random_gain(power, augment.gain_db, gain_seed)
     power = add_white_noise(
@@ -411,14 +419,50 @@ def _augmented_features(
         augment.snr_db_max,
         noise_seed,
     )
+    features = normalize(log_power(power), statistics)
+    if augment.frequency_warp > 0:  # a stream of its own: the other draws stay as they were
+        warp_seed = tf.random.experimental.stateless_fold_in(seed, 3)
+        features = warp_frequencies(features, band_hertz, augment.frequency_warp, warp_seed)
     return spec_augment(
-        normalize(log_power(power), statistics),
+        features,
         augment.freq_masks,
         augment.freq_mask_width,
         augment.time_masks,
         augment.time_mask_width,
         mask_seed,
     )
+
+
+def warp_frequencies(
+    features: tf.Tensor, band_hertz: tf.Tensor, max_warp: float, seed: tf.Tensor
+) -> tf.Tensor:
+    """Vocal tract length perturbation (Jaitly & Hinton 2013) of normalised [B, frames, n_mels]
+    features: each clip's frequency axis scaled by a factor drawn from U[1 - max_warp, 1 + max_warp]
+    (`scale_frequencies`)."""
+    factors = tf.random.stateless_uniform([tf.shape(features)[0]], seed, 1.0 - max_warp, 1.0 + max_warp)
+    return scale_frequencies(features, band_hertz, factors)
+
+
+def scale_frequencies(features: tf.Tensor, band_hertz: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+    """[B, frames, n_mels] features as the same voice would give with every frequency f moved to
+    factors[b] * f (a shorter vocal tract: formants and pitch up): band m takes the value at
+    band_hertz[m] / factor, interpolated linearly between the two bands beside it on the mel
+    scale; past the lowest or highest band, that band's value.
+
+    It scales the normalised features, not the power: a voice whose spectrum is S(f / a) has the
+    mean spectrum M(f / a) over its clips, so normalised by its own statistics (per speaker, or
+    per clip over time) it gives the scaled normalised features, whereas normalising scaled power
+    by the unscaled speaker's statistics would leave a tilt no real speaker shows."""
+    mels = hertz_to_mel(band_hertz)
+    bands = tf.shape(band_hertz)[0]
+    source = hertz_to_mel(band_hertz[tf.newaxis, :] / factors[:, tf.newaxis])  # [B, n_mels]
+    # The bands are equally spaced in mel: the source's fractional band index.
+    position = tf.clip_by_value((source - mels[0]) / (mels[1] - mels[0]), 0.0, tf.cast(bands - 1, tf.float32))
+    lower = tf.minimum(tf.cast(tf.floor(position), tf.int32), bands - 2)
+    upper_weight = (position - tf.cast(lower, tf.float32))[:, tf.newaxis, :]
+    below = tf.gather(features, lower, axis=2, batch_dims=1)
+    above = tf.gather(features, lower + 1, axis=2, batch_dims=1)
+    return below + upper_weight * (above - below)
 
 
 def random_gain(power: tf.Tensor, max_db: float, seed: tf.Tensor) -> tf.Tensor:

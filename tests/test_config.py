@@ -45,6 +45,7 @@ def test_unknown_parameter_suggests_the_close_name():
         ({"n_mels": 12.5}, "n_mels"),
         ({"augment": "maybe"}, "augment"),
         ({"speed_perturbation": 0.5}, "speed_perturbation"),
+        ({"frequency_warp": -0.1}, "frequency_warp"),
         ({"protocol": "leave-one-out"}, "protocol"),
         ({"normalization": "corpus"}, "normalization"),
         # Non-finite floats pass `> 0`, then overflow or poison training far from the flag.

@@ -13,7 +13,15 @@ import tensorflow as tf
 from aed_tf.bench import ENVIRONMENT_KEYS
 from aed_tf.bench.pipeline import bench_pipeline
 from aed_tf.config import Config
-from aed_tf.features import fit_to_length, log_mel, mel_power, waveform_to_features, white_noise_mel_power
+from aed_tf.features import (
+    fit_to_length,
+    log_mel,
+    mel_band_hertz,
+    mel_matrix,
+    mel_power,
+    waveform_to_features,
+    white_noise_mel_power,
+)
 from aed_tf.pipeline import (
     add_white_noise,
     augmented_views,
@@ -24,10 +32,12 @@ from aed_tf.pipeline import (
     mixup,
     random_gain,
     random_start_frames,
+    scale_frequencies,
     speaker_statistics,
     spec_augment,
     speed_factors,
     train_dataset,
+    warp_frequencies,
     waveform_dataset,
     white_noise_bank,
 )
@@ -209,6 +219,98 @@ def test_speed_perturbation_trains_on_each_speed_of_each_clip_exactly() -> None:
     faster = change_speed(tone(1.0, 8000, freq=200.0), 1.25)
     assert len(faster) == 6400
     assert np.argmax(np.abs(np.fft.rfft(faster))) * 8000 / len(faster) == pytest.approx(250, abs=2)
+
+
+def test_band_centres_are_the_peaks_of_the_mel_filters() -> None:
+    frontend = Config().frontend
+    hertz = mel_band_hertz(frontend)
+    bin_hertz = frontend.sample_rate / frontend.n_fft
+    peaks = np.argmax(mel_matrix(frontend), axis=0) * bin_hertz
+    filled = mel_matrix(frontend).any(axis=0)  # the lowest bands fall between FFT bins
+    assert hertz.shape == (frontend.n_mels,) and np.all(np.diff(hertz) > 0)
+    np.testing.assert_allclose(peaks[filled], hertz[filled], atol=bin_hertz / 2)
+
+
+def test_scaling_frequencies_moves_a_tone_by_the_factor() -> None:
+    """A 1 kHz tone's band moves to 1.15 kHz's at 1.15, to 850 Hz's at 0.85; a factor of 1 gives
+    the features back (to rounding); past the top band, the top band's value."""
+    frontend = Config().frontend
+    hertz = mel_band_hertz(frontend)
+    features = log_mel(tf.constant(tone(0.5, frontend.sample_rate, freq=1000.0)[None]), frontend)
+    features = tf.tile(features, [3, 1, 1])
+    scaled = scale_frequencies(
+        features, tf.constant(hertz, tf.float32), tf.constant([1.0, 1.15, 0.85])
+    ).numpy()
+    np.testing.assert_allclose(scaled[0], features[0].numpy(), atol=1e-3)
+    peak = hertz[np.argmax(scaled.mean(axis=1), axis=1)]
+    assert peak[0] == pytest.approx(1000, rel=0.04)
+    assert peak[1] == pytest.approx(1150, rel=0.04) and peak[2] == pytest.approx(850, rel=0.04)
+    # At 0.85 the top bands ask for frequencies above fmax: they repeat the top band.
+    beyond = hertz / 0.85 > hertz[-1]
+    assert beyond.sum() > 1
+    np.testing.assert_allclose(scaled[2][:, beyond], features[2].numpy()[:, -1:].repeat(beyond.sum(), 1))
+
+
+def fitted_factor(
+    unwarped: tf.Tensor, warped: np.ndarray, hertz: tf.Tensor, low: float, high: float
+) -> tuple:
+    """The factor in [low, high] whose `scale_frequencies` of `unwarped` [frames, n_mels] is
+    closest to `warped`, and the largest difference left: a grid, then a bounded search."""
+    from scipy.optimize import minimize_scalar
+
+    def error(factors) -> np.ndarray:
+        candidates = scale_frequencies(
+            tf.repeat(unwarped[None], len(factors), 0), hertz, tf.constant(factors, tf.float32)
+        )
+        return np.abs(candidates.numpy() - warped).max(axis=(1, 2))
+
+    grid = np.linspace(low, high, 201)
+    best, step = grid[np.argmin(error(grid))], grid[1] - grid[0]
+    fit = minimize_scalar(
+        lambda f: error([f])[0], bounds=(best - step, best + step), method="bounded", options={"xatol": 1e-7}
+    )
+    return fit.x, fit.fun
+
+
+def test_frequency_warp_draws_a_factor_per_clip_within_its_range() -> None:
+    """Each clip's features are `scale_frequencies` of them at one factor in [0.9, 1.1], found by
+    search; clips get different factors, and the same seed the same ones."""
+    frontend = Config().frontend
+    hertz = tf.constant(mel_band_hertz(frontend), tf.float32)
+    waves = np.stack([tone(0.5, frontend.sample_rate, freq=300.0 + 400 * i, seed=i) for i in range(8)])
+    features = log_mel(tf.constant(waves), frontend)
+    warped = warp_frequencies(features, hertz, 0.1, SEED).numpy()
+    np.testing.assert_array_equal(warped, warp_frequencies(features, hertz, 0.1, SEED).numpy())
+    found = []
+    for clip in range(len(waves)):
+        factor, error = fitted_factor(features[clip], warped[clip], hertz, 0.85, 1.15)
+        assert error < 1e-3
+        found.append(factor)
+    assert 0.9 - 1e-3 <= min(found) and max(found) <= 1.1 + 1e-3
+    assert len(set(np.round(found, 3))) > 4
+
+
+@pytest.mark.parametrize("normalization", ["clip", "speaker"])
+def test_frequency_warp_in_training_changes_only_the_frequency_axis(normalization) -> None:
+    """With every other augmentation off, a warped training example is the unwarped one scaled
+    along frequency, normalised per clip or by the unwarped speaker's statistics: the same crops
+    (the other random streams are untouched) at factors in range."""
+    plain = CONFIG.replace(
+        gain_db=0.0, noise_probability=0.0, freq_masks=0, time_masks=0, normalization=normalization
+    )
+    speakers = ["ann", "bob"] * 4
+    waves, labels = clips([3000] * 8), list(range(7)) + [0]
+    hertz = tf.constant(mel_band_hertz(FRONTEND), tf.float32)
+    for (unwarped, _), (warped, _) in zip(
+        train_dataset(waves, labels, NUM_CLASSES, plain, seed=5, speakers=speakers),
+        train_dataset(
+            waves, labels, NUM_CLASSES, plain.replace(frequency_warp=0.2), seed=5, speakers=speakers
+        ),
+    ):
+        assert not np.allclose(unwarped.numpy(), warped.numpy())
+        for clip in range(unwarped.shape[0]):
+            factor, error = fitted_factor(unwarped[clip], warped[clip].numpy(), hertz, 0.75, 1.25)
+            assert error < 1e-3 and 0.8 - 1e-3 <= factor <= 1.2 + 1e-3
 
 
 # -- the datasets -----------------------------------------------------------------------------
