@@ -3,7 +3,8 @@
 Training computes each clip's mel power once, when the dataset is made (`clip_mel_powers`), and
 works in the power domain from then on, a batch at a time: shuffle -> a random frame-aligned crop,
 placement and time shift of each clip (`crop_frames`) -> random gain -> white noise -> log ->
-normalisation per clip or per speaker -> optional frequency warp -> SpecAugment -> optional mixup. Evaluation is the serving path:
+normalisation per clip or per speaker -> optional frequency warp -> SpecAugment -> optional
+mixup. Evaluation is the serving path:
 centred crop or symmetric pad of the waveform -> batch -> `waveform_to_features`. The model's
 first layer (`SpectrogramImage`) draws the backbone's image from the features. Every step is a
 TensorFlow op, so no Python runs per batch. Random ops are stateless and fed seeds from
@@ -226,7 +227,8 @@ def change_speed(wave: np.ndarray, speed: float) -> np.ndarray:
 
 def augmented_views(waveform: np.ndarray, config: Config, count: int = 4, seed: int = 0) -> np.ndarray:
     """[count, frames, n_mels]: what training makes of one clip in `count` draws of the
-    training pipeline (crop, shift, gain, noise, masks; mixup only mixes the clip with itself).
+    training pipeline (speed, crop, shift, gain, noise, frequency warp, masks; mixup only mixes
+    the clip with itself).
     Normalising per speaker, the clip is its speaker's only clip."""
     dataset = train_dataset(
         [waveform] * count,
@@ -421,7 +423,7 @@ def _augmented_features(
     )
     features = normalize(log_power(power), statistics)
     if augment.frequency_warp > 0:  # a stream of its own: the other draws stay as they were
-        warp_seed = tf.random.experimental.stateless_fold_in(seed, 3)
+        warp_seed = tf.random.experimental.stateless_fold_in(seed, tf.constant(3, tf.int64))
         features = warp_frequencies(features, band_hertz, augment.frequency_warp, warp_seed)
     return spec_augment(
         features,
@@ -437,32 +439,57 @@ def warp_frequencies(
     features: tf.Tensor, band_hertz: tf.Tensor, max_warp: float, seed: tf.Tensor
 ) -> tf.Tensor:
     """Vocal tract length perturbation (Jaitly & Hinton 2013) of normalised [B, frames, n_mels]
-    features: each clip's frequency axis scaled by a factor drawn from U[1 - max_warp, 1 + max_warp]
+    features: each clip's frequencies warped by a factor drawn from U[1 - max_warp, 1 + max_warp]
     (`scale_frequencies`)."""
     factors = tf.random.stateless_uniform([tf.shape(features)[0]], seed, 1.0 - max_warp, 1.0 + max_warp)
     return scale_frequencies(features, band_hertz, factors)
 
 
-def scale_frequencies(features: tf.Tensor, band_hertz: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
-    """[B, frames, n_mels] features as the same voice would give with every frequency f moved to
-    factors[b] * f (a shorter vocal tract: formants and pitch up): band m takes the value at
-    band_hertz[m] / factor, interpolated linearly between the two bands beside it on the mel
-    scale; past the lowest or highest band, that band's value.
+# Jaitly & Hinton's warp is linear up to this share of the band (4.8 of 8 kHz), then bends so
+# that the band's top maps onto itself.
+WARP_LINEAR_SHARE = 0.6
 
-    It scales the normalised features, not the power: a voice whose spectrum is S(f / a) has the
+
+def warp_source_hertz(band_hertz: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+    """[B, n_mels]: the frequency whose content Jaitly & Hinton's warp by factors[b] moves to each
+    band's centre. The warp takes f to factor * f up to a boundary f0 = 0.6 * top * min(a, 1) / a
+    (top: the highest band's centre), then linearly to top at top, so no band asks for content
+    from beyond the highest; this is its inverse."""
+    top = band_hertz[-1]
+    factors = factors[:, tf.newaxis]
+    boundary = WARP_LINEAR_SHARE * top * tf.minimum(factors, 1.0) / factors
+    hertz = band_hertz[tf.newaxis, :]
+    bent = top - (top - hertz) * (top - boundary) / (top - factors * boundary)
+    return tf.where(hertz <= factors * boundary, hertz / factors, bent)
+
+
+def scale_frequencies(features: tf.Tensor, band_hertz: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+    """[B, frames, n_mels] features as the same voice would give with its spectrum warped by
+    factors[b] (above 1: a shorter vocal tract, formants up, and the harmonics with them): band m
+    takes the value at `warp_source_hertz`, interpolated linearly between the two bands beside it
+    on the mel scale (below the lowest band, the lowest band's value). Interpolating averages
+    neighbouring bands, which would leave a warped clip with 15-20% less variance than any real
+    one: each clip's RMS is restored.
+
+    It warps the normalised features, not the power: a voice whose spectrum is S(f / a) has the
     mean spectrum M(f / a) over its clips, so normalised by its own statistics (per speaker, or
-    per clip over time) it gives the scaled normalised features, whereas normalising scaled power
-    by the unscaled speaker's statistics would leave a tilt no real speaker shows."""
+    per clip over time) it gives the warped normalised features, whereas normalising warped power
+    by the unwarped speaker's statistics would leave a tilt no real speaker shows."""
     mels = hertz_to_mel(band_hertz)
     bands = tf.shape(band_hertz)[0]
-    source = hertz_to_mel(band_hertz[tf.newaxis, :] / factors[:, tf.newaxis])  # [B, n_mels]
+    source = hertz_to_mel(warp_source_hertz(band_hertz, factors))
     # The bands are equally spaced in mel: the source's fractional band index.
     position = tf.clip_by_value((source - mels[0]) / (mels[1] - mels[0]), 0.0, tf.cast(bands - 1, tf.float32))
     lower = tf.minimum(tf.cast(tf.floor(position), tf.int32), bands - 2)
     upper_weight = (position - tf.cast(lower, tf.float32))[:, tf.newaxis, :]
     below = tf.gather(features, lower, axis=2, batch_dims=1)
     above = tf.gather(features, lower + 1, axis=2, batch_dims=1)
-    return below + upper_weight * (above - below)
+    warped = below + upper_weight * (above - below)
+    return warped * tf.math.divide_no_nan(_clip_rms(features), _clip_rms(warped))
+
+
+def _clip_rms(features: tf.Tensor) -> tf.Tensor:
+    return tf.sqrt(tf.reduce_mean(tf.square(features), axis=[1, 2], keepdims=True))
 
 
 def random_gain(power: tf.Tensor, max_db: float, seed: tf.Tensor) -> tf.Tensor:

@@ -38,6 +38,7 @@ from aed_tf.pipeline import (
     speed_factors,
     train_dataset,
     warp_frequencies,
+    warp_source_hertz,
     waveform_dataset,
     white_noise_bank,
 )
@@ -231,9 +232,24 @@ def test_band_centres_are_the_peaks_of_the_mel_filters() -> None:
     np.testing.assert_allclose(peaks[filled], hertz[filled], atol=bin_hertz / 2)
 
 
+def test_the_warp_scales_frequencies_up_to_its_boundary_then_bends_to_the_top_band() -> None:
+    hertz = mel_band_hertz(Config().frontend)
+    top = hertz[-1]
+    sources = warp_source_hertz(tf.constant(hertz, tf.float32), tf.constant([1.0, 1.15, 0.85])).numpy()
+    np.testing.assert_allclose(sources[0], hertz, rtol=1e-6)
+    for source, factor in zip(sources[1:], [1.15, 0.85]):
+        linear = hertz <= 0.6 * top * min(factor, 1.0)  # the boundary's image
+        np.testing.assert_allclose(source[linear], hertz[linear] / factor, rtol=1e-5)
+        assert source[-1] == pytest.approx(top, rel=1e-6) and source.max() <= top * (1 + 1e-6)
+        assert np.all(np.diff(source) > 0)
+        # Continuous: no step between neighbouring bands larger than the bands' own spacing allows.
+        assert np.max(np.diff(source) / np.diff(hertz)) < 1.5
+
+
 def test_scaling_frequencies_moves_a_tone_by_the_factor() -> None:
     """A 1 kHz tone's band moves to 1.15 kHz's at 1.15, to 850 Hz's at 0.85; a factor of 1 gives
-    the features back (to rounding); past the top band, the top band's value."""
+    the features back (to rounding); each clip keeps its RMS; the highest bands are not copies of
+    one band."""
     frontend = Config().frontend
     hertz = mel_band_hertz(frontend)
     features = log_mel(tf.constant(tone(0.5, frontend.sample_rate, freq=1000.0)[None]), frontend)
@@ -245,10 +261,9 @@ def test_scaling_frequencies_moves_a_tone_by_the_factor() -> None:
     peak = hertz[np.argmax(scaled.mean(axis=1), axis=1)]
     assert peak[0] == pytest.approx(1000, rel=0.04)
     assert peak[1] == pytest.approx(1150, rel=0.04) and peak[2] == pytest.approx(850, rel=0.04)
-    # At 0.85 the top bands ask for frequencies above fmax: they repeat the top band.
-    beyond = hertz / 0.85 > hertz[-1]
-    assert beyond.sum() > 1
-    np.testing.assert_allclose(scaled[2][:, beyond], features[2].numpy()[:, -1:].repeat(beyond.sum(), 1))
+    rms = np.sqrt(np.mean(np.square(scaled), axis=(1, 2)))
+    np.testing.assert_allclose(rms, np.sqrt(np.mean(np.square(features.numpy()), axis=(1, 2))), rtol=1e-4)
+    assert np.all(np.abs(np.diff(scaled[2][:, -8:], axis=1)).max(axis=0) > 1e-3)
 
 
 def fitted_factor(
@@ -292,12 +307,10 @@ def test_frequency_warp_draws_a_factor_per_clip_within_its_range() -> None:
 
 @pytest.mark.parametrize("normalization", ["clip", "speaker"])
 def test_frequency_warp_in_training_changes_only_the_frequency_axis(normalization) -> None:
-    """With every other augmentation off, a warped training example is the unwarped one scaled
-    along frequency, normalised per clip or by the unwarped speaker's statistics: the same crops
-    (the other random streams are untouched) at factors in range."""
-    plain = CONFIG.replace(
-        gain_db=0.0, noise_probability=0.0, freq_masks=0, time_masks=0, normalization=normalization
-    )
+    """A warped training example is the unwarped one scaled along frequency, normalised per clip
+    or by the unwarped speaker's statistics, at a factor in range: the same crops, gains and noise
+    (the other random streams are untouched). Masks are off: they come after the warp."""
+    plain = CONFIG.replace(noise_probability=1.0, freq_masks=0, time_masks=0, normalization=normalization)
     speakers = ["ann", "bob"] * 4
     waves, labels = clips([3000] * 8), list(range(7)) + [0]
     hertz = tf.constant(mel_band_hertz(FRONTEND), tf.float32)
