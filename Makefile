@@ -22,7 +22,7 @@ $(CHROMIUM):
 # (aed_tf.config.CPU_SETTING) on cv fold 1 of both shared folders (its speakers never heard in
 # training), rendered to reports/<run-id>/*.html and reports/index.html. On 6 epochs, not the
 # setting's 20, to finish within ten minutes on a 2-core machine (7 min 36 s measured).
-DEMO_PARAMETERS := -p protocol cv -p fold 1 -p backbone audiocnn -p weights none -p epochs 6 -p normalization speaker -p balance corpus_class_weights
+DEMO_PARAMETERS := -p protocol cv -p fold 1 -p backbone audiocnn -p weights none -p epochs 6 -p learning_rate 0.003 -p normalization speaker -p balance corpus_class_weights
 demo: $(BIN)/.installed
 	$(BIN)/aed-tf run all $(DEMO_PARAMETERS)
 
