@@ -198,9 +198,10 @@ class AugmentConfig:
     )
     frequency_warp: float = param(
         0.0,
-        "vocal tract length perturbation: each training clip's frequency axis is scaled by a "
-        "factor drawn from [1 - w, 1 + w] (formants and pitch move, tempo stays; 0.1 is about "
-        "the spread of adult vocal tracts), per clip and epoch; 0 turns it off",
+        "vocal tract length perturbation (Jaitly & Hinton's piecewise-linear warp): each "
+        "training clip's frequencies are scaled by a factor drawn from [1 - w, 1 + w] up to 60% "
+        "of the band, then bent so that the top stays (formants and pitch move, tempo stays), "
+        "per clip and epoch; 0 turns it off",
     )
 
     def __post_init__(self) -> None:
