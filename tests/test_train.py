@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -238,43 +237,50 @@ def test_a_run_killed_before_its_first_epoch_ended_resumes_from_the_start(tmp_pa
         train(config.replace(resume=True), progress=False)
 
 
-def _kill_after_epoch(config: Config, data_root: Path, epoch: int, into_next: float = 0.0) -> int:
-    """Trains `config` in a child process and kill -9s it after epoch `epoch` ended, `into_next`
-    of an epoch's duration later (timed on the epoch that just ended, so the kill lands inside the
-    next epoch however fast this machine is); the epoch its state.json had reached."""
+# The child's first act: kill -9 itself at the end of the first training batch after `epoch`
+# epochs were checkpointed, so the kill lands inside the next epoch however loaded the machine is.
+_KILLED_CHILD = """
+import os, signal, sys
+import aed_tf.train as training
+from aed_tf.cli import main
+
+def die(self, batch, logs=None):
+    if self.state["epoch"] >= {epoch}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+training.EpochCheckpoint.on_train_batch_end = die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _kill_after_epoch(config: Config, data_root: Path, epoch: int) -> int:
+    """Trains `config` in a child process that is kill -9ed after one batch of epoch `epoch` + 1;
+    the epoch its state.json had reached."""
     args = [
         f"--{k.replace('_', '-')}={v}"
         for k, v in config.to_flat().items()
         if v != Config().to_flat()[k] and k != "data_roots"
     ]
-    command = [sys.executable, "-m", "aed_tf", "train", "--data-roots", str(data_root), *args]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = Path(config.train.output_dir) / config.run_id() / "state.json"
-    deadline = time.monotonic() + 300
-    seen_epoch, epoch_ended_at, epoch_seconds = 0, None, None
-    while time.monotonic() < deadline and process.poll() is None:
-        reached = json.loads(state.read_text())["epoch"] if state.is_file() else 0
-        if reached > seen_epoch:
-            now = time.monotonic()
-            if epoch_ended_at is not None:
-                epoch_seconds = (now - epoch_ended_at) / (reached - seen_epoch)
-            seen_epoch, epoch_ended_at = reached, now
-        if seen_epoch >= epoch:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, process.stderr.read().decode()[-3000:]
-    if into_next:
-        assert epoch_seconds is not None, "time an epoch: kill after epoch 2 or later"
-        time.sleep(into_next * epoch_seconds)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return json.loads(state.read_text())["epoch"]
+    command = [
+        sys.executable,
+        "-c",
+        _KILLED_CHILD.format(epoch=epoch),
+        "train",
+        "--data-roots",
+        str(data_root),
+        *args,
+    ]
+    process = subprocess.run(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr.decode()[-3000:]
+    return json.loads((Path(config.train.output_dir) / config.run_id() / "state.json").read_text())["epoch"]
 
 
 def test_resume_continues_a_killed_run(tmp_path, data_root):
     config = tiny_config(tmp_path, data_root, epochs=6)
     killed_at = _kill_after_epoch(config, data_root, 1)
-    assert 1 <= killed_at < 6
+    assert killed_at == 1
 
     result = train(config.replace(resume=True), progress=False)
     history = result.history
@@ -312,7 +318,7 @@ def test_a_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, data_r
 
     # 1. kill -9 in the middle of epoch 3 (after epoch 2's checkpoint), in a child process.
     killed = config.replace(run_id="killed")
-    assert _kill_after_epoch(killed, data_root, 2, into_next=0.4) == 2  # into epoch 3
+    assert _kill_after_epoch(killed, data_root, 2) == 2  # into epoch 3
     resumed = train(killed.replace(resume=True), progress=False)
     pd.testing.assert_frame_equal(resumed.history[columns], expected_history[columns], check_exact=True)
     for got, expected in zip(_weights(resumed.run_dir), expected_weights, strict=True):
