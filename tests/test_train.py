@@ -237,8 +237,8 @@ def test_a_run_killed_before_its_first_epoch_ended_resumes_from_the_start(tmp_pa
         train(config.replace(resume=True), progress=False)
 
 
-# The child's first act: kill -9 itself at the end of the first training batch after `epoch`
-# epochs were checkpointed, so the kill lands inside the next epoch however loaded the machine is.
+# A child `aed-tf train` that kill -9s itself at the end of the first training batch after `epoch`
+# epochs were checkpointed: the kill lands inside the next epoch however loaded the machine is.
 _KILLED_CHILD = """
 import os, signal, sys
 import aed_tf.train as training
