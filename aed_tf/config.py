@@ -484,7 +484,8 @@ def _add_flag(
     positional: bool = False,
     alias: str | None = None,
 ) -> None:
-    help_text = f"{f.metadata.get('help', '')} (default: {f.default!r})"
+    # argparse %-formats help strings: a literal % in a help text or a default must be doubled.
+    help_text = f"{f.metadata.get('help', '')} (default: {f.default!r})".replace("%", "%%")
     origin = typing.get_origin(hint)
     if positional:
         group.add_argument(f.name, nargs="*", default=None, metavar=f.name.upper(), help=help_text)

@@ -80,6 +80,26 @@ def test_every_field_is_a_cli_flag_with_help():
     assert all(a.help and "default" in a.help for a in flags.values())
 
 
+def _subcommand_parsers(parser: argparse.ArgumentParser, path=()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subcommand_parsers(sub, path + (name,))
+
+
+def test_every_command_help_renders():
+    from aed_tf.cli import build_parser
+
+    parsers = dict(_subcommand_parsers(build_parser()))
+    assert {("train",), ("bench", "cv"), ("predict",)} <= set(parsers)
+    for path, parser in parsers.items():
+        text = parser.format_help()  # argparse %-formats every help string here
+        assert text.startswith("usage: "), path
+    # A help text with a literal percentage comes out as written.
+    assert "up to 60% " in " ".join(parsers[("train",)].format_help().split())
+
+
 def test_cli_flags_override_only_what_was_given():
     parser = argparse.ArgumentParser()
     Config.add_arguments(parser, positional="data_roots", aliases={"prepared_dir": "--out"})
