@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import keras
 
-from aed_tf.audionet import AudioCNN
+from aed_tf.audionet import AudioCNN, AudioTCN
 from aed_tf.config import is_from_scratch
 from aed_tf.errors import InputError, UserError
 
@@ -81,6 +81,8 @@ BACKBONES: dict[str, Backbone] = {
         ),
         # Audio-native: a compact CNN over time x frequency with attentive statistics pooling.
         Backbone("audiocnn", AudioCNN, lambda features: features, 0, 0, "", "", image=False),
+        # The same with residual dilated 1-D convolutions over its frame embeddings (about 2.5 s).
+        Backbone("audiotcn", AudioTCN, lambda features: features, 0, 0, "", "", image=False),
     )
 }
 

@@ -242,3 +242,25 @@ def test_a_speaker_adversary_shares_the_classifier_and_leaves_it_whole(tmp_path)
     assert len(reloaded.weights) == len(classifier.weights)
     np.testing.assert_allclose(reloaded(features), classifier(features), atol=1e-6)
     assert emotion_classifier(classifier) is classifier
+
+
+def _pooled_frames_reached(name: str) -> int:
+    """How many of the frame embeddings that the pooling sees change when the input's first 16
+    frames (the first pooled frame) change: how far each embedding sees in time."""
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone(name, 0, weights=None, n_mels=16)
+    frame_embeddings = keras.Model(backbone.input, backbone.get_layer("pooling").input)
+    features = np.random.default_rng(0).standard_normal((1, 480, 16)).astype("float32")
+    changed = features.copy()
+    changed[:, :16] += 1.0
+    difference = np.abs(frame_embeddings(changed).numpy() - frame_embeddings(features).numpy())
+    assert difference.shape == (1, 30, 128)  # 480 frames pooled 16-fold
+    return int((difference.max(axis=(0, 2)) > 1e-6).sum())
+
+
+def test_audiotcn_frame_embeddings_see_seconds_where_audiocnn_sees_half_a_second():
+    # audiocnn: the 3x3 blocks' view (about 46 frames) reaches 2-4 pooled frames of 160 ms.
+    # audiotcn's dilated context blocks reach 1 + 2 + 4 = 7 pooled frames further on each side.
+    plain, context = _pooled_frames_reached("audiocnn"), _pooled_frames_reached("audiotcn")
+    assert 2 <= plain <= 4
+    assert context == plain + 7

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from aed_tf.audio import decode
+from aed_tf.backbones import BACKBONES
 from aed_tf.cli import build_parser, main
 from aed_tf.config import FrontEndConfig
 from aed_tf.features import plain_ops, waveform_to_image
@@ -141,22 +142,22 @@ def test_plain_ops_trace_the_front_end_without_xla_and_give_the_same_image():
     np.testing.assert_allclose(plain_image, compiled(waves).numpy(), rtol=0, atol=1e-3)
 
 
-@pytest.fixture(scope="module")
-def audiocnn_run(tmp_path_factory) -> Path:
-    """A tiny run of the audio-native backbone (attentive statistics pooling, no image)."""
+@pytest.fixture(scope="module", params=[name for name, b in BACKBONES.items() if not b.image])
+def audio_native_run(request, tmp_path_factory) -> Path:
+    """A tiny run of each audio-native backbone (attentive statistics pooling, no image)."""
     from aed_tf.train import train
     from tests.synth import make_ravdess_tree, tiny_config
 
-    root = tmp_path_factory.mktemp("audiocnn-run")
-    config = tiny_config(root, make_ravdess_tree(root / "data"), backbone="audiocnn", epochs=1)
+    root = tmp_path_factory.mktemp(f"{request.param}-run")
+    config = tiny_config(root, make_ravdess_tree(root / "data"), backbone=request.param, epochs=1)
     return train(config, progress=False).run_dir
 
 
 @pytest.mark.parametrize("format", FORMATS)
-def test_the_audio_native_backbone_exports_with_builtin_ops(audiocnn_run, clips, format, tmp_path):
+def test_the_audio_native_backbones_export_with_builtin_ops(audio_native_run, clips, format, tmp_path):
     out = tmp_path / {"savedmodel": "sm", "tflite": "model.tflite", "onnx": "model.onnx"}[format]
-    export(audiocnn_run, format, out)
-    model = EmotionRecognizer.load(audiocnn_run).model
+    export(audio_native_run, format, out)
+    model = EmotionRecognizer.load(audio_native_run).model
     batch = windows(clips, 8000)
     expected = model(batch).numpy()
     assert np.abs(expected - expected.mean(axis=0)).max() > 1e-4  # the clips get answers of their own
