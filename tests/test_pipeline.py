@@ -270,10 +270,10 @@ def fitted_factor(
     unwarped: tf.Tensor, warped: np.ndarray, hertz: tf.Tensor, low: float, high: float
 ) -> tuple:
     """The factor in [low, high] whose `scale_frequencies` of `unwarped` [frames, n_mels] is
-    closest to `warped`, and the largest difference left: a grid, narrowed three times to the two
-    steps around its best point (down to steps of 2.5e-7). The difference is the largest over every
-    band and frame, sharp-cornered in the factor: a bounded Brent search in the first grid's step
-    stopped at 1.5e-3 where this finds 2e-5 (one clip, on a 2-core EPYC)."""
+    closest to `warped`, and the largest difference left: three grids of 201 factors, each over
+    the two steps around the last one's best point (down to steps of 2.5e-7). The difference is
+    the largest over every band and frame, sharp-cornered in the factor: a bounded Brent search in
+    the first grid's step stopped at 1.5e-3 where this finds 2e-5 (one clip, on a 2-core EPYC)."""
 
     def error(factors: np.ndarray) -> np.ndarray:
         candidates = scale_frequencies(
