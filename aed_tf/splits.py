@@ -162,14 +162,35 @@ def _cv(manifest: pd.DataFrame, *, fold: str = "1", **_: object) -> pd.DataFrame
             f"fold {fold!r}: the {CV} protocol tests a speaker fold 1-{CV_FOLDS} or a corpus of "
             f"the data ({', '.join(corpora)})"
         )
+    left_out = fold if fold in corpora else None
+    _require_validation(val, manifest, f"fold {fold!r} of the {CV} protocol", left_out)
     partition = np.where(test, "test", np.where(val, "val", "train"))
     return pd.DataFrame({"clip_id": manifest["clip_id"], "partition": partition})
+
+
+def _require_validation(
+    val: pd.Series, manifest: pd.DataFrame, what: str, left_out: str | None = None
+) -> None:
+    """Refuses a split without validation speakers, saying why: training chooses its epoch on
+    them, and would otherwise fail later, after decoding the data (in `bench cv`, after the folds
+    before this one trained)."""
+    if val.any():
+        return
+    counts = manifest.groupby("corpus")["speaker"].nunique()
+    raise InputError(
+        f"{what} has no validation speakers: they come only from corpora with at least "
+        f"{CV_FOLDS} speakers"
+        + (f" other than {left_out}" if left_out else "")
+        + f" (this data: {', '.join(f'{corpus} {n} speakers' for corpus, n in counts.items())}); "
+        "add such a corpus, or use the speaker-independent protocol"
+    )
 
 
 def _all_speakers(manifest: pd.DataFrame, **_: object) -> pd.DataFrame:
     """For the model one ships: every speaker trains but the validation speakers of the cv
     protocol's fold 1 (RAVDESS 01-02, ASED 01-07); there is no test partition."""
     val = cv_validation_speakers(manifest, 1)
+    _require_validation(val, manifest, f"the {ALL_SPEAKERS} protocol")
     return pd.DataFrame({"clip_id": manifest["clip_id"], "partition": np.where(val, "val", "train")})
 
 

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from aed_tf import cli
-from aed_tf.bench import ENVIRONMENT_KEYS, benchmark_environment
+from aed_tf.bench import ENVIRONMENT_KEYS, benchmark_environment, cv
 from aed_tf.bench.cv import (
     SPEAKER_FOLDS,
+    default_folds,
     format_cv_table,
     model_name,
     predictions_file,
@@ -20,8 +21,10 @@ from aed_tf.bench.cv import (
     validation_summary,
 )
 from aed_tf.config import Config
+from aed_tf.errors import InputError
 from aed_tf.evaluate import evaluate
 from aed_tf.labels import class_names
+from aed_tf.prepare import prepare
 from aed_tf.runs import Run
 from tests.synth import make_ased_tree, make_ravdess_tree, tiny_config
 
@@ -253,6 +256,24 @@ def test_a_per_speaker_model_is_measured_with_its_speakers_clips_and_each_clip_a
             == 8
         )
     assert "each clip alone (training statistics)" in output.with_suffix(".md").read_text()
+
+
+def test_only_corpora_whose_absence_leaves_validation_speakers_are_left_out_by_default(tmp_path, monkeypatch):
+    """RAVDESS (10 actors) and ASED (4 speakers): without RAVDESS no corpus has the 5 speakers
+    that give validation speakers. The default folds skip that row and say so; asked for, it is
+    refused before anything trains."""
+    root = tmp_path / "data"
+    make_ravdess_tree(root / "RAVDESS", actors=range(1, 11), takes=1)
+    make_ased_tree(root / "ASED", speakers=range(1, 5))
+    config = tiny_config(tmp_path, root)
+    prepared = prepare(config.replace(protocol="cv", fold="1"), progress=False)
+    assert default_folds(prepared.manifest) == [*SPEAKER_FOLDS, "ased"]
+
+    trained = []
+    monkeypatch.setattr(cv, "model_predictions", lambda *args, **kwargs: trained.append(args))
+    with pytest.raises(InputError, match="'ravdess' of the cv protocol has no validation speakers"):
+        cv.bench_cv(config, ["1", "ravdess"], [0], "aed-tf bench cv", baselines=False, progress=False)
+    assert not trained
 
 
 def test_summary_pools_out_of_fold_predictions_per_corpus():

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aed_tf.errors import InputError
 from aed_tf.files import write_csv
 from aed_tf.labels import CLASSES
 from aed_tf.splits import (
@@ -331,6 +332,23 @@ def test_cv_leaves_one_corpus_out(corpus):
     val = table[table["partition"] == "val"]
     assert len(val) and corpus not in set(val["corpus"])
     assert set(table.loc[table["partition"] == "train", "corpus"]) == {"ravdess", "tess", "ased"} - {corpus}
+
+
+def test_cv_and_all_speakers_refuse_data_without_validation_speakers():
+    # RAVDESS and TESS alone: leaving RAVDESS out leaves TESS's two speakers, none for validation.
+    manifest = cv_manifest()
+    manifest = manifest[manifest["corpus"] != "ased"].reset_index(drop=True)
+    make_split(manifest, CV, fold="tess")  # RAVDESS still gives validation speakers
+    with pytest.raises(
+        InputError,
+        match=r"'ravdess' of the cv protocol has no validation speakers: .* other than ravdess \(this data: ravdess 20 speakers, tess 2 speakers\)",
+    ):
+        make_split(manifest, CV, fold="ravdess")
+    tess = manifest[manifest["corpus"] == "tess"].reset_index(drop=True)
+    with pytest.raises(InputError, match="fold '1' of the cv protocol has no validation speakers"):
+        make_split(tess, CV, fold="1")
+    with pytest.raises(InputError, match="all-speakers protocol has no validation speakers"):
+        make_split(tess, ALL_SPEAKERS)
 
 
 def test_cv_refuses_an_unknown_fold_and_a_duplicate_across_folds():

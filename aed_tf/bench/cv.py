@@ -32,7 +32,7 @@ from aed_tf.config import Config
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import label_metrics
 from aed_tf.prepare import Prepared, prepare, speaker_keys
-from aed_tf.splits import CV, CV_FOLDS, PROTOCOLS, make_split
+from aed_tf.splits import CV, CV_FOLDS, PROTOCOLS, cv_folds, cv_validation_speakers, make_split
 
 SPEAKER_FOLDS = tuple(str(fold) for fold in range(1, CV_FOLDS + 1))
 _PREDICTION_COLUMNS = ["clip_id", "corpus", "speaker", "label", "predicted"]
@@ -63,9 +63,13 @@ _FEATURES: dict[str, tuple[Callable[..., np.ndarray], Callable[..., Any]]] = {
 _ALONE = {"training": "training statistics", "the clip itself": "its own statistics"}
 
 
-def default_folds(corpora: Sequence[str]) -> list[str]:
-    """The speaker folds, then one leave-one-corpus-out fold per corpus."""
-    return list(SPEAKER_FOLDS) + sorted(corpora)
+def default_folds(manifest: pd.DataFrame) -> list[str]:
+    """The speaker folds, then one leave-one-corpus-out fold per corpus whose absence leaves
+    validation speakers (a corpus of at least CV_FOLDS speakers among the others: RAVDESS cannot
+    be left out of RAVDESS and TESS alone)."""
+    with_validation = set(manifest.loc[cv_validation_speakers(manifest, 1), "corpus"])
+    corpora = sorted(manifest["corpus"].unique())
+    return list(SPEAKER_FOLDS) + [c for c in corpora if with_validation - {c}]
 
 
 def model_predictions(
@@ -153,7 +157,9 @@ def baseline_predictions(
 
     frames = []
     for fold in folds:
-        split = make_split(prepared.manifest, CV, fold=fold).set_index("clip_id")["partition"]
+        split = make_split(
+            prepared.manifest, CV, fold=fold, drop_unknown_speakers=config.data.drop_unknown_speakers
+        ).set_index("clip_id")["partition"]
         partition = manifest["clip_id"].map(split).to_numpy()
         train_rows, test_rows = partition == "train", partition == "test"
         for model_name, (feature_name, per_speaker) in BASELINES.items():
@@ -438,8 +444,6 @@ def format_cv_table(result: dict[str, Any]) -> str:
 
 def describe_folds(manifest: pd.DataFrame) -> str:
     """Each corpus's speakers per fold, as the README and cv.md state them."""
-    from aed_tf.splits import cv_folds
-
     folds = cv_folds(manifest)
     parts = []
     for corpus, rows in manifest.groupby("corpus"):
@@ -451,8 +455,6 @@ def describe_folds(manifest: pd.DataFrame) -> str:
 
 
 def describe_validation(manifest: pd.DataFrame) -> str:
-    from aed_tf.splits import cv_validation_speakers
-
     lines = []
     for fold in range(1, CV_FOLDS + 1):
         val = manifest[cv_validation_speakers(manifest, fold % CV_FOLDS + 1)]
@@ -568,11 +570,18 @@ def bench_cv(
     started = time.perf_counter()
     prepared = prepare(config.replace(protocol=CV, fold=SPEAKER_FOLDS[0]), progress=progress)
     manifest = prepared.manifest
-    folds = list(folds) if folds else default_folds(manifest["corpus"].unique())
+    all_folds = default_folds(manifest)  # and the order rows list folds in
+    left_out = sorted(set(manifest["corpus"]) - set(all_folds))
+    if left_out and not folds:
+        log(
+            f"no leave-one-corpus-out fold for {', '.join(left_out)}: the other corpora have no validation speakers"
+        )
+    folds = list(folds) if folds else all_folds
+    for fold in folds:  # a fold that cannot be made fails now, not after the folds before it trained
+        make_split(manifest, CV, fold=fold, drop_unknown_speakers=config.data.drop_unknown_speakers)
     classes = class_names(config.data.calm)
     rows = {row["model"]: row for row in (previous or {}).get("rows", [])}
     name = model_name(config)
-    all_folds = default_folds(manifest["corpus"].unique())  # the order rows list folds in
     predictions = model_predictions(config, folds, seeds, progress=progress, log=log).assign(model=name)
     seconds = time.perf_counter() - started  # one figure for the rows this command made
     kept = _other_runs(previous_predictions, name, predictions)
