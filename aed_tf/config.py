@@ -61,7 +61,7 @@ class DataConfig:
     data_roots: tuple[str, ...] = param(
         (),
         "corpus folders or CSV manifests (path,emotion[,speaker]); empty: data/ if it exists, "
-        "else ../shared/datasets",
+        "else those of ../shared/datasets and ../shared/extra-datasets that exist",
     )
     prepared_dir: str = param("prepared", "where `prepare` writes the manifest, summary and splits")
     cache_dir: str = param("", "decoded-audio cache; empty: $AED_TF_CACHE or ~/.cache/aed_tf")

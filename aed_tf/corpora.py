@@ -349,9 +349,11 @@ def parse_path(path: Path) -> LabelledFile | None:
     folder_emotion = _EMOTION_FOLDERS.get(folder.lower())
     if folder_emotion is None:
         return from_name
-    # Combined layout: the folder is the label (RAVDESS calm sits in Neutral/, for one).
+    # Combined layout: the folder is the label, except that RAVDESS calm, which it files in
+    # Neutral/, stays calm, so that `--calm` decides it as it does for the corpus's own layout.
     if from_name is not None:
-        return replace(from_name, emotion=folder_emotion, source_label=folder)
+        calm = from_name.emotion == "calm" and folder_emotion == "neutral"
+        return replace(from_name, emotion="calm" if calm else folder_emotion, source_label=folder)
     # An unknown speaker must never silently join a split, so it stays "".
     return LabelledFile(
         path=path,
