@@ -59,6 +59,11 @@ class TrainingData:
 def load_training_data(config: Config, progress: bool = True) -> TrainingData:
     """The prepared manifest (prepare is idempotent and cached), the split and decoded clips."""
     prepared = prepare(config, progress=progress)
+    if prepared.split_path is None:  # prepare splits nothing when no file could be used
+        raise InputError(
+            f"no usable clips in {', '.join(config.data.data_roots) or 'the default data roots'}: "
+            f"every file was rejected; {prepared.manifest_path.parent / 'rejected.csv'} says why"
+        )
     classes = class_names(config.data.calm)
     manifest = apply_calm_policy(prepared.manifest, config.data.calm)
     split = load_split(prepared.split_path, prepared.manifest)

@@ -93,12 +93,16 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
     )
 
     rows, waveforms = [], {}
+    window = config.frontend.window_length
     rejected = [_rejection(s.path, _skip_kind(s.reason), s.reason) for s in skipped]
     for labelled, result in zip(files, decoded):
         if isinstance(result, AudioError):
             rejected.append(_rejection(labelled.path, UNREADABLE, result.reason))
         elif is_silent(result.samples):
             rejected.append(_rejection(labelled.path, UNREADABLE, "silent: no sample above -60 dBFS"))
+        elif len(result.samples) < window:  # no whole frame: nothing to learn or normalise by
+            reason = f"too short: {len(result.samples)} samples, less than one analysis window ({window})"
+            rejected.append(_rejection(labelled.path, UNREADABLE, reason))
         else:
             rows.append(_manifest_row(labelled, result))
             waveforms[labelled.clip_id] = result.samples
@@ -126,10 +130,18 @@ def prepare(config: Config, progress: bool = True) -> Prepared:
         )
         split_file = write_csv(split, splits.split_path(out, data.protocol, data.seed, data.fold))
         if splits.PROTOCOLS[data.protocol].speaker_independent:
-            folds = splits.make_folds(
-                manifest, data.folds, seed=data.seed, drop_unknown_speakers=data.drop_unknown_speakers
-            )
-            folds_file = write_csv(folds, splits.folds_path(out, data.folds, data.seed))
+            # The k folds are for the user's own cross-validation; the split above is what
+            # training needs, so data of fewer speakers than folds (SAVEE alone) still trains.
+            try:
+                folds = splits.make_folds(
+                    manifest, data.folds, seed=data.seed, drop_unknown_speakers=data.drop_unknown_speakers
+                )
+            except splits.LeakageError:
+                raise
+            except InputError as error:
+                log.warning("no fold file written: %s", error)
+            else:
+                folds_file = write_csv(folds, splits.folds_path(out, data.folds, data.seed))
         summary["split"] = split_summary(manifest, split, data.protocol)
         write_json(out / "summary.json", summary)
     return Prepared(manifest, rejected_df, summary, manifest_path(out), split_file, folds_file, waveforms)

@@ -8,6 +8,8 @@ import soundfile as sf
 
 from aed_tf import cli
 from aed_tf.config import Config
+from aed_tf.errors import InputError
+from aed_tf.partitions import load_training_data
 from aed_tf.prepare import MANIFEST_COLUMNS, OTHER_COPY, UNREADABLE, load_manifest, prepare
 from aed_tf.splits import UnknownSpeakerError, load_split
 from tests.synth import write_audio
@@ -38,6 +40,7 @@ def make_dataset(root: Path) -> Path:
     (bad / "03-01-05-02-02-01-03.wav").write_text("not audio at all")
     sf.write(bad / "03-01-05-02-01-02-03.wav", np.zeros(8000, np.float32), 16000)
     write_audio(bad / "03-01-05-02-02-02-03.wav", seconds=3.0)
+    write_audio(bad / "03-01-06-02-02-02-03.wav", seconds=0.01)  # 160 samples: no whole frame
     (root / "notes.txt").write_text("ignored")
     write_audio(root / "unnamed" / "my_recording.wav", seconds=0.3)
     return root
@@ -73,12 +76,15 @@ def test_prepare_writes_manifest_summary_and_split(tmp_path):
     assert "not a readable audio file" in reasons["03-01-05-02-02-01-03.wav"]
     assert "silent" in reasons["03-01-05-02-01-02-03.wav"]
     assert "too long" in reasons["03-01-05-02-02-02-03.wav"]
+    assert (
+        "too short: 160 samples, less than one analysis window (400)" in reasons["03-01-06-02-02-02-03.wav"]
+    )
     assert "matches no corpus layout" in reasons["my_recording.wav"]
     assert "another copy of ravdess/03-01-01-01-01-01-01" in reasons["03-01-01-01-01-01-01.flac"]
     kinds = prepared.rejected.set_index(prepared.rejected["path"].map(lambda p: Path(p).name))["kind"]
     assert kinds["03-01-01-01-01-01-01.flac"] == OTHER_COPY
     assert kinds["03-01-05-02-01-02-03.wav"] == UNREADABLE
-    assert len(pd.read_csv(tmp_path / "prepared" / "rejected.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "prepared" / "rejected.csv")) == 7
 
     summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
     assert summary["clips"] == len(manifest)
@@ -90,6 +96,32 @@ def test_prepare_writes_manifest_summary_and_split(tmp_path):
     split = load_split(prepared.split_path, manifest)
     assert set(split["clip_id"]) == set(manifest["clip_id"])
     assert prepared.folds_path.is_file()
+
+
+def test_data_whose_every_file_is_rejected_stops_training_with_the_reason(tmp_path):
+    actor = tmp_path / "data" / "ravdess" / "Actor_01"
+    actor.mkdir(parents=True)
+    sf.write(actor / "03-01-05-01-01-01-01.wav", np.zeros(8000, np.float32), 16000)
+    config = config_for(tmp_path, tmp_path / "data")
+    with pytest.raises(
+        InputError, match=r"no usable clips in .*data: every file was rejected; .*rejected.csv says why"
+    ):
+        load_training_data(config, progress=False)
+    assert "silent" in pd.read_csv(tmp_path / "prepared" / "rejected.csv")["reason"].iloc[0]
+
+
+def test_fewer_speakers_than_folds_still_prepare_a_split_without_a_fold_file(tmp_path, caplog):
+    # SAVEE alone: 4 speakers, fewer than the 5 folds.
+    for i, speaker in enumerate(("DC", "JE", "JK", "KL")):
+        for j, code in enumerate(("a", "n", "sa", "h")):
+            write_audio(
+                tmp_path / "savee" / f"{speaker}_{code}01.wav", seconds=0.3, freq=150 + 30 * j + 7 * i
+            )
+    with caplog.at_level("WARNING", logger="aed_tf.prepare"):
+        prepared = prepare(config_for(tmp_path, tmp_path / "savee"), progress=False)
+    assert prepared.folds_path is None and "no fold file written: 5 folds need" in caplog.text
+    split = load_split(prepared.split_path, prepared.manifest)
+    assert set(split["partition"]) == {"train", "val", "test"}
 
 
 def test_second_run_decodes_nothing_and_gives_the_same_files(tmp_path):
