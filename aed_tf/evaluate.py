@@ -17,7 +17,8 @@ from aed_tf.model import load_model
 from aed_tf.partitions import TrainingData, load_training_data
 from aed_tf.pipeline import eval_dataset
 from aed_tf.pipeline import speaker_statistics as speaker_statistics_of
-from aed_tf.runs import CLASSIFIER_FILE, Run
+from aed_tf.runs import CLASSIFIER_FILE, SPLIT_FILE, Run
+from aed_tf.splits import PARTITIONS, LeakageError, speaker_key
 
 SpeakerStatistics = Literal["own clips", "training", "the clip itself"]
 
@@ -62,6 +63,7 @@ def evaluate(
     part = data.partitions[partition]
     if not len(part.labels):
         raise InputError(f"{run_dir}: the {partition} partition of its split is empty")
+    check_unheard(run, data, partition)
     classifier = load_model(run_dir / CLASSIFIER_FILE)
     if speaker_statistics not in typing.get_args(SpeakerStatistics):
         raise InputError(
@@ -94,6 +96,34 @@ def evaluate(
         normalization=config.frontend.normalization,
         speaker_statistics=speaker_statistics if config.frontend.normalization == "speaker" else None,
     )
+
+
+def check_unheard(run: Run, data: TrainingData, partition: str) -> None:
+    """Raises `LeakageError` when ``partition`` of ``data`` holds what the run trained on or chose
+    its epoch by (the train and val partitions of the split it saved, `SPLIT_FILE`): speakers for
+    a speaker-independent run, clips otherwise. The split is made afresh from the data, so it
+    differs from the run's once speakers are added or removed (a reused `bench cv` run, say)."""
+    saved = run.path / SPLIT_FILE
+    if partition == "train" or not saved.is_file():
+        return
+    heard = pd.read_csv(saved, dtype={"clip_id": str, "partition": str})
+    heard = set(heard.loc[heard["partition"].isin(PARTITIONS[: PARTITIONS.index(partition)]), "clip_id"])
+    evaluated = data.partitions[partition].manifest
+    if run.split["speaker_independent"]:
+        clips = pd.concat([part.manifest for part in data.partitions.values()], ignore_index=True)
+        speakers = set(speaker_key(clips[clips["clip_id"].isin(heard)]).dropna())
+        leaked = evaluated[speaker_key(evaluated).isin(speakers)]
+        what = "speakers"
+    else:
+        leaked = evaluated[evaluated["clip_id"].isin(heard)]
+        what = "clips"
+    if len(leaked):
+        examples = sorted(set(speaker_key(leaked) if what == "speakers" else leaked["clip_id"]))
+        raise LeakageError(
+            f"{run.path}: the {partition} partition holds {what} the run trained on "
+            f"({', '.join(examples[:5])}{', ...' if len(examples) > 5 else ''}): the data changed "
+            f"since it trained (its split: {saved}); train it again"
+        )
 
 
 def grouped_metrics(predictions: pd.DataFrame, probabilities: np.ndarray, by: list[str]) -> pd.DataFrame:

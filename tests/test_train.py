@@ -18,6 +18,7 @@ from aed_tf.model import serving_parts
 from aed_tf.partitions import load_training_data
 from aed_tf.pipeline import eval_dataset
 from aed_tf.runs import CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE, SPLIT_FILE
+from aed_tf.splits import LeakageError
 from aed_tf.train import clip_weights, corpus_class_weights, phases, train
 from tests.synth import make_ravdess_tree, tiny_config
 
@@ -84,6 +85,13 @@ def test_training_writes_a_complete_reproducible_run(tmp_path, data_root):
     assert list(on_test.per_corpus["corpus"]) == ["ravdess"]
     assert on_test.per_corpus["uar"].iloc[0] == pytest.approx(on_test.overall["uar"])
     assert on_test.protocol == "speaker-independent" and on_test.speaker_independent
+    # A split made afresh from changed data (here another seed's) whose test speakers the run
+    # trained on is refused, not scored.
+    other = load_training_data(config.replace(seed=1), progress=False)
+    trained_on = set(data.partitions["train"].manifest["speaker"])
+    assert set(other.partitions["test"].manifest["speaker"]) & trained_on
+    with pytest.raises(LeakageError, match="the test partition holds speakers the run trained on"):
+        evaluate(run, "test", data=other)
 
     # Same seed and data on the CPU: the same validation metrics, epoch by epoch.
     again = train(config.replace(run_id="again"), progress=False)
