@@ -203,9 +203,16 @@ def log_mel_statistics(log_mels: tf.Tensor, groups: np.ndarray, num_groups: int)
         ids = groups[first : first + STATISTICS_CHUNK_FRAMES]
         for row, values in enumerate((tf.ones_like(chunk), chunk, tf.math.square(chunk))):
             sums[row] += tf.math.unsorted_segment_sum(values, ids, num_groups).numpy()
+    return band_statistics(sums)
+
+
+def band_statistics(sums: np.ndarray) -> np.ndarray:
+    """[groups, 2, n_mels] float32 band means and deviations from [3, groups, n_mels] float64
+    sums over each group's log-mel frames: the count, the sum and the sum of squares (sums can
+    be added, so they can be gathered a block at a time)."""
     count, total, squares = sums
     if not np.all(count > 0):
-        raise ValueError(f"{int(np.sum(count[:, 0] == 0))} of {num_groups} groups have no whole frame")
+        raise ValueError(f"{int(np.sum(count[:, 0] == 0))} of {count.shape[0]} groups have no whole frame")
     mean = total / count
     deviation = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     return np.stack([mean, deviation], axis=1).astype(np.float32)

@@ -535,6 +535,32 @@ def test_for_speaker_normalises_with_the_references_so_their_level_no_longer_mat
     )
 
 
+def test_speaker_statistics_gathered_a_block_at_a_time_are_those_of_the_whole_recording(
+    speaker_recognizer, speech, tmp_path
+):
+    from aed_tf.features import log_mel, log_mel_statistics
+    from aed_tf.serving.keras_route import speaker_statistics
+
+    frontend = speaker_recognizer.frontend
+    frames = log_mel(speech[np.newaxis], frontend)[0]
+    whole = log_mel_statistics(frames, np.zeros(len(frames), np.int64), 1)[0]
+    # Blocks of odd sizes, one shorter than a frame, so frames span blocks as they do in a file.
+    blocks = np.split(speech, [1234, 1500, 20000])
+    np.testing.assert_allclose(
+        speaker_statistics([("speech", blocks)], frontend), whole, rtol=1e-5, atol=1e-5
+    )
+    # A file longer than a read block (10 s) gives what the same samples give as one array.
+    long = np.tile(speech, int(np.ceil(25 * 16000 / len(speech))))
+    path = tmp_path / "long.wav"
+    sf.write(path, long, 16000, subtype="FLOAT")
+    np.testing.assert_allclose(
+        speaker_recognizer.for_speaker([path]).speaker_statistics,
+        speaker_recognizer.for_speaker([long]).speaker_statistics,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
 def test_speaker_references_that_cannot_be_used_are_refused(speaker_recognizer, recognizer, tmp_path):
     with pytest.raises(InputError, match="at least one reference"):
         speaker_recognizer.for_speaker([])

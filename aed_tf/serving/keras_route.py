@@ -6,7 +6,7 @@ without TensorFlow."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ import tensorflow as tf  # noqa: E402
 # with load_model).
 import aed_tf.backbones  # noqa: E402, F401
 from aed_tf.config import FrontEndConfig  # noqa: E402
-from aed_tf.errors import UserError  # noqa: E402
-from aed_tf.features import log_mel, log_mel_statistics  # noqa: E402
+from aed_tf.errors import InputError, UserError  # noqa: E402
+from aed_tf.features import band_statistics, log_mel  # noqa: E402
 from aed_tf.model import build_serving_model, load_model, serving_parts  # noqa: E402
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run  # noqa: E402
 from aed_tf.serving.exported import Runner  # noqa: E402
@@ -93,11 +93,33 @@ def batch_runner(model: keras.Model, window: int, frontend: FrontEndConfig) -> R
     return lambda waves, statistics: infer(waves, statistics).numpy()
 
 
-def speaker_statistics(recordings: Sequence[np.ndarray], frontend: FrontEndConfig) -> np.ndarray:
-    """[2, n_mels]: the band means and deviation over every log-mel frame of `recordings` (mono,
-    at the front end's rate), as training computes them over a speaker's clips."""
-    frames = tf.concat([log_mel(samples[np.newaxis], frontend)[0] for samples in recordings], axis=0)
-    return log_mel_statistics(frames, np.zeros(len(frames), np.int64), 1)[0]
+def speaker_statistics(
+    recordings: Iterable[tuple[str, Iterable[np.ndarray]]], frontend: FrontEndConfig
+) -> np.ndarray:
+    """[2, n_mels]: the band means and deviation over every log-mel frame of `recordings`, as
+    training computes them over a speaker's clips. Each recording is (its name, its samples in
+    blocks: mono, at the front end's rate; a file's `AudioStream`, or an array as one block).
+    Frames run every hop from each recording's first sample across its blocks, the frames of
+    the whole recording, but only a block is held at a time: memory stays flat however long the
+    references are. A recording without one whole frame raises InputError naming it."""
+    window, hop = frontend.window_length, frontend.hop_length
+    sums = np.zeros((3, 1, frontend.n_mels), np.float64)  # count, sum, sum of squares
+    for name, blocks in recordings:
+        pending, frames_seen = np.zeros(0, np.float32), 0
+        for block in blocks:
+            pending = np.concatenate([pending, block])
+            frames = (len(pending) - window) // hop + 1
+            if frames <= 0:
+                continue
+            log_mels = log_mel(pending[np.newaxis, : (frames - 1) * hop + window], frontend)[0]
+            values = log_mels.numpy().astype(np.float64)
+            sums[0, 0] += len(values)
+            sums[1, 0] += values.sum(axis=0)
+            sums[2, 0] += np.square(values).sum(axis=0)
+            pending, frames_seen = pending[frames * hop :], frames_seen + frames
+        if not frames_seen:
+            raise InputError(f"{name}: too short to be a speaker reference (under one {window}-sample frame)")
+    return band_statistics(sums)[0]
 
 
 def _check_run_matches_model(

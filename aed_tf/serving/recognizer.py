@@ -47,7 +47,7 @@ from typing import Any, Union
 import numpy as np
 from tqdm.auto import tqdm
 
-from aed_tf.audio import AUDIO_EXTENSIONS, AudioStream, clipped_frames, decode, scale_to_unit, to_mono_float32
+from aed_tf.audio import AUDIO_EXTENSIONS, AudioStream, clipped_frames, scale_to_unit, to_mono_float32
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run, latest_run  # noqa: F401  (latest_run: re-exported)
@@ -270,22 +270,17 @@ class EmotionRecognizer:
         can be its own reference."""
         if not self.per_speaker:
             raise InputError("this model normalises each clip on its own: speaker references do not apply")
-        recordings = []
+        recordings: list[tuple[str, Iterable[np.ndarray]]] = []
         for source in references:
             if isinstance(source, np.ndarray):
-                samples = to_mono_float32(source, self.sample_rate, self.sample_rate)
-            else:
-                samples = decode(source, self.sample_rate).samples  # AudioError names the file
-            if len(samples) < self.frontend.window_length:
-                raise InputError(
-                    f"{source if not isinstance(source, np.ndarray) else '<array>'}: "
-                    "too short to be a speaker reference"
-                )
-            recordings.append(samples)
+                recordings.append(("<array>", [to_mono_float32(source, self.sample_rate, self.sample_rate)]))
+            else:  # read a block at a time, as predict reads: an hour of a speaker takes no more memory
+                recordings.append((str(source), AudioStream(source, self.sample_rate, BLOCK_SECONDS)))
         if not recordings:
             raise InputError("for_speaker needs at least one reference recording")
         from aed_tf.serving.keras_route import speaker_statistics  # the one log-mel: TensorFlow's
 
+        # AudioError names a file that cannot be used, InputError one too short.
         statistics = speaker_statistics(recordings, self.frontend)
         # The statistics are an argument of the traced model call: the copy shares its trace.
         speaker = copy.copy(self)
