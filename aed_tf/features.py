@@ -196,20 +196,24 @@ def log_mel_statistics(log_mels: tf.Tensor, groups: np.ndarray, num_groups: int)
     """[num_groups, 2, n_mels] float32: the mean and standard deviation of each mel band over the
     frames of each group (a speaker: all their clips), from [frames, n_mels] log-mel frames and
     the group of each frame. Every frame counts once, so longer clips weigh more."""
+    return band_statistics(log_mel_sums(log_mels, groups, num_groups))
+
+
+def log_mel_sums(log_mels: tf.Tensor, groups: np.ndarray, num_groups: int) -> np.ndarray:
+    """[3, num_groups, n_mels] float64: the count, sum and sum of squares of each group's log-mel
+    frames. Sums add up, so a long recording's can be gathered a piece at a time."""
     groups = np.asarray(groups)
-    sums = np.zeros((3, num_groups, log_mels.shape[-1]), np.float64)  # count, sum, sum of squares
+    sums = np.zeros((3, num_groups, log_mels.shape[-1]), np.float64)
     for first in range(0, len(groups), STATISTICS_CHUNK_FRAMES):  # float64 a chunk at a time
         chunk = tf.cast(log_mels[first : first + STATISTICS_CHUNK_FRAMES], tf.float64)
         ids = groups[first : first + STATISTICS_CHUNK_FRAMES]
         for row, values in enumerate((tf.ones_like(chunk), chunk, tf.math.square(chunk))):
             sums[row] += tf.math.unsorted_segment_sum(values, ids, num_groups).numpy()
-    return band_statistics(sums)
+    return sums
 
 
 def band_statistics(sums: np.ndarray) -> np.ndarray:
-    """[groups, 2, n_mels] float32 band means and deviations from [3, groups, n_mels] float64
-    sums over each group's log-mel frames: the count, the sum and the sum of squares (sums can
-    be added, so they can be gathered a block at a time)."""
+    """[groups, 2, n_mels] float32 band means and deviations from `log_mel_sums`."""
     count, total, squares = sums
     if not np.all(count > 0):
         raise ValueError(f"{int(np.sum(count[:, 0] == 0))} of {count.shape[0]} groups have no whole frame")

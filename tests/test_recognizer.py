@@ -542,15 +542,16 @@ def test_speaker_statistics_gathered_a_block_at_a_time_are_those_of_the_whole_re
     from aed_tf.serving.keras_route import speaker_statistics
 
     frontend = speaker_recognizer.frontend
-    frames = log_mel(speech[np.newaxis], frontend)[0]
+    # 25 s: longer than a read block (10 s) and than the pieces the log-mel is taken in (10 s).
+    long = np.tile(speech, int(np.ceil(25 * 16000 / len(speech))))
+    frames = log_mel(long[np.newaxis], frontend)[0]
     whole = log_mel_statistics(frames, np.zeros(len(frames), np.int64), 1)[0]
     # Blocks of odd sizes, one shorter than a frame, so frames span blocks as they do in a file.
-    blocks = np.split(speech, [1234, 1500, 20000])
+    blocks = np.split(long, [1234, 1500, 20000, 170001])
     np.testing.assert_allclose(
         speaker_statistics([("speech", blocks)], frontend), whole, rtol=1e-5, atol=1e-5
     )
-    # A file longer than a read block (10 s) gives what the same samples give as one array.
-    long = np.tile(speech, int(np.ceil(25 * 16000 / len(speech))))
+    # A file gives what the same samples give as one array.
     path = tmp_path / "long.wav"
     sf.write(path, long, 16000, subtype="FLOAT")
     np.testing.assert_allclose(

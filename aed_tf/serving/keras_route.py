@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 import aed_tf.backbones  # noqa: E402, F401
 from aed_tf.config import FrontEndConfig  # noqa: E402
 from aed_tf.errors import InputError, UserError  # noqa: E402
-from aed_tf.features import band_statistics, log_mel  # noqa: E402
+from aed_tf.features import band_statistics, log_mel, log_mel_sums  # noqa: E402
 from aed_tf.model import build_serving_model, load_model, serving_parts  # noqa: E402
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run  # noqa: E402
 from aed_tf.serving.exported import Runner  # noqa: E402
@@ -93,6 +93,11 @@ def batch_runner(model: keras.Model, window: int, frontend: FrontEndConfig) -> R
     return lambda waves, statistics: infer(waves, statistics).numpy()
 
 
+# A long reference's log-mel is taken this many frames at a time (10 s at a 10 ms hop): one input
+# shape, so XLA compiles the front end once, not once per block length.
+REFERENCE_PIECE_FRAMES = 1000
+
+
 def speaker_statistics(
     recordings: Iterable[tuple[str, Iterable[np.ndarray]]], frontend: FrontEndConfig
 ) -> np.ndarray:
@@ -103,21 +108,25 @@ def speaker_statistics(
     the whole recording, but only a block is held at a time: memory stays flat however long the
     references are. A recording without one whole frame raises InputError naming it."""
     window, hop = frontend.window_length, frontend.hop_length
-    sums = np.zeros((3, 1, frontend.n_mels), np.float64)  # count, sum, sum of squares
+    piece = (REFERENCE_PIECE_FRAMES - 1) * hop + window
+    sums = np.zeros((3, 1, frontend.n_mels), np.float64)
+
+    def add(samples: np.ndarray) -> int:
+        """Adds the frames of `samples` (at least one window) to `sums`; how many."""
+        log_mels = log_mel(samples[np.newaxis], frontend)[0]
+        sums[...] += log_mel_sums(log_mels, np.zeros(len(log_mels), np.int64), 1)
+        return len(log_mels)
+
     for name, blocks in recordings:
-        pending, frames_seen = np.zeros(0, np.float32), 0
+        pending, frames = np.zeros(0, np.float32), 0
         for block in blocks:
             pending = np.concatenate([pending, block])
-            frames = (len(pending) - window) // hop + 1
-            if frames <= 0:
-                continue
-            log_mels = log_mel(pending[np.newaxis, : (frames - 1) * hop + window], frontend)[0]
-            values = log_mels.numpy().astype(np.float64)
-            sums[0, 0] += len(values)
-            sums[1, 0] += values.sum(axis=0)
-            sums[2, 0] += np.square(values).sum(axis=0)
-            pending, frames_seen = pending[frames * hop :], frames_seen + frames
-        if not frames_seen:
+            while len(pending) >= piece:
+                frames += add(pending[:piece])
+                pending = pending[REFERENCE_PIECE_FRAMES * hop :]
+        if len(pending) >= window:  # the last frames, fewer than a piece
+            frames += add(pending[: (len(pending) - window) // hop * hop + window])
+        if not frames:
             raise InputError(f"{name}: too short to be a speaker reference (under one {window}-sample frame)")
     return band_statistics(sums)[0]
 
