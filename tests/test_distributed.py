@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
+from aed_tf.model import load_model
 from aed_tf.runs import CLASSIFIER_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE, SERVING_FILE
 from tests.synth import make_ravdess_tree, tiny_config
 
@@ -98,5 +98,5 @@ def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
     assert np.isfinite(history["loss"]).all()
     # The saved classifier is the model the workers ended with.
     with np.load(tmp_path / "worker0" / "weights.npz") as chief:
-        saved_weights = keras.models.load_model(run / CLASSIFIER_FILE).get_weights()
+        saved_weights = load_model(run / CLASSIFIER_FILE).get_weights()
         assert all(np.array_equal(chief[f"arr_{i}"], w) for i, w in enumerate(saved_weights))
