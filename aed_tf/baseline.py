@@ -104,6 +104,17 @@ def fit_egemaps_baseline(features: np.ndarray, labels: Sequence[int], seed: int 
     return model.fit(features, np.asarray(labels))
 
 
+def decision_scores(model: Pipeline, features: np.ndarray, num_classes: int) -> np.ndarray:
+    """[clips, num_classes] the linear SVM's one-vs-rest margins. A class it never saw gets each
+    clip's lowest margin: it says nothing for that class, so it never favours it."""
+    values = model.decision_function(features)
+    if values.ndim == 1:  # two classes: one margin, the second class's
+        values = np.stack([-values, values], axis=1)
+    scores = np.repeat(values.min(axis=1, keepdims=True), num_classes, axis=1)
+    scores[:, model.classes_] = values
+    return scores
+
+
 def standardize_per_speaker(features: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
     """Each speaker's features standardised over that speaker's own clips: statistics of the
     clips alone, no labels (Busso et al. 2011; Nkululeko's ``scale = speaker``)."""

@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cross-validation over speakers: per-corpus UAR of every fold, seeds and baselines",
         description="Trains the configured model (default: the recommended CPU setting) on every "
         "fold of the cv protocol and seed, tests each on its held-out speakers (or corpus), and "
-        "runs the baselines on the same folds. Writes --output (JSON) and the same name .md.",
+        "runs the baselines on the same folds, and the model fused with the per-speaker eGeMAPS "
+        "SVM (its weight chosen on validation speakers). Writes --output (JSON) and the same name .md.",
     )
     Config.add_arguments(bench_cv)
     bench_cv.set_defaults(**CPU_SETTING)
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-baselines",
         dest="baselines",
         action="store_false",
-        help="skip the baselines (they take a few minutes)",
+        help="skip the baselines and the fusion with one (they take a few minutes)",
     )
     bench_cv.add_argument(
         "--output",

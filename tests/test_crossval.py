@@ -79,9 +79,10 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     models = [row["model"] for row in result["rows"]]
     assert models[0].startswith("audiocnn (") and "epochs=1" in models[0]
     # The recommended setting normalises per speaker: measured with the test speakers' clips and
-    # each clip alone; each of the three also as the ensemble of its two seeds.
-    assert len(models) == 10 and sum("per-speaker standardised" in m for m in models) == 2
-    assert sum(m.endswith(", ensemble of its seeds") for m in models) == 3
+    # each clip alone, and fused with the per-speaker eGeMAPS SVM; each of the four also as the
+    # ensemble of its two seeds.
+    assert len(models) == 12 and sum("per-speaker standardised" in m for m in models) == 2
+    assert sum(m.endswith(", ensemble of its seeds") for m in models) == 4
     assert sum(m.endswith("each clip alone (training statistics)") for m in models) == 1
     assert sum(m.endswith("each clip alone (its own statistics)") for m in models) == 1
     model_row = result["rows"][0]
@@ -117,7 +118,19 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     }
     assert {r["seed"]: r["uar_of_corpora"] for r in validation["per_run"]} == pytest.approx(of_corpora)
     assert validation["uar"]["mean"] == pytest.approx(np.mean([r["uar"] for r in validation["per_run"]]))
-    assert all("validation" not in row for row in result["rows"][1:])  # the lone-clip and baseline rows
+    # The fused row: the weight chosen on the same validation speakers, over both seeds' runs.
+    fused = next(
+        row
+        for row in result["rows"]
+        if row["model"] == f"{models[0]}, fused with the per-speaker eGeMAPS SVM"
+    )
+    assert fused["fusion"]["weight"] in cv.FUSION_WEIGHTS
+    assert fused["fusion"]["chosen_on"] == [[0, "1"], [1, "1"]]
+    assert set(fused["fusion"]["validation_uar_of_corpora_per_weight"]) == {str(w) for w in cv.FUSION_WEIGHTS}
+    assert [(r["seed"], r["fold"]) for r in fused["validation"]["per_run"]] == [(0, "1"), (1, "1")]
+    assert fused["summary"]["per_corpus"]["ravdess"]["clips"] == 8 and fused["folds"] == ["1", "ased"]
+    assert fused["summary"]["leave_corpus_out"]["ased"]["clips"] == 40
+    assert not any("validation" in row for row in result["rows"] if row is not model_row and row is not fused)
     assert set(ENVIRONMENT_KEYS) <= set(result)  # the block every benchmark result records
     table = output.with_suffix(".md").read_text()
     of = validation["uar_of_corpora"]
@@ -129,6 +142,7 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
         "headline",
         "Leave one corpus out",
         "eGeMAPS + linear SVM, per-speaker standardised",
+        f"The weight w = {fused['fusion']['weight']:g} was chosen on the validation speakers of 2 runs",
         "Recall per class",
         "UAR per fold",
         "aed-tf bench cv --test-folds 1 ased",
@@ -149,6 +163,8 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert [run.stat().st_mtime_ns for run in runs] == stamps
     assert "earlier model" in [row["model"] for row in again["rows"]]
     assert again["rows"][0]["summary"] == summary
+    # Without the baselines there are no margins to fuse: the fused row is the earlier command's.
+    assert next(row for row in again["rows"] if row["model"] == fused["model"]) == fused
 
     # A seed and fold measured by another command join the row: the predictions kept beside the
     # result stand in for the runs (gone here), and the spread is over the three seeds.
@@ -431,3 +447,93 @@ def test_model_name_lists_the_settings_that_differ_from_the_defaults():
     name = model_name(Config().replace(backbone="audiocnn", weights="none", fold="3", seed=4, epochs=7))
     assert name == "audiocnn (weights=none, epochs=7)"
     assert set(SPEAKER_FOLDS) == {"1", "2", "3", "4", "5"}
+
+
+def test_fusion_multiplies_the_models_probabilities_by_the_exponentiated_margins():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]])
+    margins = np.array([[-1.0, 0.5, 0.0], [0.0, 0.0, 2.0]])
+    np.testing.assert_allclose(cv.fuse(probabilities, margins, 0.0)[0], probabilities[0])
+    fused = cv.fuse(probabilities, margins, 1.0)
+    expected = probabilities[0] * np.exp(margins[0])
+    np.testing.assert_allclose(fused[0], expected / expected.sum())
+    np.testing.assert_allclose(fused.sum(axis=1), 1.0)
+    assert fused[1].argmax() == 2 and fused[1, 0] > 0  # a probability kept as 0 counts as 1e-6
+    assert cv.fuse(probabilities, margins, 100.0)[0].argmax() == 1  # the margins decide
+
+
+def _fusion_frames():
+    """Two classes, one corpus. On validation the model is right on half the clips and the
+    margins on all of them; on the test clips the margins are always wrong."""
+    classes = ("angry", "sad")
+    predictions, margins = [], []
+    for fold, partition in (("1", "val"), ("1", "test"), ("2", "val"), ("2", "test")):
+        for i in range(4):
+            label = i % 2
+            model_right = i < 2
+            p_label = 0.6 if model_right else 0.4
+            clip = f"{partition}{fold}{i}"
+            predictions.append(
+                {
+                    "clip_id": clip,
+                    "corpus": "ravdess",
+                    "speaker": clip,
+                    "label": label,
+                    "predicted": label if model_right else 1 - label,
+                    "p_angry": p_label if label == 0 else 1 - p_label,
+                    "p_sad": p_label if label == 1 else 1 - p_label,
+                    "seed": 0,
+                    "fold": fold,
+                    "statistics": "own clips",
+                    "partition": partition,
+                    "validation_uar": 0.5,
+                    "validation_uar_of_corpora": 0.5,
+                }
+            )
+            favoured = label if partition == "val" else 1 - label
+            margins.append(
+                {
+                    "clip_id": clip,
+                    "fold": fold,
+                    "partition": partition,
+                    "s_angry": 1.0 if favoured == 0 else -1.0,
+                    "s_sad": 1.0 if favoured == 1 else -1.0,
+                }
+            )
+    return classes, pd.DataFrame(predictions), pd.DataFrame(margins)
+
+
+def test_the_fusion_weight_is_chosen_on_validation_speakers_and_only_then_applied_to_the_test_clips():
+    classes, predictions, margins = _fusion_frames()
+    test, chosen = cv.fusion(predictions, margins, classes)
+    curve = chosen["validation_uar_of_corpora_per_weight"]
+    assert curve["0.0"] == 0.5 and curve["0.25"] == 1.0  # the margins outweigh the model from 0.25 on
+    assert (
+        chosen["weight"] == 0.25
+    )  # the smallest of the best: the test clips, where the margins are wrong, do not count
+    assert chosen["chosen_on"] == [[0, "1"], [0, "2"]]
+    assert len(test) == 8 and set(test["partition"]) == {"test"}
+    assert (test["predicted"] != test["label"]).all()
+    assert (test["validation_uar_of_corpora"] == 1.0).all()  # each run's fused validation figure
+    np.testing.assert_allclose(test[["p_angry", "p_sad"]].sum(axis=1), 1.0, atol=1e-3)
+    # Nothing to choose on: no validation predictions (an earlier version's), or no probabilities.
+    assert cv.fusion(predictions[predictions["partition"] == "test"], margins, classes) is None
+    assert cv.fusion(predictions.drop(columns=["p_angry", "p_sad"]), margins, classes) is None
+
+
+def test_the_svm_margins_cover_every_class_and_a_class_it_never_saw_is_never_favoured():
+    from aed_tf import baseline
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 4))
+    labels = np.repeat([0, 2, 3], 20)
+    features[:, 0] += labels  # separable enough to learn
+    model = baseline.fit_egemaps_baseline(features, labels)
+    scores = baseline.decision_scores(model, features, 5)
+    assert scores.shape == (60, 5)
+    np.testing.assert_allclose(scores[:, [0, 2, 3]], model.decision_function(features))
+    for unseen in (1, 4):
+        np.testing.assert_allclose(scores[:, unseen], scores[:, [0, 2, 3]].min(axis=1))
+    two = baseline.fit_egemaps_baseline(features[:40], labels[:40])  # classes 0 and 2
+    margins = baseline.decision_scores(two, features[:40], 3)
+    np.testing.assert_array_equal(margins[:, [0, 2]].argmax(axis=1) * 2, two.predict(features[:40]))
+    np.testing.assert_allclose(margins[:, 0], -margins[:, 2])

@@ -53,6 +53,11 @@ BASELINES: dict[str, tuple[str, bool]] = {
     "eGeMAPS + linear SVM": ("egemaps", False),
     "eGeMAPS + linear SVM, per-speaker standardised": ("egemaps", True),
 }
+# The baseline fused with the model (`fusion`): eGeMAPS functionals (pitch, loudness, voice quality
+# over the whole clip) make errors unlike the CNN's, and its margins need no calibration: their
+# weight against the model's log-probabilities is chosen on validation speakers.
+FUSED_BASELINE = "eGeMAPS + linear SVM, per-speaker standardised"
+FUSION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 _FEATURES: dict[str, tuple[Callable[..., np.ndarray], Callable[..., Any]]] = {
     "reference": (baseline.reference_feature_matrix, baseline.fit_reference_baseline),
     "egemaps": (baseline.egemaps_feature_matrix, baseline.fit_egemaps_baseline),
@@ -79,7 +84,9 @@ def model_predictions(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
-    """Out-of-fold test predictions of the configured model, one row per (seed, fold, clip).
+    """Out-of-fold test predictions of the configured model, one row per (seed, fold, clip), and
+    (``partition`` "val") its predictions on each speaker fold's validation speakers, on which
+    the fusion weight is chosen (`fusion`).
 
     Each (fold, seed) is a run folder named by its settings (`bench_run_id`): a finished one is
     reused, a killed one resumes."""
@@ -104,25 +111,25 @@ def model_predictions(
             data = load_training_data(run_config, progress=False)
             # And per corpus (those with validation speakers), so that no corpus's many validation
             # speakers decide alone. Settings are compared on the speaker folds only.
-            of_corpora = (
-                float(evaluate(run_dir, "val", data=data).per_corpus["uar"].mean())
-                if fold in SPEAKER_FOLDS
-                else float("nan")
+            validation = evaluate(run_dir, "val", data=data) if fold in SPEAKER_FOLDS else None
+            of_corpora = float(validation.per_corpus["uar"].mean()) if validation else float("nan")
+            run_columns = dict(
+                seed=seed,
+                fold=fold,
+                statistics="own clips",
+                validation_uar=validation_uar,
+                validation_uar_of_corpora=of_corpora,
             )
             test = _kept_columns(evaluate(run_dir, "test", data=data).predictions)
-            frames.append(
-                test.assign(
-                    seed=seed,
-                    fold=fold,
-                    statistics="own clips",
-                    validation_uar=validation_uar,
-                    validation_uar_of_corpora=of_corpora,
-                )
-            )
+            frames.append(test.assign(partition="test", **run_columns))
+            if validation is not None:
+                frames.append(_kept_columns(validation.predictions).assign(partition="val", **run_columns))
             if config.frontend.normalization == "speaker":  # and a lone clip of an unknown speaker
                 for lone in ("training", "the clip itself"):
                     alone = evaluate(run_dir, "test", data=data, speaker_statistics=lone).predictions
-                    frames.append(_kept_columns(alone).assign(seed=seed, fold=fold, statistics=lone))
+                    frames.append(
+                        _kept_columns(alone).assign(seed=seed, fold=fold, statistics=lone, partition="test")
+                    )
             log(
                 f"fold {fold} seed {seed}: {_progress_line(test)} "
                 f"validation UAR {validation_uar:.3f}"
@@ -134,11 +141,12 @@ def model_predictions(
 
 def baseline_predictions(
     config: Config, prepared: Prepared, folds: Sequence[str], log: Callable[[str], None] = print
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold test predictions of every baseline of `BASELINES` on the same folds (seed
-    `config.data.seed`), each trained on its fold's training partition of the `prepared` data.
-    Features are computed once for every clip; per-speaker standardisation uses each speaker's
-    own clips."""
+    `config.data.seed`), each trained on its fold's training partition of the `prepared` data;
+    and `FUSED_BASELINE`'s margins (``s_<class>``) on each fold's validation and test clips, one
+    row per (fold, partition, clip), for `fusion`. Features are computed once for every clip;
+    per-speaker standardisation uses each speaker's own clips."""
     manifest = apply_calm_policy(prepared.manifest, config.data.calm).reset_index(drop=True)
     classes = class_names(config.data.calm)
     labels = np.array([classes.index(e) for e in manifest["emotion"]])
@@ -155,7 +163,7 @@ def baseline_predictions(
         )
     standardized = {name: baseline.standardize_per_speaker(f, speakers) for name, f in features.items()}
 
-    frames = []
+    frames, margins = [], []
     for fold in folds:
         split = make_split(
             prepared.manifest, CV, fold=fold, drop_unknown_speakers=config.data.drop_unknown_speakers
@@ -170,6 +178,16 @@ def baseline_predictions(
                 label=labels[test_rows], predicted=model.predict(matrix[test_rows])
             )
             frames.append(test.assign(model=model_name, seed=config.data.seed, fold=fold))
+            if model_name == FUSED_BASELINE:
+                rows = np.isin(partition, ("val", "test"))
+                scores = baseline.decision_scores(model, matrix[rows], len(classes))
+                margins.append(
+                    manifest.loc[rows, ["clip_id"]].assign(
+                        fold=fold,
+                        partition=partition[rows],
+                        **{f"s_{name}": scores[:, i] for i, name in enumerate(classes)},
+                    )
+                )
         log(
             f"baselines fold {fold}: "
             + "; ".join(
@@ -177,7 +195,86 @@ def baseline_predictions(
                 for name, frame in zip(BASELINES, frames[-len(BASELINES) :])
             )
         )
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), pd.concat(margins, ignore_index=True)
+
+
+def fuse(probabilities: np.ndarray, margins: np.ndarray, weight: float) -> np.ndarray:
+    """softmax(log p + weight * margins): the model's class probabilities reweighted by the
+    baseline's margins, a product of the two experts. Probabilities kept at 4 decimals may be 0:
+    they count as 1e-6."""
+    logits = np.log(np.clip(probabilities, 1e-6, 1.0)) + weight * margins
+    logits -= logits.max(axis=1, keepdims=True)
+    odds = np.exp(logits)
+    return odds / odds.sum(axis=1, keepdims=True)
+
+
+def fused_predictions(
+    predictions: pd.DataFrame, margins: pd.DataFrame, weight: float, classes: Sequence[str]
+) -> pd.DataFrame:
+    """The model's `predictions` of the clips that `margins` has (same fold and partition),
+    with the fused probabilities (4 decimals) and their argmax as the prediction."""
+    probabilities = [f"p_{name}" for name in classes]
+    scores = [f"s_{name}" for name in classes]
+    merged = predictions.merge(
+        margins, on=["fold", "partition", "clip_id"], how="inner", validate="many_to_one"
+    )
+    fused = fuse(merged[probabilities].to_numpy(), merged[scores].to_numpy(), weight)
+    return merged.drop(columns=scores).assign(
+        predicted=fused.argmax(axis=1), **{p: fused[:, i].round(4) for i, p in enumerate(probabilities)}
+    )
+
+
+def fusion(
+    predictions: pd.DataFrame, margins: pd.DataFrame, classes: Sequence[str]
+) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The model fused with `FUSED_BASELINE`: its test predictions (own clips) fused at the weight
+    of `FUSION_WEIGHTS` whose fused validation UAR, the mean over corpora on each speaker fold's
+    validation speakers, is highest on average over the runs that kept validation predictions
+    (the smaller weight on a tie), never a test figure; each run's fused validation UAR in the
+    columns `validation_summary` reads; and what was chosen. None without such runs, or without
+    probabilities."""
+    if not {f"p_{name}" for name in classes} <= set(predictions):
+        return None
+    own = predictions[predictions["statistics"] == "own clips"].dropna(subset=[f"p_{classes[0]}"])
+    validation = own[(own["partition"] == "val") & own["fold"].isin(SPEAKER_FOLDS)]
+    per_weight = {
+        w: _run_validation(fused_predictions(validation, margins, w, classes)) for w in FUSION_WEIGHTS
+    }
+    if per_weight[0.0].empty:
+        return None
+    curve = {w: float(runs["validation_uar_of_corpora"].mean()) for w, runs in per_weight.items()}
+    weight = max(FUSION_WEIGHTS, key=lambda w: (curve[w], -w))
+    chosen = per_weight[weight]
+    test = fused_predictions(own[own["partition"] == "test"], margins, weight, classes)
+    test = test.drop(columns=["validation_uar", "validation_uar_of_corpora"]).merge(
+        chosen, on=["seed", "fold"], how="left"
+    )
+    return test, {
+        "baseline": FUSED_BASELINE,
+        "weight": weight,
+        "validation_uar_of_corpora_per_weight": {str(w): v for w, v in curve.items()},
+        "chosen_on": [[int(seed), fold] for seed, fold in chosen[["seed", "fold"]].itertuples(index=False)],
+    }
+
+
+def _run_validation(validation: pd.DataFrame) -> pd.DataFrame:
+    """Per run (seed, fold) of validation predictions: the UAR pooled over its clips and the mean
+    over corpora of each corpus's."""
+    columns = ["seed", "fold", "validation_uar", "validation_uar_of_corpora"]
+    return pd.DataFrame(
+        columns=columns,
+        data=[
+            {
+                "seed": seed,
+                "fold": fold,
+                "validation_uar": _metrics(run)["uar"],
+                "validation_uar_of_corpora": float(
+                    np.mean([_metrics(rows)["uar"] for _, rows in run.groupby("corpus")])
+                ),
+            }
+            for (seed, fold), run in validation.groupby(["seed", "fold"], sort=True)
+        ],
+    )
 
 
 def seed_ensemble(predictions: pd.DataFrame, classes: Sequence[str]) -> tuple[pd.DataFrame, list[int]] | None:
@@ -363,6 +460,21 @@ def format_cv_table(result: dict[str, Any]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    for row in result["rows"]:
+        if "fusion" in row:
+            chosen = row["fusion"]
+            curve = ", ".join(
+                f"{w}: {v:.3f}" for w, v in chosen["validation_uar_of_corpora_per_weight"].items()
+            )
+            lines += [
+                "",
+                f"{row['model']}: each clip's class probabilities p and the margins m of the "
+                f"{chosen['baseline']} (trained on the same fold) give softmax(log p + w m). The weight "
+                f"w = {chosen['weight']:g} was chosen on the validation speakers of "
+                f"{len(chosen['chosen_on'])} runs (seed, fold: "
+                + ", ".join(f"{seed}, {fold}" for seed, fold in chosen["chosen_on"])
+                + f"); the mean over corpora of their validation UAR per weight: {curve}.",
+            ]
     lines += [
         "",
         "Accuracy and macro-F1 of the same predictions (mean over seeds):",
@@ -538,9 +650,22 @@ def read_predictions(path: Path) -> pd.DataFrame | None:
     """Predictions an earlier command kept (`write_predictions`); None if none."""
     if not path.is_file():
         return None
-    return pd.read_csv(
-        path, dtype={"model": str, "fold": str, "clip_id": str, "speaker": str, "statistics": str}
+    predictions = pd.read_csv(
+        path,
+        dtype={
+            "model": str,
+            "fold": str,
+            "clip_id": str,
+            "speaker": str,
+            "statistics": str,
+            "partition": str,
+        },
     )
+    # An earlier version kept test predictions alone, without this column.
+    partition = (
+        predictions["partition"] if "partition" in predictions else pd.Series("test", predictions.index)
+    )
+    return predictions.assign(partition=partition.fillna("test"))
 
 
 def write_predictions(path: Path, predictions: pd.DataFrame) -> None:
@@ -587,42 +712,40 @@ def bench_cv(
     kept = _other_runs(previous_predictions, name, predictions)
     if kept is not None:
         predictions = pd.concat([kept, predictions], ignore_index=True)
-    for statistics, frame in predictions.groupby("statistics", sort=False):
+    tests = predictions[predictions["partition"] == "test"]
+    for statistics, frame in tests.groupby("statistics", sort=False):
         # A per-speaker model is measured twice: each test speaker normalised by their own
         # (unlabelled) clips, and every clip alone, by the training clips' statistics.
         row_name = name if statistics == "own clips" else f"{name}, each clip alone ({_ALONE[statistics]})"
         earlier = rows.get(row_name) if kept is not None else None
-        # Each command once, however often it is rerun: the row's figures are one set of runs.
-        commands = dict.fromkeys([*(earlier["command"].split(" && ") if earlier else []), command])
-        runs = frame.groupby("seed")["fold"].unique()
-        rows[row_name] = {
-            "model": row_name,
-            "command": " && ".join(commands),
-            "folds": [f for f in all_folds if f in set(frame["fold"])],
-            "seeds": sorted(int(seed) for seed in runs.index),
-            "runs": {str(seed): [f for f in all_folds if f in set(done)] for seed, done in runs.items()},
-            "seconds": seconds + (earlier["seconds"] if earlier else 0.0),
-            "summary": summarize(frame, classes),
-            **({"validation": validation_summary(frame)} if statistics == "own clips" else {}),
-        }
-        ensemble_of_seeds = seed_ensemble(frame, classes)
-        ensemble_name = f"{row_name}, ensemble of its seeds"
-        if ensemble_of_seeds is None:
-            rows.pop(ensemble_name, None)  # an earlier command's, of seeds no longer in the row
-        else:
-            ensemble, members = ensemble_of_seeds
-            rows[ensemble_name] = {
-                "model": ensemble_name,
-                "ensemble": True,
-                "command": rows[row_name]["command"],
-                "folds": [f for f in all_folds if f in set(ensemble["fold"])],
-                "seeds": members,
-                "seconds": 0.0,  # the runs' time is their own row's
-                "summary": summarize(ensemble.assign(seed=0), classes),  # one set of predictions
-            }
+        _add_model_rows(
+            rows,
+            row_name,
+            frame,
+            _commands(earlier, command),
+            seconds + (earlier["seconds"] if earlier else 0.0),
+            all_folds,
+            classes,
+            validation=validation_summary(frame) if statistics == "own clips" else None,
+        )
     if baselines:
         baselines_started = time.perf_counter()
-        baseline_rows = baseline_predictions(config, prepared, folds, log=log)
+        baseline_rows, margins = baseline_predictions(config, prepared, folds, log=log)
+        fused = fusion(predictions, margins, classes)
+        if fused is not None:
+            frame, chosen = fused
+            log(f"fused with {FUSED_BASELINE}: weight {chosen['weight']:g}, chosen on validation speakers")
+            _add_model_rows(
+                rows,
+                f"{name}, fused with the per-speaker eGeMAPS SVM",
+                frame,
+                _commands(None, command),
+                time.perf_counter() - started,
+                all_folds,
+                classes,
+                validation=validation_summary(frame),
+                fusion=chosen,
+            )
         for baseline_name, frame in baseline_rows.groupby("model", sort=False):
             rows[baseline_name] = {
                 "model": baseline_name,
@@ -646,6 +769,54 @@ def bench_cv(
         "rows": list(rows.values()),
         **benchmark_environment(),
     }, model_rows
+
+
+def _commands(earlier: dict[str, Any] | None, command: str) -> str:
+    """The commands of a row: each once, however often it is rerun (the row's figures are one
+    set of runs)."""
+    return " && ".join(dict.fromkeys([*(earlier["command"].split(" && ") if earlier else []), command]))
+
+
+def _add_model_rows(
+    rows: dict[str, dict[str, Any]],
+    row_name: str,
+    frame: pd.DataFrame,
+    command: str,
+    seconds: float,
+    all_folds: Sequence[str],
+    classes: Sequence[str],
+    validation: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    """The row of a model's test predictions `frame` and, where two or more seeds ran a fold,
+    the row of the ensemble of its seeds."""
+    runs = frame.groupby("seed")["fold"].unique()
+    rows[row_name] = {
+        "model": row_name,
+        "command": command,
+        "folds": [f for f in all_folds if f in set(frame["fold"])],
+        "seeds": sorted(int(seed) for seed in runs.index),
+        "runs": {str(seed): [f for f in all_folds if f in set(done)] for seed, done in runs.items()},
+        "seconds": seconds,
+        "summary": summarize(frame, classes),
+        **({"validation": validation} if validation is not None else {}),
+        **extra,
+    }
+    ensemble_of_seeds = seed_ensemble(frame, classes)
+    ensemble_name = f"{row_name}, ensemble of its seeds"
+    if ensemble_of_seeds is None:
+        rows.pop(ensemble_name, None)  # an earlier command's, of seeds no longer in the row
+    else:
+        ensemble, members = ensemble_of_seeds
+        rows[ensemble_name] = {
+            "model": ensemble_name,
+            "ensemble": True,
+            "command": command,
+            "folds": [f for f in all_folds if f in set(ensemble["fold"])],
+            "seeds": members,
+            "seconds": 0.0,  # the runs' time is their own row's
+            "summary": summarize(ensemble.assign(seed=0), classes),  # one set of predictions
+        }
 
 
 def _speaker_folds_cell(row: dict[str, Any]) -> str:
