@@ -118,19 +118,25 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     }
     assert {r["seed"]: r["uar_of_corpora"] for r in validation["per_run"]} == pytest.approx(of_corpora)
     assert validation["uar"]["mean"] == pytest.approx(np.mean([r["uar"] for r in validation["per_run"]]))
-    # The fused row: the weight chosen on the same validation speakers, over both seeds' runs.
+    # The fused row: each fold's weight chosen on the validation speakers of both seeds' fold-1
+    # runs (the only runs with validation predictions), without ASED's for ASED left out.
     fused = next(
         row
         for row in result["rows"]
         if row["model"] == f"{models[0]}, fused with the per-speaker eGeMAPS SVM"
     )
-    assert fused["fusion"]["weight"] in cv.FUSION_WEIGHTS
-    assert fused["fusion"]["chosen_on"] == [[0, "1"], [1, "1"]]
-    assert set(fused["fusion"]["validation_uar_of_corpora_per_weight"]) == {str(w) for w in cv.FUSION_WEIGHTS}
-    assert [(r["seed"], r["fold"]) for r in fused["validation"]["per_run"]] == [(0, "1"), (1, "1")]
+    per_fold = fused["fusion"]["per_fold"]
+    assert list(per_fold) == ["1", "ased"] and all(
+        c["weight"] in cv.FUSION_WEIGHTS for c in per_fold.values()
+    )
+    assert all(c["runs"] == [[0, "1"], [1, "1"]] for c in per_fold.values())
+    assert set(per_fold["1"]["validation_uar_of_corpora_per_weight"]) == {str(w) for w in cv.FUSION_WEIGHTS}
     assert fused["summary"]["per_corpus"]["ravdess"]["clips"] == 8 and fused["folds"] == ["1", "ased"]
     assert fused["summary"]["leave_corpus_out"]["ased"]["clips"] == 40
-    assert not any("validation" in row for row in result["rows"] if row is not model_row and row is not fused)
+    assert fused["command"] == model_row["command"] and fused["seeds"] == [0, 1]
+    assert all(
+        "validation" not in row for row in result["rows"][1:]
+    )  # the lone-clip, fused and baseline rows
     assert set(ENVIRONMENT_KEYS) <= set(result)  # the block every benchmark result records
     table = output.with_suffix(".md").read_text()
     of = validation["uar_of_corpora"]
@@ -142,7 +148,8 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
         "headline",
         "Leave one corpus out",
         "eGeMAPS + linear SVM, per-speaker standardised",
-        f"The weight w = {fused['fusion']['weight']:g} was chosen on the validation speakers of 2 runs",
+        "Each fold's weight w is chosen on the validation speakers of the runs",
+        f"1: {per_fold['1']['weight']:g} (",
         "Recall per class",
         "UAR per fold",
         "aed-tf bench cv --test-folds 1 ased",
@@ -163,8 +170,9 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert [run.stat().st_mtime_ns for run in runs] == stamps
     assert "earlier model" in [row["model"] for row in again["rows"]]
     assert again["rows"][0]["summary"] == summary
-    # Without the baselines there are no margins to fuse: the fused row is the earlier command's.
-    assert next(row for row in again["rows"] if row["model"] == fused["model"]) == fused
+    # Without the baselines there are no margins to fuse: an earlier fused row is not kept beside
+    # a model row that may now hold other runs.
+    assert not any(row["model"].startswith(fused["model"]) for row in again["rows"])
 
     # A seed and fold measured by another command join the row: the predictions kept beside the
     # result stand in for the runs (gone here), and the spread is over the three seeds.
@@ -462,58 +470,66 @@ def test_fusion_multiplies_the_models_probabilities_by_the_exponentiated_margins
 
 
 def _fusion_frames():
-    """Two classes, one corpus. On validation the model is right on half the clips and the
-    margins on all of them; on the test clips the margins are always wrong."""
+    """Two classes, one corpus, two folds whose runs validate on each other's test speakers. On
+    fold 1's validation speakers (fold 2's test speakers) the margins are always right, on fold
+    2's always wrong; the model is right on half of every fold's clips; on the test clips the
+    margins are always wrong."""
     classes = ("angry", "sad")
     predictions, margins = [], []
-    for fold, partition in (("1", "val"), ("1", "test"), ("2", "val"), ("2", "test")):
-        for i in range(4):
-            label = i % 2
-            model_right = i < 2
-            p_label = 0.6 if model_right else 0.4
-            clip = f"{partition}{fold}{i}"
-            predictions.append(
-                {
-                    "clip_id": clip,
-                    "corpus": "ravdess",
-                    "speaker": clip,
-                    "label": label,
-                    "predicted": label if model_right else 1 - label,
-                    "p_angry": p_label if label == 0 else 1 - p_label,
-                    "p_sad": p_label if label == 1 else 1 - p_label,
-                    "seed": 0,
-                    "fold": fold,
-                    "statistics": "own clips",
-                    "partition": partition,
-                    "validation_uar": 0.5,
-                    "validation_uar_of_corpora": 0.5,
-                }
-            )
-            favoured = label if partition == "val" else 1 - label
-            margins.append(
-                {
-                    "clip_id": clip,
-                    "fold": fold,
-                    "partition": partition,
-                    "s_angry": 1.0 if favoured == 0 else -1.0,
-                    "s_sad": 1.0 if favoured == 1 else -1.0,
-                }
-            )
+    for fold, other in (("1", "2"), ("2", "1")):
+        for partition in ("val", "test"):
+            for i in range(4):
+                label, model_right = i % 2, i < 2
+                p_label = 0.6 if model_right else 0.4
+                clip = f"{partition}{fold}{i}"
+                predictions.append(
+                    {
+                        "clip_id": clip,
+                        "corpus": "ravdess",
+                        "speaker": f"s{other if partition == 'val' else fold}{i}",
+                        "label": label,
+                        "predicted": label if model_right else 1 - label,
+                        "p_angry": p_label if label == 0 else 1 - p_label,
+                        "p_sad": p_label if label == 1 else 1 - p_label,
+                        "seed": 0,
+                        "fold": fold,
+                        "statistics": "own clips",
+                        "partition": partition,
+                        "validation_uar": 0.5,
+                        "validation_uar_of_corpora": 0.5,
+                    }
+                )
+                favoured = label if (partition, fold) == ("val", "1") else 1 - label
+                margins.append(
+                    {
+                        "clip_id": clip,
+                        "fold": fold,
+                        "partition": partition,
+                        "s_angry": 1.0 if favoured == 0 else -1.0,
+                        "s_sad": 1.0 if favoured == 1 else -1.0,
+                    }
+                )
     return classes, pd.DataFrame(predictions), pd.DataFrame(margins)
 
 
-def test_the_fusion_weight_is_chosen_on_validation_speakers_and_only_then_applied_to_the_test_clips():
+def test_each_folds_fusion_weight_is_chosen_on_validation_speakers_it_does_not_test():
     classes, predictions, margins = _fusion_frames()
     test, chosen = cv.fusion(predictions, margins, classes)
-    curve = chosen["validation_uar_of_corpora_per_weight"]
-    assert curve["0.0"] == 0.5 and curve["0.25"] == 1.0  # the margins outweigh the model from 0.25 on
-    assert (
-        chosen["weight"] == 0.25
-    )  # the smallest of the best: the test clips, where the margins are wrong, do not count
-    assert chosen["chosen_on"] == [[0, "1"], [0, "2"]]
+    per_fold = chosen["per_fold"]
+    # Fold 1 tests the speakers of run 2's validation: its weight is chosen on run 1's alone,
+    # where the margins are right, and the smallest weight that lets them outweigh the model wins.
+    assert per_fold["1"]["runs"] == [[0, "1"]] and per_fold["2"]["runs"] == [[0, "2"]]
+    curve = per_fold["1"]["validation_uar_of_corpora_per_weight"]
+    assert curve["0.0"] == 0.5 and curve["0.25"] == curve["5.0"] == 1.0
+    assert per_fold["1"]["weight"] == 0.25
+    # Fold 2's weight is chosen on run 2's validation, where the margins are wrong: the model alone.
+    assert per_fold["2"]["weight"] == 0.0
+    assert per_fold["2"]["validation_uar_of_corpora_per_weight"]["5.0"] == 0.0
     assert len(test) == 8 and set(test["partition"]) == {"test"}
-    assert (test["predicted"] != test["label"]).all()
-    assert (test["validation_uar_of_corpora"] == 1.0).all()  # each run's fused validation figure
+    fold_1, fold_2 = test[test["fold"] == "1"], test[test["fold"] == "2"]
+    assert (fold_1["predicted"] != fold_1["label"]).all()  # the test margins are wrong: fusion hurts
+    model_alone = predictions.set_index("clip_id").loc[fold_2["clip_id"], "predicted"]
+    np.testing.assert_array_equal(fold_2["predicted"], model_alone)
     np.testing.assert_allclose(test[["p_angry", "p_sad"]].sum(axis=1), 1.0, atol=1e-3)
     # Nothing to choose on: no validation predictions (an earlier version's), or no probabilities.
     assert cv.fusion(predictions[predictions["partition"] == "test"], margins, classes) is None

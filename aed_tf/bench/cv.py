@@ -140,13 +140,17 @@ def model_predictions(
 
 
 def baseline_predictions(
-    config: Config, prepared: Prepared, folds: Sequence[str], log: Callable[[str], None] = print
+    config: Config,
+    prepared: Prepared,
+    folds: Sequence[str],
+    margin_folds: Sequence[str] = (),
+    log: Callable[[str], None] = print,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold test predictions of every baseline of `BASELINES` on the same folds (seed
+    """Out-of-fold test predictions of every baseline of `BASELINES` on `folds` (seed
     `config.data.seed`), each trained on its fold's training partition of the `prepared` data;
-    and `FUSED_BASELINE`'s margins (``s_<class>``) on each fold's validation and test clips, one
-    row per (fold, partition, clip), for `fusion`. Features are computed once for every clip;
-    per-speaker standardisation uses each speaker's own clips."""
+    and `FUSED_BASELINE`'s margins (``s_<class>``) on the validation and test clips of each of
+    `margin_folds`, one row per (fold, partition, clip), for `fusion`. Features are computed
+    once for every clip; per-speaker standardisation uses each speaker's own clips."""
     manifest = apply_calm_policy(prepared.manifest, config.data.calm).reset_index(drop=True)
     classes = class_names(config.data.calm)
     labels = np.array([classes.index(e) for e in manifest["emotion"]])
@@ -164,21 +168,25 @@ def baseline_predictions(
     standardized = {name: baseline.standardize_per_speaker(f, speakers) for name, f in features.items()}
 
     frames, margins = [], []
-    for fold in folds:
+    for fold in dict.fromkeys([*folds, *margin_folds]):
         split = make_split(
             prepared.manifest, CV, fold=fold, drop_unknown_speakers=config.data.drop_unknown_speakers
         ).set_index("clip_id")["partition"]
         partition = manifest["clip_id"].map(split).to_numpy()
         train_rows, test_rows = partition == "train", partition == "test"
+        measured = fold in folds
         for model_name, (feature_name, per_speaker) in BASELINES.items():
+            if not measured and model_name != FUSED_BASELINE:
+                continue
             matrix = (standardized if per_speaker else features)[feature_name]
             fit = _FEATURES[feature_name][1]
             model = fit(matrix[train_rows], labels[train_rows], seed=config.data.seed)
-            test = manifest.loc[test_rows, ["clip_id", "corpus", "speaker"]].assign(
-                label=labels[test_rows], predicted=model.predict(matrix[test_rows])
-            )
-            frames.append(test.assign(model=model_name, seed=config.data.seed, fold=fold))
-            if model_name == FUSED_BASELINE:
+            if measured:
+                test = manifest.loc[test_rows, ["clip_id", "corpus", "speaker"]].assign(
+                    label=labels[test_rows], predicted=model.predict(matrix[test_rows])
+                )
+                frames.append(test.assign(model=model_name, seed=config.data.seed, fold=fold))
+            if model_name == FUSED_BASELINE and fold in margin_folds:
                 rows = np.isin(partition, ("val", "test"))
                 scores = baseline.decision_scores(model, matrix[rows], len(classes))
                 margins.append(
@@ -188,14 +196,18 @@ def baseline_predictions(
                         **{f"s_{name}": scores[:, i] for i, name in enumerate(classes)},
                     )
                 )
-        log(
-            f"baselines fold {fold}: "
-            + "; ".join(
-                f"{name}: {_progress_line(frame)}"
-                for name, frame in zip(BASELINES, frames[-len(BASELINES) :])
+        if measured:
+            log(
+                f"baselines fold {fold}: "
+                + "; ".join(
+                    f"{name}: {_progress_line(frame)}"
+                    for name, frame in zip(BASELINES, frames[-len(BASELINES) :])
+                )
             )
-        )
-    return pd.concat(frames, ignore_index=True), pd.concat(margins, ignore_index=True)
+    margin_columns = ["clip_id", "fold", "partition", *(f"s_{name}" for name in classes)]
+    return pd.concat(frames, ignore_index=True), (
+        pd.concat(margins, ignore_index=True) if margins else pd.DataFrame(columns=margin_columns)
+    )
 
 
 def fuse(probabilities: np.ndarray, margins: np.ndarray, weight: float) -> np.ndarray:
@@ -227,47 +239,52 @@ def fused_predictions(
 def fusion(
     predictions: pd.DataFrame, margins: pd.DataFrame, classes: Sequence[str]
 ) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """The model fused with `FUSED_BASELINE`: its test predictions (own clips) fused at the weight
-    of `FUSION_WEIGHTS` whose fused validation UAR, the mean over corpora on each speaker fold's
-    validation speakers, is highest on average over the runs that kept validation predictions
-    (the smaller weight on a tie), never a test figure; each run's fused validation UAR in the
-    columns `validation_summary` reads; and what was chosen. None without such runs, or without
-    probabilities."""
+    """The model fused with `FUSED_BASELINE`: its test predictions (own clips) of every fold that
+    `margins` covers, each fold fused at its own weight of `FUSION_WEIGHTS`, and what was chosen.
+
+    A fold's weight is the one whose fused validation UAR (the mean over corpora, averaged over
+    the runs that kept validation predictions) is highest, the smaller on a tie, on validation
+    clips of speakers the fold does not test: a fold's validation speakers are another fold's
+    test speakers, so without this their labels would help choose the weight applied to them.
+    None without such runs, or without probabilities."""
     if not {f"p_{name}" for name in classes} <= set(predictions):
         return None
     own = predictions[predictions["statistics"] == "own clips"].dropna(subset=[f"p_{classes[0]}"])
     validation = own[(own["partition"] == "val") & own["fold"].isin(SPEAKER_FOLDS)]
-    per_weight = {
-        w: _run_validation(fused_predictions(validation, margins, w, classes)) for w in FUSION_WEIGHTS
-    }
-    if per_weight[0.0].empty:
+    test = own[(own["partition"] == "test") & own["fold"].isin(margins["fold"])]
+    frames, per_fold = [], {}
+    for fold, fold_test in test.groupby("fold", sort=False):
+        tested = pd.MultiIndex.from_frame(fold_test[["corpus", "speaker"]].drop_duplicates())
+        candidates = validation[~pd.MultiIndex.from_frame(validation[["corpus", "speaker"]]).isin(tested)]
+        curve = {
+            weight: _run_validation(fused_predictions(candidates, margins, weight, classes))[
+                "validation_uar_of_corpora"
+            ].mean()
+            for weight in FUSION_WEIGHTS
+        }
+        if np.isnan(curve[0.0]):  # no run kept validation predictions of other speakers
+            continue
+        weight = max(FUSION_WEIGHTS, key=lambda w: (curve[w], -w))
+        runs = candidates[["seed", "fold"]].drop_duplicates()
+        per_fold[fold] = {
+            "weight": weight,
+            "runs": [[int(seed), run_fold] for seed, run_fold in runs.itertuples(index=False)],
+            "validation_uar_of_corpora_per_weight": {str(w): float(v) for w, v in curve.items()},
+        }
+        frames.append(fused_predictions(fold_test, margins, weight, classes))
+    if not frames:
         return None
-    curve = {w: float(runs["validation_uar_of_corpora"].mean()) for w, runs in per_weight.items()}
-    weight = max(FUSION_WEIGHTS, key=lambda w: (curve[w], -w))
-    chosen = per_weight[weight]
-    test = fused_predictions(own[own["partition"] == "test"], margins, weight, classes)
-    test = test.drop(columns=["validation_uar", "validation_uar_of_corpora"]).merge(
-        chosen, on=["seed", "fold"], how="left"
-    )
-    return test, {
-        "baseline": FUSED_BASELINE,
-        "weight": weight,
-        "validation_uar_of_corpora_per_weight": {str(w): v for w, v in curve.items()},
-        "chosen_on": [[int(seed), fold] for seed, fold in chosen[["seed", "fold"]].itertuples(index=False)],
-    }
+    return pd.concat(frames, ignore_index=True), {"baseline": FUSED_BASELINE, "per_fold": per_fold}
 
 
 def _run_validation(validation: pd.DataFrame) -> pd.DataFrame:
-    """Per run (seed, fold) of validation predictions: the UAR pooled over its clips and the mean
-    over corpora of each corpus's."""
-    columns = ["seed", "fold", "validation_uar", "validation_uar_of_corpora"]
+    """Per run (seed, fold) of validation predictions: the mean over corpora of each corpus's UAR."""
     return pd.DataFrame(
-        columns=columns,
+        columns=["seed", "fold", "validation_uar_of_corpora"],
         data=[
             {
                 "seed": seed,
                 "fold": fold,
-                "validation_uar": _metrics(run)["uar"],
                 "validation_uar_of_corpora": float(
                     np.mean([_metrics(rows)["uar"] for _, rows in run.groupby("corpus")])
                 ),
@@ -462,18 +479,24 @@ def format_cv_table(result: dict[str, Any]) -> str:
         )
     for row in result["rows"]:
         if "fusion" in row:
-            chosen = row["fusion"]
-            curve = ", ".join(
-                f"{w}: {v:.3f}" for w, v in chosen["validation_uar_of_corpora_per_weight"].items()
-            )
+            per_fold = row["fusion"]["per_fold"]
             lines += [
                 "",
                 f"{row['model']}: each clip's class probabilities p and the margins m of the "
-                f"{chosen['baseline']} (trained on the same fold) give softmax(log p + w m). The weight "
-                f"w = {chosen['weight']:g} was chosen on the validation speakers of "
-                f"{len(chosen['chosen_on'])} runs (seed, fold: "
-                + ", ".join(f"{seed}, {fold}" for seed, fold in chosen["chosen_on"])
-                + f"); the mean over corpora of their validation UAR per weight: {curve}.",
+                f"{row['fusion']['baseline']} (trained on the same fold) give softmax(log p + w m). "
+                "Each fold's weight w is chosen on the validation speakers of the runs that kept "
+                "their validation predictions, leaving out the speakers that fold tests (a corpus "
+                "left out: all of it), so no test speaker's labels choose the weight applied to "
+                "them. Per fold: w, and the mean over corpora of the validation UAR averaged over "
+                "those runs without fusion and at w: "
+                + "; ".join(
+                    f"{fold}: {chosen['weight']:g} ("
+                    f"{chosen['validation_uar_of_corpora_per_weight']['0.0']:.3f} → "
+                    f"{chosen['validation_uar_of_corpora_per_weight'][str(float(chosen['weight']))]:.3f}, "
+                    f"{len(chosen['runs'])} runs)"
+                    for fold, chosen in per_fold.items()
+                )
+                + ".",
             ]
     lines += [
         "",
@@ -728,24 +751,29 @@ def bench_cv(
             classes,
             validation=validation_summary(frame) if statistics == "own clips" else None,
         )
+    fused_name = f"{name}, fused with the per-speaker eGeMAPS SVM"
+    fused = None
     if baselines:
         baselines_started = time.perf_counter()
-        baseline_rows, margins = baseline_predictions(config, prepared, folds, log=log)
+        # Margins for every fold of the model's row, those of earlier commands included.
+        baseline_rows, margins = baseline_predictions(
+            config, prepared, folds, [f for f in all_folds if f in set(predictions["fold"])], log=log
+        )
         fused = fusion(predictions, margins, classes)
-        if fused is not None:
-            frame, chosen = fused
-            log(f"fused with {FUSED_BASELINE}: weight {chosen['weight']:g}, chosen on validation speakers")
-            _add_model_rows(
-                rows,
-                f"{name}, fused with the per-speaker eGeMAPS SVM",
-                frame,
-                _commands(None, command),
-                time.perf_counter() - started,
-                all_folds,
-                classes,
-                validation=validation_summary(frame),
-                fusion=chosen,
-            )
+    if fused is not None:
+        frame, chosen = fused
+        log(
+            f"fused with {FUSED_BASELINE}, weight per fold chosen on validation speakers: "
+            + ", ".join(f"{fold} {c['weight']:g}" for fold, c in chosen["per_fold"].items())
+        )
+        # Derived from the model row's runs: its command, and no time of its own.
+        _add_model_rows(
+            rows, fused_name, frame, rows[name]["command"], 0.0, all_folds, classes, fusion=chosen
+        )
+    elif rows.pop(fused_name, None) is not None:  # an earlier command's, of other runs than the row's
+        rows.pop(f"{fused_name}, ensemble of its seeds", None)
+        log(f"{fused_name}: not measured by this command (it needs the baselines), earlier row removed")
+    if baselines:
         for baseline_name, frame in baseline_rows.groupby("model", sort=False):
             rows[baseline_name] = {
                 "model": baseline_name,
