@@ -268,7 +268,7 @@ def fusion(
         runs = candidates[["seed", "fold"]].drop_duplicates()
         per_fold[fold] = {
             "weight": weight,
-            "runs": [[int(seed), run_fold] for seed, run_fold in runs.itertuples(index=False)],
+            "runs": sorted([int(seed), run_fold] for seed, run_fold in runs.itertuples(index=False)),
             "validation_uar_of_corpora_per_weight": {str(w): float(v) for w, v in curve.items()},
         }
         frames.append(fused_predictions(fold_test, margins, weight, classes))
