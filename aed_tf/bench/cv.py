@@ -525,6 +525,8 @@ def format_cv_table(result: dict[str, Any]) -> str:
         ]
         for row in result["rows"]:
             held = row["summary"]["leave_corpus_out"]
+            if not held:  # an ensemble of seeds, or a row of speaker folds alone
+                continue
             lines.append(
                 f"| {row['model']} | "
                 + " | ".join(
