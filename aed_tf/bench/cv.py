@@ -774,7 +774,10 @@ def bench_cv(
         )
     elif rows.pop(fused_name, None) is not None:  # an earlier command's, of other runs than the row's
         rows.pop(f"{fused_name}, ensemble of its seeds", None)
-        log(f"{fused_name}: not measured by this command (it needs the baselines), earlier row removed")
+        log(
+            f"{fused_name}: not measured by this command (it needs the baselines and validation "
+            "predictions to choose its weights on); the earlier row is removed"
+        )
     if baselines:
         for baseline_name, frame in baseline_rows.groupby("model", sort=False):
             rows[baseline_name] = {
