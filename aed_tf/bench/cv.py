@@ -225,13 +225,22 @@ def fused_predictions(
 ) -> pd.DataFrame:
     """The model's `predictions` of the clips that `margins` has (same fold and partition),
     with the fused probabilities (4 decimals) and their argmax as the prediction."""
-    probabilities = [f"p_{name}" for name in classes]
-    scores = [f"s_{name}" for name in classes]
-    merged = predictions.merge(
+    return _fused(_with_margins(predictions, margins), weight, classes)
+
+
+def _with_margins(predictions: pd.DataFrame, margins: pd.DataFrame) -> pd.DataFrame:
+    """`predictions` of the clips that `margins` has (same fold and partition), with their margins."""
+    return predictions.merge(
         margins, on=["fold", "partition", "clip_id"], how="inner", validate="many_to_one"
     )
-    fused = fuse(merged[probabilities].to_numpy(), merged[scores].to_numpy(), weight)
-    return merged.drop(columns=scores).assign(
+
+
+def _fused(predictions: pd.DataFrame, weight: float, classes: Sequence[str]) -> pd.DataFrame:
+    """`predictions` with margins (`_with_margins`) fused at `weight`, without the margins."""
+    probabilities = [f"p_{name}" for name in classes]
+    scores = [f"s_{name}" for name in classes]
+    fused = fuse(predictions[probabilities].to_numpy(), predictions[scores].to_numpy(), weight)
+    return predictions.drop(columns=scores).assign(
         predicted=fused.argmax(axis=1), **{p: fused[:, i].round(4) for i, p in enumerate(probabilities)}
     )
 
@@ -250,20 +259,22 @@ def fusion(
     if not {f"p_{name}" for name in classes} <= set(predictions):
         return None
     own = predictions[predictions["statistics"] == "own clips"].dropna(subset=[f"p_{classes[0]}"])
-    validation = own[(own["partition"] == "val") & own["fold"].isin(SPEAKER_FOLDS)]
+    # Merged with their margins once: each fold fuses them at every weight.
+    validation = _with_margins(own[(own["partition"] == "val") & own["fold"].isin(SPEAKER_FOLDS)], margins)
     test = own[(own["partition"] == "test") & own["fold"].isin(margins["fold"])]
     frames, per_fold = [], {}
     for fold, fold_test in test.groupby("fold", sort=False):
         tested = pd.MultiIndex.from_frame(fold_test[["corpus", "speaker"]].drop_duplicates())
         candidates = validation[~pd.MultiIndex.from_frame(validation[["corpus", "speaker"]]).isin(tested)]
+        if candidates.empty:  # no run kept validation predictions of other speakers
+            continue
         curve = {
-            weight: _run_validation(fused_predictions(candidates, margins, weight, classes))[
-                "validation_uar_of_corpora"
-            ].mean()
+            weight: _fused(candidates, weight, classes)
+            .groupby(["seed", "fold"])
+            .apply(_uar_of_corpora)
+            .mean()
             for weight in FUSION_WEIGHTS
         }
-        if np.isnan(curve[0.0]):  # no run kept validation predictions of other speakers
-            continue
         weight = max(FUSION_WEIGHTS, key=lambda w: (curve[w], -w))
         runs = candidates[["seed", "fold"]].drop_duplicates()
         per_fold[fold] = {
@@ -277,21 +288,9 @@ def fusion(
     return pd.concat(frames, ignore_index=True), {"baseline": FUSED_BASELINE, "per_fold": per_fold}
 
 
-def _run_validation(validation: pd.DataFrame) -> pd.DataFrame:
-    """Per run (seed, fold) of validation predictions: the mean over corpora of each corpus's UAR."""
-    return pd.DataFrame(
-        columns=["seed", "fold", "validation_uar_of_corpora"],
-        data=[
-            {
-                "seed": seed,
-                "fold": fold,
-                "validation_uar_of_corpora": float(
-                    np.mean([_metrics(rows)["uar"] for _, rows in run.groupby("corpus")])
-                ),
-            }
-            for (seed, fold), run in validation.groupby(["seed", "fold"], sort=True)
-        ],
-    )
+def _uar_of_corpora(predictions: pd.DataFrame) -> float:
+    """The mean over corpora of each corpus's UAR: no corpus's size decides it."""
+    return float(np.mean([_metrics(rows)["uar"] for _, rows in predictions.groupby("corpus")]))
 
 
 def seed_ensemble(predictions: pd.DataFrame, classes: Sequence[str]) -> tuple[pd.DataFrame, list[int]] | None:
@@ -344,9 +343,7 @@ def summarize(predictions: pd.DataFrame, classes: Sequence[str]) -> dict[str, An
     per_corpus: dict[str, Any] = {}
     headline_per_seed = {}
     for seed, rows in speaker_folds.groupby("seed"):
-        headline_per_seed[int(seed)] = float(
-            np.mean([_metrics(corpus_rows)["uar"] for _, corpus_rows in rows.groupby("corpus")])
-        )
+        headline_per_seed[int(seed)] = _uar_of_corpora(rows)
     for corpus, rows in speaker_folds.groupby("corpus"):
         seeds = {int(seed): _metrics(seed_rows) for seed, seed_rows in rows.groupby("seed")}
         folds = {
