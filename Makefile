@@ -23,7 +23,7 @@ $(CHROMIUM):
 # training), rendered to reports/<run-id>/*.html and reports/index.html. On 6 epochs, not the
 # setting's 30, to finish within ten minutes on a 2-core machine (5 min 6 s measured on a 2-core
 # Xeon; the setting before took 7 min 36 s on a 2-core EPYC).
-DEMO_PARAMETERS := -p protocol cv -p fold 1 -p backbone audiocnn -p weights none -p epochs 6 -p learning_rate 0.003 -p normalization speaker -p balance corpus_class_weights
+DEMO_PARAMETERS := -p protocol cv -p fold 1 -p backbone audiocnn -p weights none -p epochs 6 -p learning_rate 0.003 -p normalization speaker -p balance corpus_class_weights -p fusion egemaps
 demo: $(BIN)/.installed
 	$(BIN)/aed-tf run all $(DEMO_PARAMETERS)
 

@@ -237,7 +237,7 @@ class AudioCache:
     """
 
     def __init__(self, root: str | Path | None = None, sample_rate: int = 16000) -> None:
-        self.root = _cache_root(root)
+        self.root = cache_root(root)
         self.sample_rate = sample_rate
         self.decodes = 0  # decodes done by this instance; a fully cached run leaves it at 0
         self._folder = self.root / CACHE_VERSION / f"{sample_rate}hz"
@@ -519,7 +519,7 @@ def _libsndfile_reason(error: sf.LibsndfileError) -> str:
     return error.error_string.removeprefix("Error : ").rstrip(".")
 
 
-def _cache_root(root: str | Path | None) -> Path:
+def cache_root(root: str | Path | None) -> Path:
     """`root`, else $AED_TF_CACHE, else $XDG_CACHE_HOME/aed_tf (~/.cache/aed_tf by default)."""
     if root:
         return Path(root).expanduser()

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains the configured model (default: the recommended CPU setting) on every "
         "fold of the cv protocol and seed, tests each on its held-out speakers (or corpus), and "
         "runs the baselines on the same folds, and the model fused with the per-speaker eGeMAPS "
-        "SVM (its weight chosen on validation speakers). Writes --output (JSON) and the same name .md.",
+        "SVM (its weight chosen on validation speakers); a run trained with --fusion egemaps also "
+        "fused as it serves (its own head and weight). Writes --output (JSON) and the same name .md.",
     )
     Config.add_arguments(bench_cv)
     bench_cv.set_defaults(**CPU_SETTING)
@@ -238,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE|DIR",
         help="for a run that normalises per speaker: recordings of the speaker "
         "(emotions unneeded; the input itself will do) whose statistics "
-        "normalise the features (default: those of the training clips)",
+        "normalise the features (default: those of the training clips); a run trained with "
+        "--fusion egemaps is also fused with its eGeMAPS head, given 10 speech windows or more",
     )
     predict.set_defaults(run=_predict)
 

@@ -11,6 +11,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from aed_tf import functionals
+from aed_tf.calibration import apply_temperature
 from aed_tf.errors import InputError
 from aed_tf.metrics import classification_metrics
 from aed_tf.model import load_model
@@ -35,6 +37,11 @@ class Evaluation:
     per_speaker: pd.DataFrame
     normalization: str = "clip"  # the run's front end: "clip" or "speaker"
     speaker_statistics: str | None = None  # per speaker: "own clips" or "training"
+    fusion_weight: float | None = None  # fused with the run's eGeMAPS head at this weight; None: not
+
+    @property
+    def fused(self) -> bool:
+        return self.fusion_weight is not None
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -48,13 +55,18 @@ def evaluate(
     progress: bool = False,
     data: TrainingData | None = None,
     speaker_statistics: SpeakerStatistics = "own clips",
+    fusion: bool = True,
 ) -> Evaluation:
     """Runs the run's classifier over ``partition`` of ``data``: by default the run's own split
     and data, loaded here (`load_training_data` of the run's config).
 
     A run that normalises per speaker takes each speaker's statistics from their own clips in the
     partition (``"own clips"``: their labels unused), or, for a clip whose speaker has no other
-    audio, the training clips' (``"training"``) or the clip's own (``"the clip itself"``)."""
+    audio, the training clips' (``"training"``) or the clip's own (``"the clip itself"``).
+
+    A run trained with ``--fusion egemaps`` is fused with its eGeMAPS head, as serving fuses it
+    (`aed_tf.functionals`), where each speaker's own clips give the statistics (``fusion`` False:
+    the model alone); its probabilities are then the serving model's (temperature-scaled)."""
     run_dir = Path(run_dir)
     run = Run.load(run_dir)
     config = run.config
@@ -78,6 +90,16 @@ def evaluate(
     else:
         features = part.eval_dataset(len(data.classes), config)
     probabilities = classifier.predict(features, verbose=0)
+    head = run.fusion_head() if fusion and speaker_statistics == "own clips" else None
+    if head is not None:
+        standardized, _ = functionals.fusable_per_speaker(
+            functionals.cached_egemaps_matrix(
+                part.waveforms, config.frontend.sample_rate, config.data.cache_dir
+            ),
+            part.speakers,
+        )
+        calibrated = apply_temperature(probabilities, run.metrics()["temperature"])
+        probabilities = functionals.fuse_heads(calibrated, [head], standardized)
 
     predictions = part.manifest.copy()
     predictions["label"] = part.labels
@@ -95,6 +117,7 @@ def evaluate(
         per_speaker=grouped_metrics(predictions, probabilities, ["corpus", "speaker"]),
         normalization=config.frontend.normalization,
         speaker_statistics=speaker_statistics if config.frontend.normalization == "speaker" else None,
+        fusion_weight=None if head is None else head.weight,
     )
 
 

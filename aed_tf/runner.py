@@ -86,15 +86,16 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
 def parse_parameters(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """`-p NAME VALUE` pairs to values: config fields take their field's type (as CLI flags do),
     other values are read as YAML scalars or lists (`3`, `true`, `[a, b]`, text)."""
-    values: dict[str, Any] = {}
-    config_fields = set(Config.field_names())
-    for name, text in pairs:
-        value = yaml.safe_load(text) if text.strip() else ""
-        if name in config_fields:
-            value = Config().replace(**{name: value}).to_flat()[name]
-            value = list(value) if isinstance(value, tuple) else value
-        values[name] = value
-    return values
+    values = {name: yaml.safe_load(text) if text.strip() else "" for name, text in pairs}
+    fields = {name: value for name, value in values.items() if name in Config.field_names()}
+    # Together: one field may need another (--fusion egemaps needs --normalization speaker).
+    typed = Config().replace(**fields).to_flat()
+    return {
+        name: (list(typed[name]) if isinstance(typed[name], tuple) else typed[name])
+        if name in fields
+        else value
+        for name, value in values.items()
+    }
 
 
 def ensure_kernel() -> str:

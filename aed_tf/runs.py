@@ -6,6 +6,7 @@
         classifier.keras          log-mel features -> probabilities (evaluation)
         serving.keras             waveform -> probabilities (recognizer, exports, web demo)
         training_statistics.json  per-speaker normalisation: the training clips' statistics
+        fusion.json               --fusion egemaps: the eGeMAPS head and its weight
         metrics.json, history.csv, split.csv, tensorboard/
 
 This module is light (no TensorFlow, no training code), so that serving depends on the folder's
@@ -29,6 +30,7 @@ import numpy as np
 from aed_tf.config import Config, FrontEndConfig
 from aed_tf.errors import UserError
 from aed_tf.files import write_json
+from aed_tf.functionals import FusionHead
 
 CONFIG_FILE = "config.json"
 CLASSIFIER_FILE = "classifier.keras"
@@ -36,6 +38,8 @@ SERVING_FILE = "serving.keras"
 # Per-speaker normalisation: the band means and deviations over every training clip, for a clip
 # whose speaker has no other audio.
 TRAINING_STATISTICS_FILE = "training_statistics.json"
+# The head the model is fused with (`aed_tf.functionals.FusionHead`), its weight and how it was chosen.
+FUSION_FILE = "fusion.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 SPLIT_FILE = "split.csv"
@@ -191,6 +195,19 @@ class Run:
             raise UserError(f"{self.path}: a per-speaker run without its {TRAINING_STATISTICS_FILE}")
         pooled = json.loads(path.read_text())
         return np.array([pooled["mean"], pooled["deviation"]], np.float32)
+
+    def fusion_head(self) -> FusionHead | None:
+        """The head a run trained with ``--fusion egemaps`` is fused with (or one that `aed-tf
+        bench cv` fitted to a run that finished before: its fusion.json says who fitted it);
+        None for a run without: the model alone."""
+        path = self.path / FUSION_FILE
+        if not path.is_file():
+            return None
+        try:
+            head = json.loads(path.read_text())["head"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserError(f"{path}: unreadable fusion head ({error})") from None
+        return FusionHead.from_dict(head, source=path)
 
     def metrics(self) -> dict[str, Any]:
         """metrics.json ({} before the run has finished)."""

@@ -6,8 +6,8 @@ phase trains everything. Each phase uses AdamW with a linear warm-up and cosine 
 model kept is the one with the best validation UAR (balanced accuracy), not the lowest loss.
 
 A run folder holds ``classifier.keras`` (images -> probabilities), ``serving.keras`` (raw 16 kHz
-waveform -> probabilities, the front end inside), ``config.json``, ``history.csv``, ``split.csv``
-and ``metrics.json``. Every file is written to a temporary name and renamed, and an epoch
+waveform -> probabilities, the front end inside), ``config.json``, ``history.csv``, ``split.csv``,
+``metrics.json`` and, with ``--fusion egemaps``, ``fusion.json`` (`fit_fusion`). Every file is written to a temporary name and renamed, and an epoch
 checkpoint (model and optimizer state) lets ``resume`` continue a killed run.
 
 With ``TF_CONFIG`` set, the machines it names train together (`aed_tf.distributed`): the chief
@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from aed_tf import distributed
+from aed_tf import distributed, functionals
 from aed_tf.backbones import resolve_image_size
+from aed_tf.baseline import fit_egemaps_baseline
 from aed_tf.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from aed_tf.config import Config
 from aed_tf.errors import InputError, UserError
@@ -43,6 +44,7 @@ from aed_tf.model import (
     build_classifier,
     build_serving_model,
     emotion_classifier,
+    load_model,
     set_backbone_trainable,
     with_speaker_adversary,
 )
@@ -52,6 +54,7 @@ from aed_tf.runs import (
     CLASSIFIER_FILE,
     CONFIG_FILE,
     FINISHED,
+    FUSION_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     SERVING_FILE,
@@ -208,6 +211,8 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
                 "speakers": int(len(set(train_part.speakers))),
             },
         )
+    if config.train.fusion == "egemaps":
+        fit_fusion(run_dir, data, config.train.fusion_weight, temperature, val_probabilities)
     seconds = time.perf_counter() - started
     history = pd.read_csv(run_dir / HISTORY_FILE)
     write_json(
@@ -230,6 +235,61 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
     for leftover in (_CHECKPOINT, _STATE, _BEST_WEIGHTS):
         (run_dir / leftover).unlink(missing_ok=True)
     return TrainResult(run_dir, val_metrics, history, seconds, model)
+
+
+def fit_fusion(
+    run_dir: Path,
+    data: TrainingData,
+    weight: float,
+    temperature: float | None = None,
+    val_probabilities: np.ndarray | None = None,
+    by: str = "training",
+) -> None:
+    """fusion.json: the eGeMAPS head (`aed_tf.functionals`) fitted on the run's training clips,
+    each speaker's functionals standardised over their own clips, its margins weighted by
+    `weight` against the network's log-probabilities. Serving fuses the temperature-scaled
+    probabilities, so the head's weight is `weight` / temperature: the same predictions as
+    fusing the network's own, which `aed-tf bench cv` measures. The network's validation
+    probabilities and the temperature come from the run's classifier and metrics unless given:
+    a run that finished before its head was fitted (`by` says who fitted it)."""
+    run = Run.load(run_dir)
+    config = run.config
+    train_part, val_part = data.partitions["train"], data.partitions["val"]
+    if temperature is None:
+        temperature = run.metrics()["temperature"]
+    if val_probabilities is None:
+        classifier = load_model(run_dir / CLASSIFIER_FILE)
+        val_probabilities = classifier.predict(val_part.eval_dataset(len(data.classes), config), verbose=0)
+
+    def fusable(part, min_clips: int | None) -> np.ndarray:
+        rate, cache_dir = config.frontend.sample_rate, config.data.cache_dir
+        features = functionals.cached_egemaps_matrix(part.waveforms, rate, cache_dir)
+        return functionals.fusable_per_speaker(features, part.speakers, min_clips)[0]
+
+    # Fitted on every training speaker's clips with functionals (two or more: a deviation).
+    train_x = fusable(train_part, min_clips=2)
+    usable = np.isfinite(train_x).all(axis=1)
+    if len(set(train_part.labels[usable])) < 2:
+        raise InputError(
+            f"{run_dir}: too few training clips with eGeMAPS functionals to fit the fusion "
+            f"({int(usable.sum())}): train with --fusion none"
+        )
+    svm = fit_egemaps_baseline(train_x[usable], train_part.labels[usable], seed=config.data.seed)
+    head = functionals.FusionHead.from_pipeline(svm, len(data.classes), weight=weight / temperature)
+    # The validation clips as serving fuses them: those of speakers with enough clips.
+    val_x = fusable(val_part, min_clips=None)
+    served = apply_temperature(val_probabilities, temperature)
+    write_json(
+        run_dir / FUSION_FILE,
+        {
+            "head": head.to_dict(),
+            "weight": weight,
+            "temperature": temperature,
+            "val": classification_metrics(val_part.labels, functionals.fuse_heads(served, [head], val_x)),
+            "validation_clips_fused": int(np.isfinite(val_x).all(axis=1).sum()),
+            "fitted_by": by,
+        },
+    )
 
 
 def _fit_phases(

@@ -90,13 +90,35 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def speaker_run(tmp_path_factory) -> Path:
-    """A finished run that normalises per speaker: the audio-native backbone, one epoch on the
-    synthetic RAVDESS tree."""
+    """A finished run that normalises per speaker and is fused with its eGeMAPS head: the
+    audio-native backbone, one epoch on the synthetic RAVDESS tree."""
     from aed_tf.train import train
     from tests.synth import make_ravdess_tree, tiny_config
 
     root = tmp_path_factory.mktemp("speaker-run")
     config = tiny_config(
-        root, make_ravdess_tree(root / "data"), backbone="audiocnn", epochs=1, normalization="speaker"
+        root,
+        make_ravdess_tree(root / "data"),
+        backbone="audiocnn",
+        epochs=1,
+        normalization="speaker",
+        fusion="egemaps",
     )
     return train(config, progress=False).run_dir
+
+
+@pytest.fixture(scope="session")
+def fused_run(speaker_run, tmp_path_factory) -> Path:
+    """`speaker_run` with its eGeMAPS head weighing 2, whatever its tiny validation chose: the
+    margins always count."""
+    import json
+    import shutil
+
+    from aed_tf.runs import FUSION_FILE
+
+    run_dir = tmp_path_factory.mktemp("fused-run") / "run"
+    shutil.copytree(speaker_run, run_dir)
+    fusion = json.loads((run_dir / FUSION_FILE).read_text())
+    fusion["head"]["weight"] = 2.0
+    (run_dir / FUSION_FILE).write_text(json.dumps(fusion))
+    return run_dir

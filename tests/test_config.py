@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from aed_tf.config import Config, FrontEndConfig
+from aed_tf.errors import InputError
 from aed_tf.labels import CALM, CLASSES, apply_calm_policy, class_names
 
 
@@ -165,3 +166,21 @@ def test_make_demo_and_bench_cv_train_the_recommended_cpu_setting():
     args = build_parser().parse_args(["bench", "cv"])
     assert Config.from_args(args).replace(**CPU_SETTING) == Config.from_args(args)
     assert Config.from_args(args).train.backbone == CPU_SETTING["backbone"] != Config().train.backbone
+
+
+def test_the_fusion_needs_per_speaker_normalisation_as_flags_or_parameters_given_together():
+    from aed_tf.runner import parse_parameters
+
+    with pytest.raises(
+        InputError,
+        match=r"fusion = 'egemaps': must be none \(--fusion none\) unless normalization is speaker",
+    ):
+        Config().replace(fusion="egemaps")
+    assert Config().replace(fusion="egemaps", normalization="speaker").train.fusion == "egemaps"
+    assert parse_parameters([("fusion", "egemaps"), ("normalization", "speaker"), ("epochs", "3")]) == {
+        "fusion": "egemaps",
+        "normalization": "speaker",
+        "epochs": 3,
+    }
+    with pytest.raises(InputError, match="fusion"):
+        parse_parameters([("fusion", "egemaps")])

@@ -11,6 +11,7 @@ import pytest
 from aed_tf import cli
 from aed_tf.bench import ENVIRONMENT_KEYS, benchmark_environment, cv
 from aed_tf.bench.cv import (
+    FUSION_WEIGHTS,
     SPEAKER_FOLDS,
     default_folds,
     format_cv_table,
@@ -37,7 +38,10 @@ def three_corpora(tmp_path_factory) -> Path:
     return root
 
 
-def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path, capsys):
+def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path, capsys, monkeypatch):
+    from aed_tf import functionals
+
+    monkeypatch.setattr(functionals, "MIN_REFERENCE_WINDOWS", 2)  # its test speakers have 4 clips
     output = tmp_path / "cv.json"
     config = tiny_config(tmp_path, three_corpora)
     argv = [
@@ -79,9 +83,10 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     models = [row["model"] for row in result["rows"]]
     assert models[0].startswith("audiocnn (") and "epochs=1" in models[0]
     # The recommended setting normalises per speaker: measured with the test speakers' clips and
-    # each clip alone, and fused with the per-speaker eGeMAPS SVM; each of the four also as the
-    # ensemble of its two seeds.
-    assert len(models) == 12 and sum("per-speaker standardised" in m for m in models) == 2
+    # each clip alone, fused with the per-speaker eGeMAPS SVM, and fused as each run serves (its
+    # own head and weight); each but the last also as the ensemble of its two seeds.
+    assert "fusion" not in models[0]  # the same network: the fused rows say they are fused
+    assert len(models) == 13 and sum("per-speaker standardised" in m for m in models) == 2
     assert sum(m.endswith(", ensemble of its seeds") for m in models) == 4
     assert sum(m.endswith("each clip alone (training statistics)") for m in models) == 1
     assert sum(m.endswith("each clip alone (its own statistics)") for m in models) == 1
@@ -111,9 +116,9 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     assert sorted((r["seed"], r["uar"]) for r in validation["per_run"]) == sorted(
         (Run.load(run).config.data.seed, Run.load(run).metrics()["val"]["uar"]) for run in speaker_fold_runs
     )
-    # And the mean over corpora of each corpus's validation UAR.
+    # And the mean over corpora of each corpus's validation UAR, of the network alone.
     of_corpora = {
-        Run.load(run).config.data.seed: evaluate(run, "val").per_corpus["uar"].mean()
+        Run.load(run).config.data.seed: evaluate(run, "val", fusion=False).per_corpus["uar"].mean()
         for run in speaker_fold_runs
     }
     assert {r["seed"]: r["uar_of_corpora"] for r in validation["per_run"]} == pytest.approx(of_corpora)
@@ -126,14 +131,28 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
         if row["model"] == f"{models[0]}, fused with the per-speaker eGeMAPS SVM"
     )
     per_fold = fused["fusion"]["per_fold"]
-    assert list(per_fold) == ["1", "ased"] and all(
-        c["weight"] in cv.FUSION_WEIGHTS for c in per_fold.values()
-    )
+    assert list(per_fold) == ["1", "ased"] and all(c["weight"] in FUSION_WEIGHTS for c in per_fold.values())
     assert all(c["runs"] == [[0, "1"], [1, "1"]] for c in per_fold.values())
-    assert set(per_fold["1"]["validation_uar_of_corpora_per_weight"]) == {str(w) for w in cv.FUSION_WEIGHTS}
+    assert set(per_fold["1"]["validation_uar_of_corpora_per_weight"]) == {str(w) for w in FUSION_WEIGHTS}
     assert fused["summary"]["per_corpus"]["ravdess"]["clips"] == 8 and fused["folds"] == ["1", "ased"]
     assert fused["summary"]["leave_corpus_out"]["ased"]["clips"] == 40
     assert fused["command"] == model_row["command"] and fused["seeds"] == [0, 1]
+    # As served: every run fitted its head, and the row is what evaluate gives each run fused.
+    served = next(
+        row
+        for row in result["rows"]
+        if row["model"] == f"{models[0]}, fused as served (each run's eGeMAPS head and weight)"
+    )
+    assert served["seeds"] == [0, 1] and served["folds"] == ["1", "ased"]
+    assert served["summary"]["leave_corpus_out"]["ased"]["clips"] == 40
+    run_dirs = [path.parent for path in Path(config.train.output_dir).glob("bench-audiocnn-*/config.json")]
+    assert len(run_dirs) == 4 and all(Run.load(run).fusion_head() is not None for run in run_dirs)
+    fold_1 = [run for run in run_dirs if Run.load(run).config.data.fold == "1"]
+    ravdess_fused = [
+        evaluate(run, "test").per_corpus.set_index("corpus").loc["ravdess", "uar"] for run in fold_1
+    ]
+    per_seed = served["summary"]["per_corpus"]["ravdess"]["uar_per_seed"]
+    assert sorted(per_seed.values()) == pytest.approx(sorted(ravdess_fused), abs=1e-9)
     assert all(
         "validation" not in row for row in result["rows"][1:]
     )  # the lone-clip, fused and baseline rows
@@ -269,10 +288,12 @@ def test_a_per_speaker_model_is_measured_with_its_speakers_clips_and_each_clip_a
         == 0
     )
     rows = {row["model"]: row for row in json.loads(output.read_text())["rows"]}
-    [own] = [name for name in rows if "normalization=speaker" in name and "alone" not in name]
+    own = min(rows, key=len)  # the model's row: the others are named after it
     alone = rows[f"{own}, each clip alone (training statistics)"]
     itself = rows[f"{own}, each clip alone (its own statistics)"]
-    assert len(rows) == 3 and itself["summary"]["per_corpus"]["ased"]["clips"] == 8
+    served = rows[f"{own}, fused as served (each run's eGeMAPS head and weight)"]  # the setting's fusion
+    assert len(rows) == 4 and itself["summary"]["per_corpus"]["ased"]["clips"] == 8
+    assert served["summary"]["per_corpus"]["ased"]["clips"] == 8
     for corpus in ("ased", "ravdess"):
         assert (
             alone["summary"]["per_corpus"][corpus]["clips"]
@@ -454,6 +475,10 @@ def test_a_benchmark_run_keeps_its_name_when_a_field_is_added_at_its_default(mon
     name = bench_run_id(config)
     assert name.startswith("bench-audiocnn-") and name == bench_run_id(config.replace(resume=True))
     assert bench_run_id(config.replace(seed=0)) != name and bench_run_id(config.replace(fold="3")) != name
+    # The fusion is fitted after the network: the same network, the same run.
+    assert bench_run_id(config.replace(normalization="speaker")) != name
+    speaker = config.replace(normalization="speaker")
+    assert bench_run_id(speaker.replace(fusion="egemaps")) == bench_run_id(speaker)
     # A flat view with one more field at its default names the same run.
     monkeypatch.setattr(Config, "to_flat", lambda self, f=Config.to_flat: {**f(self), "new_field": 0})
     assert bench_run_id(config) == name
@@ -464,18 +489,6 @@ def test_model_name_lists_the_settings_that_differ_from_the_defaults():
     name = model_name(Config().replace(backbone="audiocnn", weights="none", fold="3", seed=4, epochs=7))
     assert name == "audiocnn (weights=none, epochs=7)"
     assert set(SPEAKER_FOLDS) == {"1", "2", "3", "4", "5"}
-
-
-def test_fusion_multiplies_the_models_probabilities_by_the_exponentiated_margins():
-    probabilities = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]])
-    margins = np.array([[-1.0, 0.5, 0.0], [0.0, 0.0, 2.0]])
-    np.testing.assert_allclose(cv.fuse(probabilities, margins, 0.0)[0], probabilities[0])
-    fused = cv.fuse(probabilities, margins, 1.0)
-    expected = probabilities[0] * np.exp(margins[0])
-    np.testing.assert_allclose(fused[0], expected / expected.sum())
-    np.testing.assert_allclose(fused.sum(axis=1), 1.0)
-    assert fused[1].argmax() == 2 and fused[1, 0] > 0  # a probability kept as 0 counts as 1e-6
-    assert cv.fuse(probabilities, margins, 100.0)[0].argmax() == 1  # the margins decide
 
 
 def _fusion_frames():
@@ -543,22 +556,3 @@ def test_each_folds_fusion_weight_is_chosen_on_validation_speakers_it_does_not_t
     # Nothing to choose on: no validation predictions (an earlier version's), or no probabilities.
     assert cv.fusion(predictions[predictions["partition"] == "test"], margins, classes) is None
     assert cv.fusion(predictions.drop(columns=["p_angry", "p_sad"]), margins, classes) is None
-
-
-def test_the_svm_margins_cover_every_class_and_a_class_it_never_saw_is_never_favoured():
-    from aed_tf import baseline
-
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(60, 4))
-    labels = np.repeat([0, 2, 3], 20)
-    features[:, 0] += labels  # separable enough to learn
-    model = baseline.fit_egemaps_baseline(features, labels)
-    scores = baseline.decision_scores(model, features, 5)
-    assert scores.shape == (60, 5)
-    np.testing.assert_allclose(scores[:, [0, 2, 3]], model.decision_function(features))
-    for unseen in (1, 4):
-        np.testing.assert_allclose(scores[:, unseen], scores[:, [0, 2, 3]].min(axis=1))
-    two = baseline.fit_egemaps_baseline(features[:40], labels[:40])  # classes 0 and 2
-    margins = baseline.decision_scores(two, features[:40], 3)
-    np.testing.assert_array_equal(margins[:, [0, 2]].argmax(axis=1) * 2, two.predict(features[:40]))
-    np.testing.assert_allclose(margins[:, 0], -margins[:, 2])

@@ -296,3 +296,42 @@ def test_cli_predict_runs_an_export_and_refuses_what_is_not_one(tiny_run, tmp_pa
         err.startswith(f"aed-tf predict: error: {corrupt}: the onnx runtime could not load it: ")
         and "\n" not in err
     )
+
+
+def test_a_fused_runs_export_carries_its_head_and_fuses_as_the_keras_route(fused_run, tmp_path, monkeypatch):
+    from aed_tf import functionals
+    from aed_tf.partitions import load_training_data
+    from aed_tf.runs import Run
+
+    monkeypatch.setattr(functionals, "MIN_REFERENCE_WINDOWS", 2)  # the synthetic speakers have 8 clips
+    exported_run = export(fused_run, "onnx", tmp_path / "model.onnx")
+    assert [head["weight"] for head in exported_run.metadata["fusion"]] == [2.0]
+    part = load_training_data(Run.load(fused_run).config, progress=False).partitions["test"]
+    speaker = part.speakers[0]
+    clips = [clip for clip, of in zip(part.waveforms, part.speakers) if of == speaker]
+    keras_route = EmotionRecognizer.load(fused_run, vad=False).for_speaker(clips)
+    exported = EmotionRecognizer.load(exported_run.path, vad=False).for_speaker(clips)
+    assert [head.weight for head in exported.fusion] == [2.0]
+    np.testing.assert_allclose(exported.functional_moments, keras_route.functional_moments)
+    expected, got = (
+        keras_route.predict_many(clips, progress=False),
+        exported.predict_many(clips, progress=False),
+    )
+    alone = EmotionRecognizer.load(exported_run.path, vad=False).predict_many(clips, progress=False)
+    assert np.abs(_probabilities(alone) - _probabilities(got)).max() > 0.01  # fused, not alone
+    np.testing.assert_allclose(_probabilities(got), _probabilities(expected), rtol=0, atol=TOLERANCE["onnx"])
+
+
+def test_export_metadata_with_a_broken_fusion_head_is_refused_naming_the_file(tmp_path):
+    from aed_tf.errors import UserError
+    from aed_tf.serving.exported import ExportedModel
+
+    path = tmp_path / "model.onnx"
+    for fusion, reason in (
+        ({"weight": 1}, "fusion is not a list of heads"),
+        ([{"weight": 1}], "not a readable fusion head"),
+    ):
+        exported = ExportedModel(path, "onnx", {"fusion": fusion}, run=None)
+        with pytest.raises(UserError, match=f"^{tmp_path / 'model.onnx.json'}: {reason}"):
+            _ = exported.fusion
+    assert ExportedModel(path, "onnx", {"fusion": None}, run=None).fusion == ()  # a run without a head

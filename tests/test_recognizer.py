@@ -609,6 +609,78 @@ def test_cli_predict_takes_speaker_references(speaker_run, shared_datasets, tmp_
     assert "nowhere: speaker reference not found" in capsys.readouterr().err
 
 
+# -- the fusion with the eGeMAPS head ---------------------------------------------------------------
+
+
+def test_a_fused_run_records_its_head_weighed_as_its_setting_says_on_the_networks_probabilities(
+    speaker_run,
+):
+    from aed_tf.runs import FUSION_FILE, Run
+
+    run = Run.load(speaker_run)
+    fusion = json.loads((speaker_run / FUSION_FILE).read_text())
+    assert fusion["weight"] == run.config.train.fusion_weight == 1.5 and fusion["fitted_by"] == "training"
+    # Serving fuses the temperature-scaled probabilities: the same predictions as fusing the
+    # network's own at the setting's weight.
+    assert fusion["temperature"] == run.metrics()["temperature"]
+    head = run.fusion_head()
+    assert head.weight == pytest.approx(1.5 / fusion["temperature"]) and head.coef.shape == (4, 88)
+    assert head.num_classes == len(run.classes) == 7  # the 4 emotions of the synthetic tree, of 7
+    assert [h.weight for h in EmotionRecognizer.load(speaker_run).fusion] == [head.weight]
+
+
+def test_evaluation_and_the_recognizer_fuse_a_speakers_clips_alike(fused_run, monkeypatch):
+    """What evaluation scores is what a user gets from for_speaker with the speaker's clips; a
+    lone clip gets the model alone."""
+    from aed_tf import functionals
+    from aed_tf.calibration import apply_temperature
+    from aed_tf.evaluate import evaluate
+    from aed_tf.partitions import load_training_data
+    from aed_tf.runs import Run
+
+    monkeypatch.setattr(functionals, "MIN_REFERENCE_WINDOWS", 2)  # the synthetic speakers have 8 clips
+    run = Run.load(fused_run)
+    fused, alone = evaluate(fused_run, "test"), evaluate(fused_run, "test", fusion=False)
+    assert fused.fused and fused.fusion_weight == 2.0 and not alone.fused
+    served_alone = apply_temperature(alone.probabilities, run.metrics()["temperature"])
+    assert np.abs(fused.probabilities - served_alone).max() > 0.01  # the margins count
+    # A clip of an unknown speaker: the training clips' statistics, and no fusion.
+    trained = evaluate(fused_run, "test", speaker_statistics="training")
+    assert not trained.fused
+    lone_clips = apply_temperature(trained.probabilities, run.metrics()["temperature"])
+    part = load_training_data(run.config, progress=False).partitions["test"]
+    recognizer = EmotionRecognizer.load(fused_run, vad=False)  # synthetic tones: speech by energy
+    for speaker in sorted(set(part.speakers)):
+        rows = np.flatnonzero(part.speakers == speaker)
+        clips = [part.waveforms[i] for i in rows]
+        by_speaker = recognizer.for_speaker(clips)
+        assert by_speaker.functional_moments is not None
+        got = np.array([probabilities(by_speaker.predict(clip, sample_rate=16000)) for clip in clips])
+        np.testing.assert_allclose(got, fused.probabilities[rows], rtol=0, atol=1e-4)
+        lone = np.array([probabilities(recognizer.predict(clip, sample_rate=16000)) for clip in clips])
+        np.testing.assert_allclose(lone, lone_clips[rows], rtol=0, atol=1e-4)
+
+
+def test_too_few_reference_windows_for_the_fusion_leave_the_model_alone_and_say_so(fused_run, speech):
+    recognizer = EmotionRecognizer.load(fused_run)
+    clips = [speech_core(speech, 0.5), speech_core(speech, 0.5) * 0.5]
+    with pytest.warns(rec.InputWarning, match="2 speech windows in the speaker references, under the 10"):
+        few = recognizer.for_speaker(clips)
+    assert few.functional_moments is None and few.speaker_statistics is not None
+    expected = _per_speaker_output(few, clips[0], few.speaker_statistics)
+    np.testing.assert_allclose(probabilities(few.predict(clips[0], sample_rate=16000)), expected, atol=1e-5)
+
+
+def test_an_ensemble_is_fused_with_every_members_head_or_none(fused_run, speaker_run, tiny_run):
+    from aed_tf.runs import Run
+
+    heads = rec.ensemble_fusion([Run.load(fused_run), Run.load(speaker_run)])
+    assert [head.weight for head in heads] == [2.0, Run.load(speaker_run).fusion_head().weight]
+    assert rec.ensemble_fusion([Run.load(fused_run), Run.load(tiny_run)]) == ()
+    ensemble = EmotionRecognizer.load([fused_run, speaker_run])
+    assert [head.weight for head in ensemble.fusion] == [head.weight for head in heads]
+
+
 def test_a_run_folder_whose_config_does_not_match_its_model_is_refused(tiny_run, tmp_path):
     import shutil
 
@@ -693,3 +765,20 @@ def test_a_truncated_or_missing_model_file_is_a_one_line_error(tiny_run, tmp_pat
         archive.writestr("config.json", "{}")
     with pytest.raises(UserError, match="serving.keras: Keras could not load the model: "):
         EmotionRecognizer.load(run)
+
+
+def test_an_unreadable_fusion_head_is_refused_naming_its_file(fused_run, tmp_path):
+    import shutil
+
+    from aed_tf.errors import UserError
+    from aed_tf.runs import FUSION_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(fused_run, run)
+    for text, reason in (
+        ("{", "unreadable fusion head"),
+        ('{"head": {"weight": 1}}', "not a readable fusion head"),
+    ):
+        (run / FUSION_FILE).write_text(text)
+        with pytest.raises(UserError, match=f"^{run / FUSION_FILE}: {reason}"):
+            EmotionRecognizer.load(run)

@@ -425,7 +425,9 @@ def test_the_protocol_in_one_sentence_says_whose_clips_were_heard_in_training():
         "Split protocol all-speakers, no held-out test: the 8 clips are those of the "
         "4 validation speakers, which chose the epoch"
     )
-    for sentence in (independent, shipped):
+    fused = report.protocol_sentence(dataclasses.replace(evaluation_of(FAIR), fusion_weight=1.0), validation)
+    assert "training; the epoch and the fusion's weight were chosen on 2 other (validation) speakers" in fused
+    for sentence in (independent, shipped, fused):
         assert sentence.count(". ") == 0 and sentence.endswith(".")
 
 
@@ -669,5 +671,8 @@ def test_a_per_speaker_runs_headline_says_whose_statistics_normalised_the_clips(
     text = html.unescape(block)
     assert "each test speaker's features are standardised with the statistics of their own test clips" in text
     assert text.index("Split protocol") < text.index("Normalised per speaker")
+    assert "eGeMAPS" not in text
     alone = dataclasses.replace(own, speaker_statistics="training")
     assert report.normalization_sentence(alone).startswith("Normalised per speaker with the training clips'")
+    fused = report.normalization_sentence(dataclasses.replace(own, fusion_weight=1.5))
+    assert "Fused with the run's eGeMAPS head (weight 1.5, chosen on validation speakers)" in fused

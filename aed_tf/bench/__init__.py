@@ -76,15 +76,21 @@ def write_result(path: Path, result: dict[str, Any], table: str | None = None) -
         write_text(path.with_suffix(".md"), table)
 
 
+# Settings of what is fitted once the network has trained.
+FITTED_AFTER_THE_NETWORK = ("fusion", "fusion_weight")
+
+
 def bench_run_id(config: Config) -> str:
     """`bench-<backbone>-<digest of every setting that differs from the defaults>`: the same
     settings name the same run, so a benchmark run that finished is reused and one that was
-    killed resumes; a field added later, at its default, leaves every name as it was."""
+    killed resumes; a field added later, at its default, leaves every name as it was. The
+    fusion is left out: it is fitted after the network, which is the same without it, and the
+    benchmark fuses the runs' predictions itself (`cv.fusion`)."""
     defaults = Config().to_flat()
     settings = {
         name: value
         for name, value in config.replace(run_id="", resume=False).to_flat().items()
-        if value != defaults[name]
+        if value != defaults[name] and name not in FITTED_AFTER_THE_NETWORK
     }
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:8]
     return f"bench-{config.train.backbone}-{digest}"

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aed_tf import baseline
+from aed_tf import baseline, functionals
 from aed_tf.bench import (
+    FITTED_AFTER_THE_NETWORK,
     bench_run_id,
     benchmark_environment,
     format_environment,
@@ -29,6 +30,7 @@ from aed_tf.bench import (
     write_result,
 )
 from aed_tf.config import Config
+from aed_tf.functionals import FusionHead, fuse
 from aed_tf.labels import apply_calm_policy, class_names
 from aed_tf.metrics import label_metrics
 from aed_tf.prepare import Prepared, prepare, speaker_keys
@@ -57,15 +59,28 @@ BASELINES: dict[str, tuple[str, bool]] = {
 # over the whole clip) make errors unlike the CNN's, and its margins need no calibration: their
 # weight against the model's log-probabilities is chosen on validation speakers.
 FUSED_BASELINE = "eGeMAPS + linear SVM, per-speaker standardised"
+# Each fold's weight of the margins is the best of these on validation speakers it does not test.
 FUSION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+# features -> (the features of clips (waveforms, sample rate, cache folder), classifier)
 _FEATURES: dict[str, tuple[Callable[..., np.ndarray], Callable[..., Any]]] = {
-    "reference": (baseline.reference_feature_matrix, baseline.fit_reference_baseline),
-    "egemaps": (baseline.egemaps_feature_matrix, baseline.fit_egemaps_baseline),
+    "reference": (
+        lambda w, rate, cache_dir: baseline.reference_feature_matrix(w, rate),
+        baseline.fit_reference_baseline,
+    ),
+    "egemaps": (functionals.cached_egemaps_matrix, baseline.fit_egemaps_baseline),
 }
 
 
-# How a lone clip of an unknown speaker is normalised, as its row names it.
-_ALONE = {"training": "training statistics", "the clip itself": "its own statistics"}
+# The model's rows besides its own: how a lone clip of an unknown speaker is normalised, and the
+# run's own fusion (`--fusion egemaps`: each run's head, its weight chosen on that run's validation
+# speakers), as the row names them.
+FUSED_AS_SERVED = "own clips, fused by the run"
+_ROW_SUFFIXES = {
+    "own clips": "",
+    "training": ", each clip alone (training statistics)",
+    "the clip itself": ", each clip alone (its own statistics)",
+    FUSED_AS_SERVED: ", fused as served (each run's eGeMAPS head and weight)",
+}
 
 
 def default_folds(manifest: pd.DataFrame) -> list[str]:
@@ -92,8 +107,8 @@ def model_predictions(
     reused, a killed one resumes."""
     from aed_tf.evaluate import evaluate
     from aed_tf.partitions import load_training_data
-    from aed_tf.runs import CONFIG_FILE, FINISHED, Run
-    from aed_tf.train import run_directory, train
+    from aed_tf.runs import CONFIG_FILE, FINISHED, FUSION_FILE, Run
+    from aed_tf.train import fit_fusion, run_directory, train
 
     frames = []
     for seed in seeds:
@@ -111,7 +126,7 @@ def model_predictions(
             data = load_training_data(run_config, progress=False)
             # And per corpus (those with validation speakers), so that no corpus's many validation
             # speakers decide alone. Settings are compared on the speaker folds only.
-            validation = evaluate(run_dir, "val", data=data) if fold in SPEAKER_FOLDS else None
+            validation = evaluate(run_dir, "val", data=data, fusion=False) if fold in SPEAKER_FOLDS else None
             of_corpora = float(validation.per_corpus["uar"].mean()) if validation else float("nan")
             run_columns = dict(
                 seed=seed,
@@ -120,10 +135,23 @@ def model_predictions(
                 validation_uar=validation_uar,
                 validation_uar_of_corpora=of_corpora,
             )
-            test = _kept_columns(evaluate(run_dir, "test", data=data).predictions)
+            test = _kept_columns(evaluate(run_dir, "test", data=data, fusion=False).predictions)
             frames.append(test.assign(partition="test", **run_columns))
             if validation is not None:
                 frames.append(_kept_columns(validation.predictions).assign(partition="val", **run_columns))
+            if config.train.fusion != "none":  # as the run serves it: its own head and weight
+                weight = config.train.fusion_weight
+                fitted = read_result(run_dir / FUSION_FILE) or {}
+                if (
+                    fitted.get("weight") != weight
+                ):  # a run that finished before heads were fitted, or another weight
+                    fit_fusion(run_dir, data, weight, by="aed-tf bench cv, after the run had finished")
+                served = evaluate(run_dir, "test", data=data).predictions
+                frames.append(
+                    _kept_columns(served).assign(
+                        seed=seed, fold=fold, statistics=FUSED_AS_SERVED, partition="test"
+                    )
+                )
             if config.frontend.normalization == "speaker":  # and a lone clip of an unknown speaker
                 for lone in ("training", "the clip itself"):
                     alone = evaluate(run_dir, "test", data=data, speaker_statistics=lone).predictions
@@ -160,12 +188,12 @@ def baseline_predictions(
     features = {}
     for name, (featurize, _) in _FEATURES.items():
         started = time.perf_counter()
-        features[name] = featurize(waveforms, rate)
+        features[name] = featurize(waveforms, rate, config.data.cache_dir)
         log(
             f"baseline features {name}: {features[name].shape[1]} per clip, "
             f"{time.perf_counter() - started:.0f} s"
         )
-    standardized = {name: baseline.standardize_per_speaker(f, speakers) for name, f in features.items()}
+    standardized = {name: functionals.standardize_per_speaker(f, speakers) for name, f in features.items()}
 
     frames, margins = [], []
     for fold in dict.fromkeys([*folds, *margin_folds]):
@@ -188,7 +216,7 @@ def baseline_predictions(
                 frames.append(test.assign(model=model_name, seed=config.data.seed, fold=fold))
             if model_name == FUSED_BASELINE and fold in margin_folds:
                 rows = np.isin(partition, ("val", "test"))
-                scores = baseline.decision_scores(model, matrix[rows], len(classes))
+                scores = FusionHead.from_pipeline(model, len(classes)).margins(matrix[rows])
                 margins.append(
                     manifest.loc[rows, ["clip_id"]].assign(
                         fold=fold,
@@ -208,16 +236,6 @@ def baseline_predictions(
     return pd.concat(frames, ignore_index=True), (
         pd.concat(margins, ignore_index=True) if margins else pd.DataFrame(columns=margin_columns)
     )
-
-
-def fuse(probabilities: np.ndarray, margins: np.ndarray, weight: float) -> np.ndarray:
-    """softmax(log p + weight * margins): the model's class probabilities reweighted by the
-    baseline's margins, a product of the two experts. Probabilities kept at 4 decimals may be 0:
-    they count as 1e-6."""
-    logits = np.log(np.clip(probabilities, 1e-6, 1.0)) + weight * margins
-    logits -= logits.max(axis=1, keepdims=True)
-    odds = np.exp(logits)
-    return odds / odds.sum(axis=1, keepdims=True)
 
 
 def fused_predictions(
@@ -609,8 +627,10 @@ def _span(speakers: Sequence[str]) -> str:
     return speakers[0] if len(speakers) == 1 else f"{speakers[0]}-{speakers[-1]}"
 
 
-# Settings that say where things are, or that the benchmark sets per run: not part of a model's name.
+# Settings that say where things are, or that the benchmark sets per run, or of what is fitted after
+# the network (its own rows name it: the network is the same): not part of a model's name.
 _NOT_SETTINGS = {
+    *FITTED_AFTER_THE_NETWORK,
     "data_roots",
     "prepared_dir",
     "cache_dir",
@@ -736,9 +756,10 @@ def bench_cv(
         predictions = pd.concat([kept, predictions], ignore_index=True)
     tests = predictions[predictions["partition"] == "test"]
     for statistics, frame in tests.groupby("statistics", sort=False):
-        # A per-speaker model is measured twice: each test speaker normalised by their own
-        # (unlabelled) clips, and every clip alone, by the training clips' statistics.
-        row_name = name if statistics == "own clips" else f"{name}, each clip alone ({_ALONE[statistics]})"
+        # A per-speaker model is measured with each test speaker normalised by their own
+        # (unlabelled) clips, and every clip alone (the training clips' statistics, or its own);
+        # a fused one also as each run serves it.
+        row_name = name + _ROW_SUFFIXES[statistics]
         earlier = rows.get(row_name) if kept is not None else None
         _add_model_rows(
             rows,
@@ -749,6 +770,9 @@ def bench_cv(
             all_folds,
             classes,
             validation=validation_summary(frame) if statistics == "own clips" else None,
+            # Served, an ensemble fuses the mean of its members' probabilities with the mean of
+            # their weighted margins: not the mean of each run fused, which is all this row has.
+            seed_ensemble_row=statistics != FUSED_AS_SERVED,
         )
     fused_name = f"{name}, fused with the per-speaker eGeMAPS SVM"
     fused = None
@@ -816,10 +840,11 @@ def _add_model_rows(
     all_folds: Sequence[str],
     classes: Sequence[str],
     validation: dict[str, Any] | None = None,
+    seed_ensemble_row: bool = True,
     **extra: Any,
 ) -> None:
-    """The row of a model's test predictions `frame` and, where two or more seeds ran a fold,
-    the row of the ensemble of its seeds."""
+    """The row of a model's test predictions `frame` and, where two or more seeds ran a fold
+    (and `seed_ensemble_row`), the row of the ensemble of its seeds."""
     runs = frame.groupby("seed")["fold"].unique()
     rows[row_name] = {
         "model": row_name,
@@ -832,7 +857,7 @@ def _add_model_rows(
         **({"validation": validation} if validation is not None else {}),
         **extra,
     }
-    ensemble_of_seeds = seed_ensemble(frame, classes)
+    ensemble_of_seeds = seed_ensemble(frame, classes) if seed_ensemble_row else None
     ensemble_name = f"{row_name}, ensemble of its seeds"
     if ensemble_of_seeds is None:
         rows.pop(ensemble_name, None)  # an earlier command's, of seeds no longer in the row

@@ -23,6 +23,10 @@ A run trained with per-speaker normalisation (`normalization: speaker`) takes a 
                              (`EmotionRecognizer.for_speaker(...).speaker_statistics`); the
                              metadata's "training_statistics" stand in for an unknown speaker.
 
+A run trained with ``--fusion egemaps`` is fused after the model, not inside it: the metadata's
+"fusion" holds its eGeMAPS head (`aed_tf.functionals.FusionHead`, arrays and the weight), which
+`EmotionRecognizer` applies in numpy given a speaker's references, as for the run itself.
+
 Both dimensions are dynamic in all three formats (TFLite: the signature runner resizes the input;
 with the plain interpreter, resize_tensor_input first). The front end (STFT, mel filters, log,
 normalisation) is inside the exported graph and uses builtin ops only: TFLite's RFFT2D, ONNX's
@@ -99,7 +103,7 @@ def export(run_dir: str | Path | Sequence[str | Path], format: str, out: str | P
     `model.onnx`), replacing what is there, checks it against the Keras model and writes the
     metadata JSON beside it. Several run folders export their ensemble (`EmotionRecognizer.load`
     of them) as one model, to `out`, which it then needs."""
-    from aed_tf.serving.recognizer import EmotionRecognizer, run_folders
+    from aed_tf.serving.recognizer import EmotionRecognizer, ensemble_fusion, run_folders
 
     if format not in FORMATS:
         raise UserError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
@@ -107,7 +111,8 @@ def export(run_dir: str | Path | Sequence[str | Path], format: str, out: str | P
     if len(run_dirs) > 1 and out is None:
         raise UserError(f"an ensemble of {len(run_dirs)} runs needs --out: it has no run folder of its own")
     # UserError for a folder that is not a finished run, or runs that make no ensemble.
-    recognizer = EmotionRecognizer.load(run_dirs)
+    # Without the fusion: the export is the model, which the recognizer's fusion follows.
+    recognizer = EmotionRecognizer.load(run_dirs, fusion=())
     model, frontend = recognizer.model, recognizer.frontend
     n_mels = frontend.n_mels if recognizer.per_speaker else None
     path = Path(out) if out is not None else run_dirs[0] / EXPORT_DIR / DEFAULT_NAMES[format]
@@ -168,6 +173,9 @@ def export(run_dir: str | Path | Sequence[str | Path], format: str, out: str | P
             if recognizer.per_speaker
             else {}
         ),
+        # The eGeMAPS heads the recognizer fuses the output with, given a speaker's references
+        # (`aed_tf.functionals`): applied in numpy after the model, not inside the export.
+        "fusion": [head.to_dict() for head in ensemble_fusion(runs)] or None,
         "output": {
             "name": OUTPUT_NAME,
             "dtype": "float32",

@@ -21,6 +21,7 @@ import numpy as np
 
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import UserError
+from aed_tf.functionals import FusionHead
 from aed_tf.signature import PROBABILITIES, STATISTICS_INPUT, WAVEFORM_INPUT
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -149,3 +150,15 @@ class ExportedModel:
         """[2, n_mels] of a per-speaker model's training clips; None for a per-clip model."""
         statistics = self.metadata.get("training_statistics")
         return None if statistics is None else np.asarray(statistics, np.float32)
+
+    @property
+    def fusion(self) -> tuple[FusionHead, ...]:
+        """The heads of the runs it exports, fused by the recognizer as for the runs themselves
+        (`aed_tf.functionals`); empty for runs without (or an export written before them)."""
+        heads = self.metadata.get("fusion")
+        source = metadata_file(self.path)
+        if heads is None:
+            return ()
+        if not isinstance(heads, list):
+            raise UserError(f"{source}: fusion is not a list of heads")
+        return tuple(FusionHead.from_dict(head, source=source) for head in heads)

@@ -14,6 +14,11 @@ A run trained with per-speaker normalisation standardises every input's log-mel 
 the band means and deviations of its speaker. `for_speaker(references)` gives a recognizer that
 takes them from the speaker's recordings (labels unneeded: several clips, a whole call, or the
 recording itself); without references, the statistics of the run's training clips stand in.
+A run trained with ``--fusion egemaps`` is fused with its eGeMAPS head (`aed_tf.functionals`)
+once `for_speaker` has at least `MIN_REFERENCE_WINDOWS` speech windows of the speaker: each
+window's probabilities become softmax(log p + weight * margins), the margins those of the
+window's eGeMAPS functionals standardised with the references'. Without them (a lone clip) the
+model is served alone: fused with the training clips' statistics instead, it was worse.
 
 The run's serving model holds the front end, so a file gets the features the model was trained
 on. Several runs of the same classes and front end load as one recognizer, their ensemble:
@@ -47,9 +52,11 @@ from typing import Any, Union
 import numpy as np
 from tqdm.auto import tqdm
 
+from aed_tf import functionals
 from aed_tf.audio import AUDIO_EXTENSIONS, AudioStream, clipped_frames, scale_to_unit, to_mono_float32
 from aed_tf.config import FrontEndConfig
 from aed_tf.errors import InputError, UserError
+from aed_tf.functionals import FusionHead
 from aed_tf.runs import CONFIG_FILE, SERVING_FILE, Run, latest_run  # noqa: F401  (latest_run: re-exported)
 from aed_tf.serving import timeline as tl
 from aed_tf.serving.exported import ExportedModel, names_an_export
@@ -183,6 +190,7 @@ class EmotionRecognizer:
         min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
         batch_size: int = 32,
         speaker_statistics: np.ndarray | None = None,
+        fusion: Sequence[FusionHead] = (),
     ) -> None:
         self.model = model
         self.classes = tuple(classes)
@@ -222,6 +230,15 @@ class EmotionRecognizer:
         elif speaker_statistics is not None:
             raise InputError("this model normalises each clip on its own: it takes no speaker_statistics")
         self.speaker_statistics = speaker_statistics
+        self.fusion = tuple(fusion)
+        if self.fusion and not self.per_speaker:
+            raise InputError("the fusion with eGeMAPS needs a model that normalises per speaker")
+        if any(head.num_classes != len(self.classes) for head in self.fusion):
+            raise InputError(
+                f"a fusion head for another number of classes than the model's {len(self.classes)}"
+            )
+        # The speaker's eGeMAPS statistics [2, 88], from `for_speaker`: None serves the model alone.
+        self.functional_moments: np.ndarray | None = None
         if isinstance(model, ExportedModel):
             self._infer = _exported_runner(model, frontend.n_mels)
         else:
@@ -245,12 +262,14 @@ class EmotionRecognizer:
             exported = ExportedModel.load(path)  # a UserError for a missing export or a non-export
             if exported.frontend.normalization == "speaker" and "speaker_statistics" not in options:
                 options["speaker_statistics"] = exported.training_statistics
+            options.setdefault("fusion", exported.fusion)
             return cls(exported, exported.classes, exported.frontend, **options)
         run = _finished_run(path)
         from aed_tf.serving.keras_route import load_serving_model
 
         if run.frontend.normalization == "speaker" and "speaker_statistics" not in options:
             options["speaker_statistics"] = run.training_statistics()
+        options.setdefault("fusion", ensemble_fusion([run]))
         return cls(load_serving_model(run), run.classes, run.frontend, **options)
 
     @classmethod
@@ -259,6 +278,7 @@ class EmotionRecognizer:
         first = runs[0]
         if first.frontend.normalization == "speaker" and "speaker_statistics" not in options:
             options["speaker_statistics"] = pooled_statistics([run.training_statistics() for run in runs])
+        options.setdefault("fusion", ensemble_fusion(runs))
         from aed_tf.serving.keras_route import load_ensemble
 
         return cls(load_ensemble(runs), first.classes, first.frontend, **options)
@@ -267,9 +287,12 @@ class EmotionRecognizer:
         """This recognizer, its per-speaker normalisation taken from `references`: recordings of
         the speaker to be recognised (files, or arrays at the model's rate; emotions unneeded).
         Every frame of every reference counts, as in training over a speaker's clips; a recording
-        can be its own reference."""
+        can be its own reference. A fused model also takes the eGeMAPS statistics of the
+        references' speech windows (fewer than `MIN_REFERENCE_WINDOWS`: the model alone, with an
+        `InputWarning`)."""
         if not self.per_speaker:
             raise InputError("this model normalises each clip on its own: speaker references do not apply")
+        references = list(references)
         recordings: list[tuple[str, Iterable[np.ndarray]]] = []
         for source in references:
             if isinstance(source, np.ndarray):
@@ -285,7 +308,33 @@ class EmotionRecognizer:
         # The statistics are an argument of the traced model call: the copy shares its trace.
         speaker = copy.copy(self)
         speaker.speaker_statistics = statistics
+        speaker.functional_moments = self._functional_moments(references) if self.fusion else None
         return speaker
+
+    def _functional_moments(self, references: list[Source]) -> np.ndarray | None:
+        """The eGeMAPS statistics of the references' speech windows (each window as the model
+        hears it, so a reference no longer than one is one clip, as in training); None, with an
+        InputWarning, for fewer than MIN_REFERENCE_WINDOWS."""
+        parts, windows = [], []
+        for source in references:
+            analysis = self._start(source, self.sample_rate if isinstance(source, np.ndarray) else None)
+            for _, _, samples in self._jobs(analysis):
+                windows.append(samples)
+                if len(windows) == self.batch_size:  # a long reference's windows are not all in memory
+                    parts.append(functionals.egemaps_feature_matrix(windows, self.sample_rate, workers=1))
+                    windows = []
+        parts.append(functionals.egemaps_feature_matrix(windows, self.sample_rate, workers=1))
+        features = np.concatenate(parts)
+        features = features[np.isfinite(features).all(axis=1)]
+        if len(features) < functionals.MIN_REFERENCE_WINDOWS:
+            warnings.warn(
+                f"{len(features)} speech windows in the speaker references, under the "
+                f"{functionals.MIN_REFERENCE_WINDOWS} that the fusion with eGeMAPS needs: the model alone",
+                InputWarning,
+                stacklevel=3,
+            )
+            return None
+        return functionals.moments(features)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -389,7 +438,7 @@ class EmotionRecognizer:
         )
 
     def _jobs(self, analysis: _Analysis) -> Iterator[_Job]:
-        """The windows of `analysis` that hold speech, padded to the window length; every
+        """The windows of `analysis` that hold speech, as read (`_run` pads them); every
         window's core and whether it is classified are recorded on `analysis` as they pass."""
 
         def blocks() -> Iterator[np.ndarray]:
@@ -406,7 +455,7 @@ class EmotionRecognizer:
             speech = analysis.vad.speech_samples(window.core_start, window.core_end)
             if speech >= max(self.min_speech_samples, 1):
                 analysis.queued += 1
-                yield analysis, index, _pad_to(window.samples, self.plan.window)
+                yield analysis, index, window.samples
         analysis.finish(self)
 
     def _classify(self, jobs: Iterable[_Job]) -> None:
@@ -425,13 +474,23 @@ class EmotionRecognizer:
         rows = min(1 << (len(batch) - 1).bit_length(), self.batch_size)
         waves = np.zeros((rows, self.plan.window), np.float32)
         for row, (_, _, samples) in enumerate(batch):
-            waves[row] = samples
-        probabilities = self._infer(waves, self.speaker_statistics)
+            waves[row] = _pad_to(samples, self.plan.window)
+        probabilities = self._infer(waves, self.speaker_statistics)[: len(batch)]
+        if self.functional_moments is not None:
+            probabilities = self._fused(probabilities, [samples for _, _, samples in batch])
         for (analysis, index, _), row in zip(batch, probabilities):
             analysis.probabilities[index] = row
 
+    def _fused(self, probabilities: np.ndarray, windows: list[np.ndarray]) -> np.ndarray:
+        """Each window's probabilities fused with the heads over its eGeMAPS functionals (of
+        the window as read, not padded); a window openSMILE finds no finite functionals in keeps
+        the model's."""
+        features = functionals.egemaps_feature_matrix(windows, self.sample_rate, workers=1)
+        standardized = functionals.standardize(features, self.functional_moments)
+        return functionals.fuse_heads(probabilities, self.fusion, standardized).astype(np.float32)
 
-_Job = tuple["_Analysis", int, np.ndarray]
+
+_Job = tuple["_Analysis", int, np.ndarray]  # the window's samples as read: padded when batched
 
 
 class _Analysis:
@@ -580,6 +639,12 @@ def ensemble_runs(paths: Sequence[str | Path]) -> list[Run]:
             )
             raise UserError(f"{run.path}: another front end: {differ}; an ensemble's runs need the same one")
     return runs
+
+
+def ensemble_fusion(runs: Sequence[Run]) -> tuple[FusionHead, ...]:
+    """The heads the runs are fused with: every run's, or none when one of them has none."""
+    heads = [run.fusion_head() for run in runs]
+    return tuple(heads) if all(head is not None for head in heads) else ()
 
 
 def pooled_statistics(statistics: Sequence[np.ndarray]) -> np.ndarray:
