@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import hashlib
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -107,7 +108,15 @@ def cached_egemaps_matrix(
 
 @functools.lru_cache(maxsize=None)
 def _pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_leave_interrupts_to_the_parent
+    )
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    # Ctrl-C (or papermill stopping a kernel) interrupts the whole process group: the parent
+    # stops its pool, and idle children need not each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _egemaps_block(waveforms: list[np.ndarray], sample_rate: int) -> np.ndarray:
