@@ -409,12 +409,11 @@ def protocol_sentence(evaluation: Evaluation, validation_clips: pd.DataFrame) ->
     heard in training, and what chose the epoch. `validation_clips`: the validation partition's
     manifest (or predictions)."""
     clips, partition = len(evaluation.predictions), evaluation.partition
-    chosen = "the epoch and the fusion's weight" if evaluation.fused else "the epoch"
     speakers = len(speakers_of(evaluation.predictions))
     if not has_held_out_test(evaluation.protocol) and partition == "val":
         return (
             f"Split protocol {evaluation.protocol}, no held-out test: the {clips} clips are those of the "
-            f"{speakers} validation speakers, which chose {chosen}; every other speaker was "
+            f"{speakers} validation speakers, which chose the epoch; every other speaker was "
             "used in training."
         )
     if not evaluation.speaker_independent:
@@ -424,10 +423,9 @@ def protocol_sentence(evaluation: Evaluation, validation_clips: pd.DataFrame) ->
             "what new voices get."
         )
     chose = (
-        f", who also chose {chosen}"
+        ", who also chose the epoch"
         if partition == "val"
-        else f"; {chosen} {'were' if evaluation.fused else 'was'} chosen on "
-        f"{len(speakers_of(validation_clips))} other (validation) speakers"
+        else f"; the epoch was chosen on {len(speakers_of(validation_clips))} other (validation) speakers"
     )
     return (
         f"Split protocol {evaluation.protocol}: the {clips} {partition} clips come "
@@ -452,8 +450,9 @@ def normalization_sentence(evaluation: Evaluation) -> str:
         "speaker gets the training clips' statistics instead, which aed-tf bench cv measures apart "
         "(each clip alone)."
     ) + (
-        f" Fused with the run's eGeMAPS head (weight {evaluation.fusion_weight:g}, chosen on "
-        "validation speakers), each speaker's functionals standardised over the same clips, as "
+        f" Fused with the run's eGeMAPS head (its margins weighted {evaluation.fusion_weight:.2f} against "
+        "the temperature-scaled log-probabilities: the setting's --fusion-weight over the "
+        "temperature), each speaker's functionals standardised over the same clips, as "
         "EmotionRecognizer.for_speaker fuses them; a lone clip gets the model alone."
         if evaluation.fused
         else ""

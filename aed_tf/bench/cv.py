@@ -72,8 +72,8 @@ _FEATURES: dict[str, tuple[Callable[..., np.ndarray], Callable[..., Any]]] = {
 
 
 # The model's rows besides its own: how a lone clip of an unknown speaker is normalised, and the
-# run's own fusion (`--fusion egemaps`: each run's head, its weight chosen on that run's validation
-# speakers), as the row names them.
+# run's own fusion (`--fusion egemaps`: each run's head at the setting's --fusion-weight), as the
+# row names them.
 FUSED_AS_SERVED = "own clips, fused by the run"
 _ROW_SUFFIXES = {
     "own clips": "",
