@@ -38,6 +38,8 @@ class Evaluation:
     normalization: str = "clip"  # the run's front end: "clip" or "speaker"
     speaker_statistics: str | None = None  # per speaker: "own clips" or "training"
     fusion_weight: float | None = None  # fused with the run's eGeMAPS head at this weight; None: not
+    # [clips, classes] the classifier's own, before any fusion (calibration is the network's).
+    network_probabilities: np.ndarray | None = None
 
     @property
     def fused(self) -> bool:
@@ -89,7 +91,7 @@ def evaluate(
         features = eval_dataset(part.waveforms, part.labels, len(data.classes), config, each)
     else:
         features = part.eval_dataset(len(data.classes), config)
-    probabilities = classifier.predict(features, verbose=0)
+    probabilities = network_probabilities = classifier.predict(features, verbose=0)
     head = run.fusion_head() if fusion and speaker_statistics == "own clips" else None
     if head is not None:
         standardized, _ = functionals.fusable_per_speaker(
@@ -118,6 +120,7 @@ def evaluate(
         normalization=config.frontend.normalization,
         speaker_statistics=speaker_statistics if config.frontend.normalization == "speaker" else None,
         fusion_weight=None if head is None else head.weight,
+        network_probabilities=network_probabilities,
     )
 
 

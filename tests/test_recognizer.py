@@ -642,6 +642,7 @@ def test_evaluation_and_the_recognizer_fuse_a_speakers_clips_alike(fused_run, mo
     run = Run.load(fused_run)
     fused, alone = evaluate(fused_run, "test"), evaluate(fused_run, "test", fusion=False)
     assert fused.fused and fused.fusion_weight == 2.0 and not alone.fused
+    np.testing.assert_array_equal(fused.network_probabilities, alone.probabilities)  # calibration's
     served_alone = apply_temperature(alone.probabilities, run.metrics()["temperature"])
     assert np.abs(fused.probabilities - served_alone).max() > 0.01  # the margins count
     # A clip of an unknown speaker: the training clips' statistics, and no fusion.
