@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +27,7 @@ import soxr
 from tqdm.auto import tqdm
 
 from aed_tf.errors import InputError, UserError
+from aed_tf.files import atomic_write
 
 # The file suffixes of audio that `decode` reads (libsndfile >= 1.1): the one list for finding
 # recordings, in corpora (`aed-tf prepare`) and in folders given to `aed-tf predict`.
@@ -526,3 +527,39 @@ def cache_root(root: str | Path | None) -> Path:
     if os.environ.get("AED_TF_CACHE"):
         return Path(os.environ["AED_TF_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "aed_tf"
+
+
+# Clips a cold feature cache computes at a time: each batch is kept as soon as it is done.
+_FEATURE_CACHE_BATCH = 256
+
+
+def cached_clip_features(
+    waveforms: Sequence[np.ndarray],
+    compute: Callable[[list[np.ndarray]], np.ndarray],
+    size: int,
+    name: str,
+    cache_dir: str | Path | None = None,
+) -> np.ndarray:
+    """[clips, size]: ``compute(waveforms)`` (one row of `size` features per clip), each clip's
+    row kept on disk under the hash of its samples, in folder `name` of the cache root
+    (`cache_root(cache_dir)`): training, evaluation, the reports and the benchmark compute a
+    clip's features once. `name` says what the features are and how they were computed: change
+    it whenever they change. A missing or damaged entry is computed again; a run killed midway
+    keeps the batches it finished."""
+    folder = cache_root(cache_dir) / name
+    keys = [hashlib.sha1(np.ascontiguousarray(w, np.float32).tobytes()).hexdigest() for w in waveforms]
+    entries = [folder / key[:2] / f"{key}.npy" for key in keys]
+    out = np.empty((len(keys), size))
+    missing = []
+    for row, entry in enumerate(entries):
+        try:
+            out[row] = np.load(entry)
+        except (OSError, ValueError):  # missing, damaged, or not [size] (broadcast fails)
+            missing.append(row)
+    for start in range(0, len(missing), _FEATURE_CACHE_BATCH):
+        rows = missing[start : start + _FEATURE_CACHE_BATCH]
+        computed = compute([waveforms[row] for row in rows])
+        for row, values in zip(rows, computed):
+            atomic_write(entries[row], lambda tmp, values=values: np.save(tmp, values))
+            out[row] = values
+    return out

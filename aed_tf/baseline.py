@@ -13,6 +13,7 @@ same audio. On the shared-si protocol it gives UAR 0.33, on a random split 0.88.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Sequence
 
 import librosa
@@ -22,7 +23,13 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from aed_tf.audio import cached_clip_features
+
 REFERENCE_MFCCS = 40
+# Features per clip: the MFCCs, 12 chroma bins and 128 mel bands.
+REFERENCE_SIZE = REFERENCE_MFCCS + 12 + 128
+# The on-disk cache's folder under the decoded audio's cache root: new features, a new name.
+REFERENCE_CACHE_VERSION = "reference-mfcc-chroma-mel-v1"
 # The recipe's classifier settings.
 REFERENCE_MLP = dict(
     hidden_layer_sizes=(300,), alpha=0.01, batch_size=256, learning_rate="adaptive", max_iter=500
@@ -30,14 +37,17 @@ REFERENCE_MLP = dict(
 
 
 def reference_features(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-    """[180] time-averaged MFCC (40), chroma (12) and mel power (128) of one clip."""
+    """[180] time-averaged MFCC (40), chroma (12) and mel power (128) of one clip: the recipe's
+    three librosa calls (``mfcc(y=...)``, ``chroma_stft(S=|stft|)``, ``melspectrogram(y=...)``),
+    which each take the same STFT, computed from one."""
     waveform = np.asarray(waveform, np.float32)
-    stft = np.abs(librosa.stft(waveform))
+    magnitude = np.abs(librosa.stft(waveform))
+    mel_power = librosa.feature.melspectrogram(S=magnitude**2, sr=sample_rate)
     return np.concatenate(
         [
-            librosa.feature.mfcc(y=waveform, sr=sample_rate, n_mfcc=REFERENCE_MFCCS).mean(axis=1),
-            librosa.feature.chroma_stft(S=stft, sr=sample_rate).mean(axis=1),
-            librosa.feature.melspectrogram(y=waveform, sr=sample_rate).mean(axis=1),
+            librosa.feature.mfcc(S=librosa.power_to_db(mel_power), n_mfcc=REFERENCE_MFCCS).mean(axis=1),
+            librosa.feature.chroma_stft(S=magnitude, sr=sample_rate).mean(axis=1),
+            mel_power.mean(axis=1),
         ]
     ).astype(np.float32)
 
@@ -48,6 +58,20 @@ def reference_feature_matrix(
     """[clips, 180] features; numpy's FFTs release the GIL, so threads share the work."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return np.stack(list(pool.map(lambda w: reference_features(w, sample_rate), waveforms)))
+
+
+def cached_reference_matrix(
+    waveforms: Sequence[np.ndarray], sample_rate: int, cache_dir: str | Path | None = None
+) -> np.ndarray:
+    """`reference_feature_matrix`, each clip's row kept on disk under the key of its samples
+    (`aed_tf.audio.cached_clip_features`, in `cache_dir`)."""
+    return cached_clip_features(
+        waveforms,
+        lambda batch: reference_feature_matrix(batch, sample_rate),
+        REFERENCE_SIZE,
+        f"{REFERENCE_CACHE_VERSION}/{sample_rate}hz",
+        cache_dir,
+    )
 
 
 def fit_reference_baseline(features: np.ndarray, labels: Sequence[int], seed: int = 0) -> Pipeline:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +35,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from aed_tf.errors import UserError
-from aed_tf.files import atomic_write
 
 # Functionals per clip in eGeMAPS v02.
 EGEMAPS_SIZE = 88
@@ -47,8 +45,6 @@ MIN_REFERENCE_WINDOWS = 10
 # The on-disk cache's folder under the decoded audio's cache root: a new openSMILE feature set or
 # version of the extraction gets a new name.
 EGEMAPS_CACHE_VERSION = "egemaps-v02-functionals-v1"
-# Clips a cold cache sends to the child processes at a time: each batch is cached as it is done.
-_CACHE_BATCH = 256
 # Added to a deviation before dividing by it: a functional constant over a speaker's clips.
 _DEVIATION_FLOOR = 1e-8
 
@@ -81,29 +77,17 @@ def cached_egemaps_matrix(
     waveforms: Sequence[np.ndarray], sample_rate: int, cache_dir: str | Path | None = None, workers: int = 2
 ) -> np.ndarray:
     """`egemaps_feature_matrix`, each clip's functionals kept on disk under the key of its samples
-    (in `cache_dir`, the decoded audio's cache root, `aed_tf.audio.cache_root`): training,
-    evaluation and the benchmark compute a clip's once. A missing or damaged entry is computed
-    again."""
-    from aed_tf.audio import cache_root  # here: serving imports this module without caching
+    (`aed_tf.audio.cached_clip_features`, in `cache_dir`): training, evaluation and the benchmark
+    compute a clip's once."""
+    from aed_tf.audio import cached_clip_features  # here: serving imports this module without caching
 
-    folder = cache_root(cache_dir) / EGEMAPS_CACHE_VERSION / f"{sample_rate}hz"
-    keys = [hashlib.sha1(np.ascontiguousarray(w, np.float32).tobytes()).hexdigest() for w in waveforms]
-    entries = [folder / key[:2] / f"{key}.npy" for key in keys]
-    out = np.empty((len(keys), EGEMAPS_SIZE))
-    missing = []
-    for row, entry in enumerate(entries):
-        try:
-            out[row] = np.load(entry)
-        except (OSError, ValueError):  # missing, damaged, or not [EGEMAPS_SIZE] (broadcast fails)
-            missing.append(row)
-    for start in range(0, len(missing), _CACHE_BATCH):  # a killed run keeps the batches done
-        rows = missing[start : start + _CACHE_BATCH]
-        computed = egemaps_feature_matrix([waveforms[row] for row in rows], sample_rate, workers)
-        for row, values in zip(rows, computed):
-            entries[row].parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(entries[row], lambda tmp, values=values: np.save(tmp, values))
-            out[row] = values
-    return out
+    return cached_clip_features(
+        waveforms,
+        lambda batch: egemaps_feature_matrix(batch, sample_rate, workers),
+        EGEMAPS_SIZE,
+        f"{EGEMAPS_CACHE_VERSION}/{sample_rate}hz",
+        cache_dir,
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,28 +139,24 @@ def fusable_per_speaker(
     about 0.1 s) of speakers with at least `min_clips` such clips (default MIN_REFERENCE_WINDOWS,
     as serving applies it: `EmotionRecognizer.for_speaker`). Rows it does not apply to are NaN."""
     min_clips = MIN_REFERENCE_WINDOWS if min_clips is None else max(2, min_clips)
+    standardized = standardize_per_speaker(features, speakers, min_clips)
+    return standardized, np.isfinite(standardized).all(axis=1)
+
+
+def standardize_per_speaker(features: np.ndarray, speakers: Sequence[str], min_clips: int = 1) -> np.ndarray:
+    """Each speaker's features standardised over that speaker's own clips: statistics of the
+    clips alone, no labels (Busso et al. 2011; Nkululeko's ``scale = speaker``). Only clips whose
+    features are all finite count, of speakers with at least `min_clips` of them; the other rows
+    are NaN."""
     features = np.asarray(features, np.float64)
     speakers = np.asarray(speakers)
     finite = np.isfinite(features).all(axis=1)
     standardized = np.full_like(features, np.nan)
     for speaker in np.unique(speakers):
         rows = np.flatnonzero((speakers == speaker) & finite)
-        if len(rows) >= min_clips:
+        if len(rows) and len(rows) >= min_clips:
             standardized[rows] = standardize(features[rows], moments(features[rows]))
-    return standardized, np.isfinite(standardized).all(axis=1)
-
-
-def standardize_per_speaker(features: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
-    """Each speaker's features standardised over that speaker's own clips: statistics of the
-    clips alone, no labels (Busso et al. 2011; Nkululeko's ``scale = speaker``)."""
-    import pandas as pd  # here: serving, which imports this module, standardises no groups
-
-    features = np.asarray(features, np.float64)
-    out = np.empty_like(features)
-    for _, rows in pd.Series(np.arange(len(features))).groupby(np.asarray(speakers)):
-        block = features[rows.to_numpy()]
-        out[rows.to_numpy()] = standardize(block, moments(block))
-    return out
+    return standardized
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

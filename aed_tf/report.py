@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from aed_tf.baseline import fit_reference_baseline, predict_probabilities, reference_feature_matrix
+from aed_tf.baseline import cached_reference_matrix, fit_reference_baseline, predict_probabilities
 from aed_tf.calibration import apply_temperature, expected_calibration_error
 from aed_tf.config import Config
 from aed_tf.evaluate import Evaluation, evaluate, grouped_metrics
@@ -319,11 +319,11 @@ def write_summary(
 def reference_baseline_probabilities(data: TrainingData, partition: str, config: Config) -> np.ndarray:
     """[clips, classes]: the reference baseline (`aed_tf.baseline`), trained on the training
     partition of `data`, on the clips of `partition`."""
-    rate, train = config.frontend.sample_rate, data.partitions["train"]
+    rate, cache, train = config.frontend.sample_rate, config.data.cache_dir, data.partitions["train"]
     model = fit_reference_baseline(
-        reference_feature_matrix(train.waveforms, rate), train.labels, seed=config.data.seed
+        cached_reference_matrix(train.waveforms, rate, cache), train.labels, seed=config.data.seed
     )
-    features = reference_feature_matrix(data.partitions[partition].waveforms, rate)
+    features = cached_reference_matrix(data.partitions[partition].waveforms, rate, cache)
     return predict_probabilities(model, features, len(data.classes))
 
 

@@ -18,6 +18,7 @@ from aed_tf.audio import (
     AudioError,
     AudioStream,
     DecodedAudio,
+    cached_clip_features,
     decode,
     decode_many,
     file_hash,
@@ -763,3 +764,46 @@ def test_a_file_that_cannot_be_opened_says_why_not_system_error(tmp_path, monkey
     with pytest.raises(AudioError) as refused:
         AudioStream(path, 16000)
     assert str(refused.value) == f"{path}: cannot read the file (Permission denied)"
+
+
+def test_clip_features_are_computed_once_per_clip_content(tmp_path, monkeypatch):
+    from aed_tf import audio
+
+    computed = []
+
+    def features(batch):  # [clips, 2]: each clip's mean and length
+        computed.append(len(batch))
+        return np.array([[w.mean(), len(w)] for w in batch])
+
+    clips = [tone(0.2, 16000, freq=f) for f in (200, 300, 400)]
+    first = cached_clip_features(clips, features, 2, "test-v1/16000hz", tmp_path)
+    np.testing.assert_allclose(first, features(clips))
+    computed.clear()
+    entries = sorted((tmp_path / "test-v1" / "16000hz").rglob("*.npy"))
+    assert len(entries) == 3 and not list(tmp_path.rglob(".tmp*"))
+    same_content = [clips[2].copy(), clips[0]]  # a clip is found by its samples, not its object
+    np.testing.assert_array_equal(
+        cached_clip_features(same_content, features, 2, "test-v1/16000hz", tmp_path), first[[2, 0]]
+    )
+    assert computed == []
+    entries[0].write_bytes(b"damaged")
+    np.testing.assert_array_equal(
+        cached_clip_features(clips, features, 2, "test-v1/16000hz", tmp_path), first
+    )
+    assert computed == [1]  # the damaged entry alone, computed again
+    assert cached_clip_features(clips, features, 2, "test-v2/16000hz", tmp_path).shape == (3, 2)
+    assert computed == [1, 3]  # another name, another cache
+
+    monkeypatch.setattr(audio, "_FEATURE_CACHE_BATCH", 2)
+    batches = []
+
+    def fails_on_the_second_batch(batch):
+        batches.append(len(batch))
+        if len(batches) == 2:
+            raise RuntimeError("killed")
+        return features(batch)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        cached_clip_features(clips, fails_on_the_second_batch, 2, "test-v3", tmp_path)
+    assert batches == [2, 1]
+    assert len(list((tmp_path / "test-v3").rglob("*.npy"))) == 2  # the first batch was kept

@@ -84,6 +84,12 @@ def test_per_speaker_standardisation_uses_each_speakers_own_clips():
         np.testing.assert_allclose(out[rows].mean(axis=0), 0, atol=1e-9)
         np.testing.assert_allclose(out[rows].std(axis=0), 1, atol=1e-6)
     np.testing.assert_allclose(out[30:], standardize(features[30:], moments(features[30:])))
+    features[0, 1] = np.nan  # a clip openSMILE found too short: it counts for nothing
+    out = standardize_per_speaker(features, speakers)
+    assert np.isnan(out[0]).all()
+    np.testing.assert_allclose(out[1:30], standardize(features[1:30], moments(features[1:30])))
+    np.testing.assert_allclose(out[30:], standardize(features[30:], moments(features[30:])))
+    assert np.isnan(standardize_per_speaker(features, speakers, min_clips=25)[30:]).all()  # b has 20
 
 
 def test_egemaps_gives_88_functionals_per_clip_the_same_in_one_process_or_two():
@@ -99,6 +105,29 @@ def test_egemaps_gives_88_functionals_per_clip_the_same_in_one_process_or_two():
     assert alone.shape == (4, 88) and np.isfinite(alone).all()
     np.testing.assert_allclose(egemaps_feature_matrix(clips, 16000, workers=2), alone)
     assert egemaps_feature_matrix([], 16000, workers=1).shape == (0, 88)
+
+
+def test_the_reference_features_are_the_recipes_three_librosa_calls():
+    import librosa
+
+    waveform = np.random.default_rng(0).normal(scale=0.1, size=16000).astype(np.float32)
+    recipe = np.concatenate(
+        [
+            librosa.feature.mfcc(y=waveform, sr=16000, n_mfcc=40).mean(axis=1),
+            librosa.feature.chroma_stft(S=np.abs(librosa.stft(waveform)), sr=16000).mean(axis=1),
+            librosa.feature.melspectrogram(y=waveform, sr=16000).mean(axis=1),
+        ]
+    )
+    features = baseline.reference_features(waveform, 16000)
+    assert features.shape == (baseline.REFERENCE_SIZE,)
+    np.testing.assert_allclose(features, recipe, rtol=1e-6)
+
+
+def test_cached_reference_features_equal_the_computed_ones(tmp_path):
+    clips = [np.random.default_rng(seed).normal(scale=0.1, size=8000).astype(np.float32) for seed in (1, 2)]
+    cached = baseline.cached_reference_matrix(clips, 16000, tmp_path)
+    np.testing.assert_allclose(cached, baseline.reference_feature_matrix(clips, 16000))
+    assert len(list((tmp_path / baseline.REFERENCE_CACHE_VERSION / "16000hz").rglob("*.npy"))) == 2
 
 
 def test_cached_functionals_are_computed_once_per_clip_content(tmp_path, monkeypatch):

@@ -63,10 +63,7 @@ FUSED_BASELINE = "eGeMAPS + linear SVM, per-speaker standardised"
 FUSION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 # features -> (the features of clips (waveforms, sample rate, cache folder), classifier)
 _FEATURES: dict[str, tuple[Callable[..., np.ndarray], Callable[..., Any]]] = {
-    "reference": (
-        lambda w, rate, cache_dir: baseline.reference_feature_matrix(w, rate),
-        baseline.fit_reference_baseline,
-    ),
+    "reference": (baseline.cached_reference_matrix, baseline.fit_reference_baseline),
     "egemaps": (functionals.cached_egemaps_matrix, baseline.fit_egemaps_baseline),
 }
 
