@@ -547,7 +547,7 @@ def cached_clip_features(
     it whenever they change. A missing or damaged entry is computed again; a run killed midway
     keeps the batches it finished."""
     folder = cache_root(cache_dir) / name
-    keys = [hashlib.sha1(np.ascontiguousarray(w, np.float32).tobytes()).hexdigest() for w in waveforms]
+    keys = [_digest(np.ascontiguousarray(w, np.float32)) for w in waveforms]  # as `DecodedAudio.audio_hash`
     entries = [folder / key[:2] / f"{key}.npy" for key in keys]
     out = np.empty((len(keys), size))
     missing = []

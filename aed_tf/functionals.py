@@ -154,7 +154,7 @@ def standardize_per_speaker(features: np.ndarray, speakers: Sequence[str], min_c
     standardized = np.full_like(features, np.nan)
     for speaker in np.unique(speakers):
         rows = np.flatnonzero((speakers == speaker) & finite)
-        if len(rows) and len(rows) >= min_clips:
+        if len(rows) >= max(1, min_clips):
             standardized[rows] = standardize(features[rows], moments(features[rows]))
     return standardized
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from aed_tf import baseline
+from aed_tf import baseline, functionals
 from aed_tf.functionals import (
     FusionHead,
     egemaps_feature_matrix,
@@ -123,46 +123,37 @@ def test_the_reference_features_are_the_recipes_three_librosa_calls():
     np.testing.assert_allclose(features, recipe, rtol=1e-6)
 
 
-def test_cached_reference_features_equal_the_computed_ones(tmp_path):
-    clips = [np.random.default_rng(seed).normal(scale=0.1, size=8000).astype(np.float32) for seed in (1, 2)]
-    cached = baseline.cached_reference_matrix(clips, 16000, tmp_path)
-    np.testing.assert_allclose(cached, baseline.reference_feature_matrix(clips, 16000))
-    assert len(list((tmp_path / baseline.REFERENCE_CACHE_VERSION / "16000hz").rglob("*.npy"))) == 2
-
-
-def test_cached_functionals_are_computed_once_per_clip_content(tmp_path, monkeypatch):
-    from aed_tf import functionals
-
-    rng = np.random.default_rng(3)
+@pytest.mark.parametrize(
+    "module, cached, computed, folder",
+    [
+        (functionals, "cached_egemaps_matrix", "egemaps_feature_matrix", functionals.EGEMAPS_CACHE_VERSION),
+        (baseline, "cached_reference_matrix", "reference_feature_matrix", baseline.REFERENCE_CACHE_VERSION),
+    ],
+)
+def test_cached_features_equal_the_computed_ones_and_are_read_back(
+    tmp_path, monkeypatch, module, cached, computed, folder
+):
+    """Each wrapper of `aed_tf.audio.cached_clip_features` (whose test covers damaged entries and
+    killed runs) keeps its own features in its own folder."""
     t = np.arange(8000) / 16000
+    rng = np.random.default_rng(3)
     clips = [
         (np.sin(2 * np.pi * f * t) * 0.3 + 0.01 * rng.normal(size=t.size)).astype(np.float32)
         for f in (150, 220)
     ]
-    first = functionals.cached_egemaps_matrix(clips, 16000, tmp_path, workers=1)
-    np.testing.assert_allclose(first, egemaps_feature_matrix(clips, 16000, workers=1))
-    entries = sorted((tmp_path / functionals.EGEMAPS_CACHE_VERSION / "16000hz").rglob("*.npy"))
+    first = getattr(module, cached)(clips, 16000, tmp_path)
+    np.testing.assert_allclose(first, getattr(module, computed)(clips, 16000))
+    entries = list((tmp_path / folder / "16000hz").rglob("*.npy"))
     assert len(entries) == 2 and not list(tmp_path.rglob(".tmp*"))
-    computed = []
-    original = functionals.egemaps_feature_matrix
 
-    def counting(waveforms, sample_rate, workers=2):
-        computed.append(len(waveforms))
-        return original(waveforms, sample_rate, workers)
+    def not_again(*args, **kwargs):
+        raise AssertionError("computed again: not read from the cache")
 
-    monkeypatch.setattr(functionals, "egemaps_feature_matrix", counting)
-    np.testing.assert_array_equal(
-        functionals.cached_egemaps_matrix(clips[::-1], 16000, tmp_path), first[::-1]
-    )
-    assert computed == []  # both from the cache
-    entries[0].write_bytes(b"damaged")
-    np.testing.assert_array_equal(functionals.cached_egemaps_matrix(clips, 16000, tmp_path), first)
-    assert computed == [1]  # the damaged entry alone, computed again
+    monkeypatch.setattr(module, computed, not_again)
+    np.testing.assert_array_equal(getattr(module, cached)(clips[::-1], 16000, tmp_path), first[::-1])
 
 
 def test_the_fusion_applies_to_clips_with_functionals_of_speakers_with_enough_of_them(monkeypatch):
-    from aed_tf import functionals
-
     monkeypatch.setattr(functionals, "MIN_REFERENCE_WINDOWS", 3)
     rng = np.random.default_rng(4)
     features = rng.normal(size=(9, 88))
