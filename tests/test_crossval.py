@@ -86,7 +86,8 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
     # each clip alone, fused with the per-speaker eGeMAPS SVM, and fused as each run serves (its
     # own head and weight); each but the last also as the ensemble of its two seeds.
     assert "fusion" not in models[0]  # the same network: the fused rows say they are fused
-    assert len(models) == 13 and sum("per-speaker standardised" in m for m in models) == 2
+    assert len(models) == 15 and sum("per-speaker standardised" in m for m in models) == 3
+    assert sum(m.startswith("eGeMAPS + RBF SVM") for m in models) == 2
     assert sum(m.endswith(", ensemble of its seeds") for m in models) == 4
     assert sum(m.endswith("each clip alone (training statistics)") for m in models) == 1
     assert sum(m.endswith("each clip alone (its own statistics)") for m in models) == 1
@@ -167,6 +168,7 @@ def test_bench_cv_writes_every_fold_corpus_and_baseline(three_corpora, tmp_path,
         "headline",
         "Leave one corpus out",
         "eGeMAPS + linear SVM, per-speaker standardised",
+        "eGeMAPS + RBF SVM, per-speaker standardised",
         "Each fold's weight w is chosen on the validation speakers of the runs",
         f"1: {per_fold['1']['weight']:g} (",
         "Recall per class",

@@ -123,6 +123,25 @@ def test_the_reference_features_are_the_recipes_three_librosa_calls():
     np.testing.assert_allclose(features, recipe, rtol=1e-6)
 
 
+def test_the_rbf_svm_learns_classes_that_no_plane_separates():
+    rng = np.random.default_rng(0)
+
+    def ball_and_ring(clips):  # a ring around a ball: no hyperplane separates them
+        ring = rng.normal(size=(clips, 88))
+        ring *= 2.0 * np.sqrt(88) / np.linalg.norm(ring, axis=1, keepdims=True)
+        return np.concatenate([rng.normal(size=(clips, 88)), ring]), np.repeat([0, 1], clips)
+
+    features, labels = ball_and_ring(300)
+    test, test_labels = ball_and_ring(100)
+
+    def uar(model):
+        predicted = model.predict(test)
+        return np.mean([(predicted[test_labels == c] == c).mean() for c in (0, 1)])
+
+    assert uar(baseline.fit_rbf_svm_baseline(features, labels)) > 0.95
+    assert uar(baseline.fit_egemaps_baseline(features, labels)) < 0.7  # the plane cannot
+
+
 @pytest.mark.parametrize(
     "module, cached, computed, folder",
     [

@@ -49,11 +49,13 @@ def _kept_columns(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 # name -> (features of the clips, classifier, speaker-standardised?)
-BASELINES: dict[str, tuple[str, bool]] = {
-    "MFCC/chroma/mel + MLP (reference projects)": ("reference", False),
-    "MFCC/chroma/mel + MLP, per-speaker standardised": ("reference", True),
-    "eGeMAPS + linear SVM": ("egemaps", False),
-    "eGeMAPS + linear SVM, per-speaker standardised": ("egemaps", True),
+BASELINES: dict[str, tuple[str, str, bool]] = {
+    "MFCC/chroma/mel + MLP (reference projects)": ("reference", "mlp", False),
+    "MFCC/chroma/mel + MLP, per-speaker standardised": ("reference", "mlp", True),
+    "eGeMAPS + linear SVM": ("egemaps", "linear svm", False),
+    "eGeMAPS + linear SVM, per-speaker standardised": ("egemaps", "linear svm", True),
+    "eGeMAPS + RBF SVM": ("egemaps", "rbf svm", False),
+    "eGeMAPS + RBF SVM, per-speaker standardised": ("egemaps", "rbf svm", True),
 }
 # The baseline fused with the model (`fusion`): eGeMAPS functionals (pitch, loudness, voice quality
 # over the whole clip) make errors unlike the CNN's, and its margins need no calibration: their
@@ -61,10 +63,16 @@ BASELINES: dict[str, tuple[str, bool]] = {
 FUSED_BASELINE = "eGeMAPS + linear SVM, per-speaker standardised"
 # Each fold's weight of the margins is the best of these on validation speakers it does not test.
 FUSION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
-# features -> (the features of clips (waveforms, sample rate, cache folder), classifier)
-_FEATURES: dict[str, tuple[Callable[..., np.ndarray], Callable[..., Any]]] = {
-    "reference": (baseline.cached_reference_matrix, baseline.fit_reference_baseline),
-    "egemaps": (functionals.cached_egemaps_matrix, baseline.fit_egemaps_baseline),
+# features -> the features of clips (waveforms, sample rate, cache folder)
+_FEATURES: dict[str, Callable[..., np.ndarray]] = {
+    "reference": baseline.cached_reference_matrix,
+    "egemaps": functionals.cached_egemaps_matrix,
+}
+# classifier -> its fit (features, labels, seed)
+_CLASSIFIERS: dict[str, Callable[..., Any]] = {
+    "mlp": baseline.fit_reference_baseline,
+    "linear svm": baseline.fit_egemaps_baseline,
+    "rbf svm": baseline.fit_rbf_svm_baseline,
 }
 
 
@@ -183,7 +191,7 @@ def baseline_predictions(
     speakers = speaker_keys(manifest)
     rate = config.frontend.sample_rate
     features = {}
-    for name, (featurize, _) in _FEATURES.items():
+    for name, featurize in _FEATURES.items():
         started = time.perf_counter()
         features[name] = featurize(waveforms, rate, config.data.cache_dir)
         log(
@@ -200,11 +208,11 @@ def baseline_predictions(
         partition = manifest["clip_id"].map(split).to_numpy()
         train_rows, test_rows = partition == "train", partition == "test"
         measured = fold in folds
-        for model_name, (feature_name, per_speaker) in BASELINES.items():
+        for model_name, (feature_name, classifier, per_speaker) in BASELINES.items():
             if not measured and model_name != FUSED_BASELINE:
                 continue
             matrix = (standardized if per_speaker else features)[feature_name]
-            fit = _FEATURES[feature_name][1]
+            fit = _CLASSIFIERS[classifier]
             model = fit(matrix[train_rows], labels[train_rows], seed=config.data.seed)
             if measured:
                 test = manifest.loc[test_rows, ["clip_id", "corpus", "speaker"]].assign(
