@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import librosa
 import numpy as np
@@ -78,8 +78,7 @@ def cached_reference_matrix(
 def fit_reference_baseline(features: np.ndarray, labels: Sequence[int], seed: int = 0) -> Pipeline:
     """Standardised features into the recipe's MLP, trained on `features` and `labels`."""
     settings = {**REFERENCE_MLP, "batch_size": min(REFERENCE_MLP["batch_size"], len(features))}
-    model = make_pipeline(StandardScaler(), MLPClassifier(random_state=seed, **settings))
-    return model.fit(features, np.asarray(labels))
+    return _fit_standardised(MLPClassifier(random_state=seed, **settings), features, labels)
 
 
 def predict_probabilities(model: Pipeline, features: np.ndarray, num_classes: int) -> np.ndarray:
@@ -89,16 +88,22 @@ def predict_probabilities(model: Pipeline, features: np.ndarray, num_classes: in
     return probabilities
 
 
-def fit_egemaps_baseline(features: np.ndarray, labels: Sequence[int], seed: int = 0) -> Pipeline:
+def fit_linear_svm_baseline(features: np.ndarray, labels: Sequence[int], seed: int = 0) -> Pipeline:
     """Standardised features into a linear SVM (scikit-learn's defaults, solved in the primal)
-    with balanced class weights, as the CNN's training weights its classes."""
-    model = make_pipeline(StandardScaler(), LinearSVC(dual=False, class_weight="balanced", random_state=seed))
-    return model.fit(features, np.asarray(labels))
+    with balanced class weights, as the CNN's training weights its classes: the eGeMAPS baseline
+    and the fusion head (`aed_tf.functionals.FusionHead.from_pipeline`)."""
+    return _fit_standardised(
+        LinearSVC(dual=False, class_weight="balanced", random_state=seed), features, labels
+    )
 
 
 def fit_rbf_svm_baseline(features: np.ndarray, labels: Sequence[int], seed: int = 0) -> Pipeline:
     """Standardised features into an SVM with an RBF kernel (scikit-learn's defaults: C 1, gamma
     "scale") with balanced class weights. Stronger than the linear SVM where classes are not
     separated by a plane of the functionals; its support vectors make it no fusion head."""
-    model = make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight="balanced", random_state=seed))
-    return model.fit(features, np.asarray(labels))
+    return _fit_standardised(SVC(kernel="rbf", class_weight="balanced", random_state=seed), features, labels)
+
+
+def _fit_standardised(classifier: Any, features: np.ndarray, labels: Sequence[int]) -> Pipeline:
+    """`classifier` fitted on `features` standardised over the training clips."""
+    return make_pipeline(StandardScaler(), classifier).fit(features, np.asarray(labels))

@@ -191,7 +191,7 @@ class FusionHead:
     @classmethod
     def from_pipeline(cls, pipeline: Any, num_classes: int, weight: float = 0.0) -> FusionHead:
         """The head of a fitted scikit-learn pipeline of a StandardScaler and a LinearSVC
-        (`aed_tf.baseline.fit_egemaps_baseline`)."""
+        (`aed_tf.baseline.fit_linear_svm_baseline`)."""
         scaler, svm = pipeline[0], pipeline[-1]
         return cls(
             num_classes,

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from aed_tf import distributed, functionals
 from aed_tf.backbones import resolve_image_size
-from aed_tf.baseline import fit_egemaps_baseline
+from aed_tf.baseline import fit_linear_svm_baseline
 from aed_tf.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from aed_tf.config import Config
 from aed_tf.errors import InputError, UserError
@@ -274,7 +274,7 @@ def fit_fusion(
             f"{run_dir}: too few training clips with eGeMAPS functionals to fit the fusion "
             f"({int(usable.sum())}): train with --fusion none"
         )
-    svm = fit_egemaps_baseline(train_x[usable], train_part.labels[usable], seed=config.data.seed)
+    svm = fit_linear_svm_baseline(train_x[usable], train_part.labels[usable], seed=config.data.seed)
     head = functionals.FusionHead.from_pipeline(svm, len(data.classes), weight=weight / temperature)
     # The validation clips as serving fuses them: those of speakers with enough clips.
     val_x = fusable(val_part, min_clips=None)

@@ -40,13 +40,13 @@ def test_fusion_multiplies_the_models_probabilities_by_the_exponentiated_margins
 
 def test_the_heads_margins_are_the_svms_and_a_class_it_never_saw_is_never_favoured():
     features, labels = separable()
-    model = baseline.fit_egemaps_baseline(features, labels)
+    model = baseline.fit_linear_svm_baseline(features, labels)
     scores = FusionHead.from_pipeline(model, 5).margins(features)
     assert scores.shape == (60, 5)
     np.testing.assert_allclose(scores[:, [0, 2, 3]], model.decision_function(features))
     for unseen in (1, 4):
         np.testing.assert_allclose(scores[:, unseen], scores[:, [0, 2, 3]].min(axis=1))
-    two = baseline.fit_egemaps_baseline(features[:40], labels[:40])  # classes 0 and 2
+    two = baseline.fit_linear_svm_baseline(features[:40], labels[:40])  # classes 0 and 2
     margins = FusionHead.from_pipeline(two, 3).margins(features[:40])
     np.testing.assert_array_equal(margins[:, [0, 2]].argmax(axis=1) * 2, two.predict(features[:40]))
     np.testing.assert_allclose(margins[:, 0], -margins[:, 2])
@@ -56,7 +56,7 @@ def test_the_heads_margins_are_the_svms_and_a_class_it_never_saw_is_never_favour
 @pytest.mark.parametrize("classes", [(0, 2, 3), (0, 2)], ids=["three classes", "two classes"])
 def test_a_head_survives_json_unchanged(classes):
     features, labels = separable(classes)
-    head = FusionHead.from_pipeline(baseline.fit_egemaps_baseline(features, labels), 4, weight=1.5)
+    head = FusionHead.from_pipeline(baseline.fit_linear_svm_baseline(features, labels), 4, weight=1.5)
     again = FusionHead.from_dict(json.loads(json.dumps(head.to_dict())))
     assert again.weight == 1.5 and again.classes_seen == head.classes_seen
     np.testing.assert_array_equal(again.margins(features), head.margins(features))
@@ -64,7 +64,7 @@ def test_a_head_survives_json_unchanged(classes):
 
 def test_heads_fuse_at_their_own_weights_and_an_ensemble_averages_them():
     features, labels = separable()
-    head = FusionHead.from_pipeline(baseline.fit_egemaps_baseline(features, labels), 4)
+    head = FusionHead.from_pipeline(baseline.fit_linear_svm_baseline(features, labels), 4)
     probabilities = np.full((len(features), 4), 0.25)
     margins = head.margins(features)
     np.testing.assert_allclose(
@@ -139,7 +139,7 @@ def test_the_rbf_svm_learns_classes_that_no_plane_separates():
         return np.mean([(predicted[test_labels == c] == c).mean() for c in (0, 1)])
 
     assert uar(baseline.fit_rbf_svm_baseline(features, labels)) > 0.95
-    assert uar(baseline.fit_egemaps_baseline(features, labels)) < 0.7  # the plane cannot
+    assert uar(baseline.fit_linear_svm_baseline(features, labels)) < 0.7  # the plane cannot
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,7 @@ def test_a_head_that_is_not_one_is_refused_naming_its_file():
     from aed_tf.errors import UserError
 
     features, labels = separable()
-    good = FusionHead.from_pipeline(baseline.fit_egemaps_baseline(features, labels), 4).to_dict()
+    good = FusionHead.from_pipeline(baseline.fit_linear_svm_baseline(features, labels), 4).to_dict()
     assert FusionHead.from_dict(good).coef.shape == (3, 88)
     for broken in (
         {**good, "coef": good["coef"][:2]},  # rows unlike its classes

@@ -71,7 +71,7 @@ _FEATURES: dict[str, Callable[..., np.ndarray]] = {
 # classifier -> its fit (features, labels, seed)
 _CLASSIFIERS: dict[str, Callable[..., Any]] = {
     "mlp": baseline.fit_reference_baseline,
-    "linear svm": baseline.fit_egemaps_baseline,
+    "linear svm": baseline.fit_linear_svm_baseline,
     "rbf svm": baseline.fit_rbf_svm_baseline,
 }
 
