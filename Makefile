@@ -21,8 +21,8 @@ $(CHROMIUM):
 # The main job: explore -> train -> evaluate through papermill: the recommended CPU setting
 # (aed_tf.config.CPU_SETTING) on cv fold 1 of both shared folders (its speakers never heard in
 # training), rendered to reports/<run-id>/*.html and reports/index.html. On 6 epochs, not the
-# setting's 30: 12 min 27 s on a 2-core EPYC with an empty cache (5 minutes of them decoding every
-# clip and computing its eGeMAPS functionals), 6 min 46 s the second time, everything cached.
+# setting's 30: 8 min 21 s on a 2-core EPYC with an empty cache (every clip decoded, its eGeMAPS
+# functionals computed, most of them while the network trains), 6 to 7 minutes everything cached.
 DEMO_PARAMETERS := -p protocol cv -p fold 1 -p backbone audiocnn -p weights none -p epochs 6 -p learning_rate 0.003 -p normalization speaker -p balance corpus_class_weights -p fusion egemaps
 demo: $(BIN)/.installed
 	$(BIN)/aed-tf run all $(DEMO_PARAMETERS)

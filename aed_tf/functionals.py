@@ -26,8 +26,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import multiprocessing
+import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,6 +49,9 @@ MIN_REFERENCE_WINDOWS = 10
 EGEMAPS_CACHE_VERSION = "egemaps-v02-functionals-v1"
 # Added to a deviation before dividing by it: a functional constant over a speaker's clips.
 _DEVIATION_FLOOR = 1e-8
+# The scheduling niceness (Unix) of the processes that compute functionals in the background
+# (`cache_in_background`): the lowest priority, so they take only the cycles others leave idle.
+BACKGROUND_NICENESS = 19
 
 
 def egemaps_features(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -55,26 +60,34 @@ def egemaps_features(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     return _egemaps().process_signal(np.asarray(waveform, np.float32), sample_rate).to_numpy()[0]
 
 
-def egemaps_feature_matrix(waveforms: Sequence[np.ndarray], sample_rate: int, workers: int = 2) -> np.ndarray:
+def egemaps_feature_matrix(
+    waveforms: Sequence[np.ndarray], sample_rate: int, workers: int = 2, niceness: int = 0
+) -> np.ndarray:
     """[clips, EGEMAPS_SIZE] eGeMAPS functionals, computed by `workers` child processes that stay
-    up for the next call. Never in this process: openSMILE's library corrupts the heap of a
-    process that has loaded TensorFlow (malloc: invalid size), and two threads crash it. A clip
-    too short for openSMILE (under about 0.1 s) gets NaN."""
+    up for the next call, their scheduling niceness raised by `niceness`. Never in this process:
+    openSMILE's library corrupts the heap of a process that has loaded TensorFlow (malloc:
+    invalid size), and two threads crash it. A clip too short for openSMILE (under about 0.1 s)
+    gets NaN."""
     waveforms = list(waveforms)
     if not waveforms:
         return np.zeros((0, EGEMAPS_SIZE))
     workers = max(1, min(workers, len(waveforms)))
     blocks = [[waveforms[i] for i in rows] for rows in np.array_split(np.arange(len(waveforms)), workers)]
+    pool = _pool(workers, niceness)
     try:
-        return np.concatenate(list(_pool(workers).map(_egemaps_block, blocks, [sample_rate] * workers)))
+        return np.concatenate(list(pool.map(_egemaps_block, blocks, [sample_rate] * workers)))
     except BrokenProcessPool:
-        _pool(workers).shutdown(wait=False)
+        pool.shutdown(wait=False)
         _pool.cache_clear()  # the next call starts new processes
         raise RuntimeError("openSMILE's process ended while computing eGeMAPS functionals") from None
 
 
 def cached_egemaps_matrix(
-    waveforms: Sequence[np.ndarray], sample_rate: int, cache_dir: str | Path | None = None, workers: int = 2
+    waveforms: Sequence[np.ndarray],
+    sample_rate: int,
+    cache_dir: str | Path | None = None,
+    workers: int = 2,
+    niceness: int = 0,
 ) -> np.ndarray:
     """`egemaps_feature_matrix`, each clip's functionals kept on disk under the key of its samples
     (`aed_tf.audio.cached_clip_features`, in `cache_dir`): training, evaluation and the benchmark
@@ -83,24 +96,55 @@ def cached_egemaps_matrix(
 
     return cached_clip_features(
         waveforms,
-        lambda batch: egemaps_feature_matrix(batch, sample_rate, workers),
+        lambda batch: egemaps_feature_matrix(batch, sample_rate, workers, niceness),
         EGEMAPS_SIZE,
         f"{EGEMAPS_CACHE_VERSION}/{sample_rate}hz",
         cache_dir,
     )
 
 
+def cache_in_background(
+    waveforms: Sequence[np.ndarray], sample_rate: int, cache_dir: str | Path | None = None
+) -> Future:
+    """Starts `cached_egemaps_matrix` of `waveforms` on a thread of its own, in worker processes
+    at `BACKGROUND_NICENESS`, and returns its future (the matrix, or the error it raised).
+
+    Training fills the fusion's functionals this way while the network trains: a small CNN keeps
+    about 1.3 to 1.5 of 2 cores busy, and the workers take the rest without slowing its steps
+    (measured on a 2-core EPYC: training at the same speed, the functionals at about a third of
+    their speed alone). The thread is a daemon: a training that fails does not wait for it."""
+    future: Future = Future()
+
+    def compute() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(
+                cached_egemaps_matrix(waveforms, sample_rate, cache_dir, niceness=BACKGROUND_NICENESS)
+            )
+        except BaseException as error:  # the caller's .result() raises it
+            future.set_exception(error)
+
+    threading.Thread(target=compute, name="egemaps-cache", daemon=True).start()
+    return future
+
+
 @functools.lru_cache(maxsize=None)
-def _pool(workers: int) -> ProcessPoolExecutor:
+def _pool(workers: int, niceness: int = 0) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_leave_interrupts_to_the_parent
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(niceness,),
     )
 
 
-def _leave_interrupts_to_the_parent() -> None:
+def _start_worker(niceness: int) -> None:
     # Ctrl-C (or papermill stopping a kernel) interrupts the whole process group: the parent
     # stops its pool, and idle children need not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if niceness and hasattr(os, "nice"):  # Unix; elsewhere the workers keep the parent's priority
+        os.nice(niceness)
 
 
 def _egemaps_block(waveforms: list[np.ndarray], sample_rate: int) -> np.ndarray:

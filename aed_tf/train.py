@@ -164,6 +164,14 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
         ),
     )
     val_ds = val_part.eval_dataset(num_classes, config)
+    # The fusion's functionals, computed while the network trains on the cores it leaves idle.
+    fusion_features = (
+        functionals.cache_in_background(
+            [*train_part.waveforms, *val_part.waveforms], config.frontend.sample_rate, config.data.cache_dir
+        )
+        if config.train.fusion == "egemaps"
+        else None
+    )
 
     with strategy.scope():
         model = build_classifier(config.train, num_classes, config.frontend.n_mels)
@@ -211,7 +219,8 @@ def _train(config: Config, strategy: tf.distribute.Strategy, run_dir: Path, prog
                 "speakers": int(len(set(train_part.speakers))),
             },
         )
-    if config.train.fusion == "egemaps":
+    if fusion_features is not None:
+        fusion_features.result()  # in the cache now, for fit_fusion; raises what computing them raised
         fit_fusion(run_dir, data, config.train.fusion_weight, temperature, val_probabilities)
     seconds = time.perf_counter() - started
     history = pd.read_csv(run_dir / HISTORY_FILE)

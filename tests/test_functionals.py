@@ -1,6 +1,7 @@
 """The eGeMAPS functionals, the fusion head as arrays, and the fusion itself."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -170,6 +171,35 @@ def test_cached_features_equal_the_computed_ones_and_are_read_back(
 
     monkeypatch.setattr(module, computed, not_again)
     np.testing.assert_array_equal(getattr(module, cached)(clips[::-1], 16000, tmp_path), first[::-1])
+
+
+def test_background_caching_fills_the_cache_from_workers_at_the_lowest_priority(tmp_path, monkeypatch):
+    """What training starts before it fits the network: the functionals of its clips, cached by
+    worker processes that yield to every other process."""
+    t = np.arange(8000) / 16000
+    clips = [(np.sin(2 * np.pi * f * t) * 0.3).astype(np.float32) for f in (150, 220, 330)]
+    computed = functionals.cache_in_background(clips, 16000, tmp_path).result(timeout=120)
+    np.testing.assert_allclose(computed, egemaps_feature_matrix(clips, 16000))
+    assert len(list((tmp_path / functionals.EGEMAPS_CACHE_VERSION).rglob("*.npy"))) == 3
+
+    parent = os.nice(0)
+    worker = functionals._pool(2, functionals.BACKGROUND_NICENESS).submit(os.nice, 0).result(timeout=60)
+    assert worker == min(19, parent + functionals.BACKGROUND_NICENESS)
+    assert functionals._pool(2).submit(os.nice, 0).result(timeout=60) == parent  # serving's: not lowered
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("computed again: not read from the cache")
+
+    monkeypatch.setattr(functionals, "egemaps_feature_matrix", not_again)
+    np.testing.assert_array_equal(functionals.cached_egemaps_matrix(clips, 16000, tmp_path), computed)
+
+
+def test_background_caching_hands_its_error_to_whoever_waits_for_it(tmp_path):
+    blocked = tmp_path / "a file, not a folder"
+    blocked.write_text("")
+    clip = np.sin(np.arange(8000) / 10).astype(np.float32)
+    with pytest.raises(OSError):
+        functionals.cache_in_background([clip], 16000, blocked).result(timeout=120)
 
 
 def test_the_fusion_applies_to_clips_with_functionals_of_speakers_with_enough_of_them(monkeypatch):
