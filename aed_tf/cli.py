@@ -13,7 +13,7 @@ from typing import Sequence
 
 from aed_tf import quiet
 from aed_tf.config import CPU_SETTING, Config
-from aed_tf.errors import UserError
+from aed_tf.errors import InputError, UserError
 from aed_tf.files import write_text
 from aed_tf.serving.exported import FORMATS
 
@@ -162,6 +162,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="result file; its rows for other model settings are kept",
     )
     bench_cv.set_defaults(run=_bench_cv)
+
+    bench_step = bench_kinds.add_parser(
+        "step",
+        help="clips/s of a training step for each value of one setting, measured in one run",
+        description="Builds the configured model (default: the recommended CPU setting) once "
+        "for each value of --vary's field, then times their training steps (input pipeline, "
+        "forward and backward) in turns over several rounds: each value's clips/s and its ratio "
+        "to the first's. Writes --output.",
+    )
+    Config.add_arguments(bench_step)
+    bench_step.set_defaults(**CPU_SETTING)
+    bench_step.add_argument(
+        "--vary",
+        nargs="+",
+        metavar=("FIELD", "VALUE"),
+        required=True,
+        help="a Config field (as a notebook parameter: hop_ms) and its values, the first the one "
+        "the others are compared with",
+    )
+    bench_step.add_argument("--clips", type=int, default=512, help="clips in memory, spread over the corpora")
+    bench_step.add_argument("--output", default="reports/benchmarks/step.json", help="result file")
+    bench_step.set_defaults(run=_bench_step)
 
     bench_predict = bench_kinds.add_parser(
         "predict",
@@ -355,6 +377,19 @@ def _bench_pipeline(config: Config, args: argparse.Namespace) -> int:
         f"pipeline {result['pipeline_clips_per_second']:.0f} clips/s (target >= 1000); reference librosa "
         f"route {result['reference_clips_per_second']:.0f} clips/s; ratio {result['ratio']:.1f}x (target >= 20x)"
     )
+    return 0
+
+
+def _bench_step(config: Config, args: argparse.Namespace) -> int:
+    from aed_tf.bench.step import run_step_benchmark
+
+    if len(args.vary) < 3:
+        raise InputError(f"--vary {' '.join(args.vary)}: give a field and two or more values")
+    field, values = args.vary[0], args.vary[1:]
+    result = run_step_benchmark(config, field, values, args.clips, args.command_line, Path(args.output))
+    for value, rate, ratio in zip(result["values"], result["clips_per_second"], result["ratio_to_first"]):
+        print(f"{field} = {value}: {rate:.0f} clips/s, {ratio:.2f}x the first")
+    print(f"results: {args.output}")
     return 0
 
 

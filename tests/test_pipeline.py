@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from aed_tf.bench import ENVIRONMENT_KEYS
 from aed_tf.bench.pipeline import bench_pipeline
+from aed_tf.bench.step import bench_step
 from aed_tf.config import Config
 from aed_tf.features import (
     fit_to_length,
@@ -628,6 +629,39 @@ def test_bench_pipeline_on_real_clips(shared_datasets: Path) -> None:
     }
     assert result["cpu_count"] >= 1 and result["tensorflow_version"] == tf.__version__
     json.dumps(result)
+
+
+def test_bench_step_times_each_value_of_a_field_in_turns(shared_datasets: Path) -> None:
+    paths = sorted(RAVDESS_DIR.glob("Actor_0[12]/*.flac"))[::12]
+    waveforms = [sf.read(path, dtype="float32")[0] for path in paths]
+    config = Config().replace(
+        backbone="audiocnn", weights="none", batch_size=4, clip_seconds=0.5, n_mels=32, time_mask_width=5
+    )
+    labels = [i % NUM_CLASSES for i in range(len(paths))]
+    speakers = [path.parent.name for path in paths]
+    result = bench_step(waveforms, labels, speakers, config, "hop_ms", ["10", "20"], rounds=3, steps=2)
+    assert result["field"] == "hop_ms" and result["values"] == ["10", "20"]
+    assert [len(rates) for rates in result["rounds"]] == [3, 3]
+    assert all(rate > 0 for rates in result["rounds"] for rate in rates)
+    assert result["clips_per_second"] == [float(np.median(rates)) for rates in result["rounds"]]
+    first, second = result["rounds"]
+    assert result["ratio_to_first"] == [1.0, float(np.median(np.divide(second, first)))]
+    assert result["steps_per_round"] == 2 and result["settings"] == config.to_flat()
+    json.dumps(result)
+
+
+def test_bench_step_refuses_a_field_or_value_before_reading_any_audio(tmp_path: Path, capsys) -> None:
+    from aed_tf.bench.step import run_step_benchmark
+    from aed_tf.cli import main
+    from aed_tf.errors import InputError
+
+    nowhere = Config().replace(data_roots=[str(tmp_path / "no such folder")])
+    for field, values in (("no_such_field", ["1", "2"]), ("hop_ms", ["10", "fast"])):
+        with pytest.raises(InputError, match=field):
+            run_step_benchmark(nowhere, field, values, 8, "aed-tf bench step", tmp_path / "step.json")
+    assert main(["bench", "step", "--vary", "hop_ms", "10"]) != 0
+    assert "give a field and two or more values" in capsys.readouterr().err
+    assert not (tmp_path / "step.json").exists()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")

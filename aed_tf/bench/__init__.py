@@ -3,6 +3,7 @@
 - `aed_tf.bench.pipeline`: clips/s of the tf.data training pipeline against per-file librosa routes
 - `aed_tf.bench.train`: test UAR of every backbone on the held-out speakers of ``shared-si``
 - `aed_tf.bench.cv`: cross-validation over speakers, seeds and the baselines (the record)
+- `aed_tf.bench.step`: clips/s of a training step for each value of one setting, with ratios
 - `aed_tf.bench.predict`: x real time and peak memory of a timeline of long recordings
 
 Here, what they share: the block of where and when a result was measured, which every result
