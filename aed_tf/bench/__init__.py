@@ -13,10 +13,13 @@ that the train and cv benchmarks train (`bench_run_id`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from aed_tf.config import Config
 from aed_tf.files import write_json, write_text
@@ -75,6 +78,36 @@ def write_result(path: Path, result: dict[str, Any], table: str | None = None) -
     write_json(path, result)
     if table is not None:
         write_text(path.with_suffix(".md"), table)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledClips:
+    """Clips of the prepared corpora as the pipeline benchmarks read them."""
+
+    manifest: Any  # pandas.DataFrame: their manifest rows, the calm policy applied
+    waveforms: list[np.ndarray]
+    labels: list[int]  # class indices
+    speakers: list[str]  # `aed_tf.prepare.speaker_keys`
+
+
+def labelled_clips(config: Config, count: int | None = None) -> LabelledClips:
+    """The prepared corpora's clips (prepared first if need be), with the calm policy of
+    `config`: every clip, or `count` spread evenly over them."""
+    from aed_tf.labels import apply_calm_policy, class_names  # here: the result helpers stay light
+    from aed_tf.prepare import prepare, speaker_keys
+
+    prepared = prepare(config)
+    manifest = apply_calm_policy(prepared.manifest, config.data.calm)
+    if count is not None:
+        rows = np.linspace(0, len(manifest) - 1, min(count, len(manifest))).round().astype(int)
+        manifest = manifest.iloc[np.unique(rows)]
+    names = class_names(config.data.calm)
+    return LabelledClips(
+        manifest=manifest,
+        waveforms=[prepared.waveforms[clip] for clip in manifest["clip_id"]],
+        labels=[names.index(emotion) for emotion in manifest["emotion"]],
+        speakers=list(speaker_keys(manifest)),
+    )
 
 
 # Settings of what is fitted once the network has trained.

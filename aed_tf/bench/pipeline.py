@@ -11,11 +11,10 @@ from typing import Any
 import librosa
 import numpy as np
 
-from aed_tf.bench import benchmark_environment, write_result
+from aed_tf.bench import benchmark_environment, labelled_clips, write_result
 from aed_tf.config import Config, FrontEndConfig
-from aed_tf.labels import apply_calm_policy, class_names
+from aed_tf.labels import class_names
 from aed_tf.pipeline import train_dataset
-from aed_tf.prepare import prepare, speaker_keys
 
 ROUTES = {
     "pipeline": "train_dataset on waveforms in memory: each clip's mel power once (not counted, "
@@ -150,16 +149,14 @@ def run_pipeline_benchmark(config: Config, seconds: float, command: str, output:
     """`bench_pipeline` on every clip of the prepared corpora (prepared first if need be, with
     the calm policy of `config`), `seconds` in the pipeline, written to `output` with the
     `command` that made it."""
-    prepared = prepare(config)
-    manifest = apply_calm_policy(prepared.manifest, config.data.calm)
-    names = class_names(config.data.calm)
+    clips = labelled_clips(config)
     result = bench_pipeline(
-        [prepared.waveforms[clip] for clip in manifest["clip_id"]],
-        [names.index(e) for e in manifest["emotion"]],
-        [Path(p) for p in manifest["path"]],
+        clips.waveforms,
+        clips.labels,
+        [Path(p) for p in clips.manifest["path"]],
         config,
         min_seconds=seconds,
-        speakers=speaker_keys(manifest),
+        speakers=clips.speakers,
     )
     result = {**result, "command": command}
     write_result(output, result)

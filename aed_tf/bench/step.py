@@ -19,12 +19,11 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from aed_tf.bench import benchmark_environment, write_result
+from aed_tf.bench import benchmark_environment, labelled_clips, write_result
 from aed_tf.config import Config
-from aed_tf.labels import apply_calm_policy, class_names
+from aed_tf.labels import class_names
 from aed_tf.model import build_classifier
 from aed_tf.pipeline import train_dataset
-from aed_tf.prepare import prepare, speaker_keys
 
 
 def bench_step(
@@ -85,19 +84,8 @@ def run_step_benchmark(
     be), written to `output` with the `command` that made it."""
     for value in values:  # a bad field or value is refused before the corpora are read
         config.replace(**{field: value})
-    prepared = prepare(config)
-    manifest = apply_calm_policy(prepared.manifest, config.data.calm)
-    chosen = manifest.iloc[np.linspace(0, len(manifest) - 1, min(clips, len(manifest))).round().astype(int)]
-    chosen = chosen.drop_duplicates("clip_id")
-    names = class_names(config.data.calm)
-    result = bench_step(
-        [prepared.waveforms[clip] for clip in chosen["clip_id"]],
-        [names.index(e) for e in chosen["emotion"]],
-        list(speaker_keys(chosen)),
-        config,
-        field,
-        values,
-    )
-    result = {**result, "clips_in_memory": len(chosen), "command": command}
+    chosen = labelled_clips(config, clips)
+    result = bench_step(chosen.waveforms, chosen.labels, chosen.speakers, config, field, values)
+    result = {**result, "clips_in_memory": len(chosen.labels), "command": command}
     write_result(output, result)
     return result
